@@ -1,0 +1,37 @@
+"""dtune: asynchronous Bayesian hyperparameter search over a Dask cluster.
+
+Examples
+--------
+>>> import dtune
+>>> space = {"lr": dtune.Real(1e-4, 1e-1, prior="log-uniform"), "units": dtune.Integer(8, 64)}
+>>> study = dtune.Study(space, name="demo", random_state=0)
+>>> study.optimize(objective, n_trials=20)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError, TooManyFailuresError
+from dtune.space import Categorical, Integer, Real, SearchSpace
+from dtune.storage import InMemoryStorage, SQLiteStorage
+from dtune.study import Study, load_study
+from dtune.trial import Trial, TrialState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Categorical",
+    "DtuneError",
+    "InMemoryStorage",
+    "Integer",
+    "Real",
+    "SQLiteStorage",
+    "SearchSpace",
+    "StorageError",
+    "Study",
+    "StudyNotFoundError",
+    "TooManyFailuresError",
+    "Trial",
+    "TrialState",
+    "__version__",
+    "load_study",
+]

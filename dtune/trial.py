@@ -1,0 +1,64 @@
+"""The record of one evaluation of the objective: :class:`Trial` and :class:`TrialState`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Trial", "TrialState"]
+
+
+class TrialState(str, enum.Enum):
+    """Where a trial stands.
+
+    ``RUNNING`` trials have been handed to a worker; ``COMPLETE`` ones returned a value
+    the optimizer was told; ``FAILED`` ones raised or returned something unusable (see
+    :attr:`Trial.error`); ``INTERRUPTED`` ones were running when their driver stopped,
+    and their points are evaluated again first when the study resumes.
+    """
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+    INTERRUPTED = "INTERRUPTED"
+
+    def is_finished(self) -> bool:
+        """True for states that will not change any more."""
+        return self is not TrialState.RUNNING
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluation of the objective. Immutable: a finished trial is a new record.
+
+    Times are UNIX timestamps; ``started`` and ``finished`` are taken on the worker
+    around the objective call, ``submitted`` on the driver.
+
+    Examples
+    --------
+    >>> t = Trial(number=0, state=TrialState.COMPLETE, params={"x": 1.5}, value=0.25,
+    ...           started=10.0, finished=12.5)
+    >>> t.duration
+    2.5
+    """
+
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    value: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    worker: str | None = None
+    host: str | None = None
+    device: str | None = None
+    submitted: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the objective ran, or None if the trial has not finished on a worker."""
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
