@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["connect", "cluster_slots"]
+__all__ = ["cluster_slots", "connect"]
 
 logger = logging.getLogger("dtune")
 

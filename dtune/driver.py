@@ -1,17 +1,11 @@
 """The asynchronous search loop: submit trials as Dask futures, record and tell each
 result the moment its future completes, and refill that slot at once.
 
-Two threads share the work::
-
-    driver thread (as_completed)              suggestion thread (background)
-    ───────────────────────────────           ──────────────────────────────────────
-    future done → store.put (commit)  ──────▶ tell (cheap) → new suggestions
-    take a ready suggestion ◀──────────────── conditioned on told + pending points
-    store RUNNING → submit → ac.add()         refit hyperparameters when idle
-
-The driver thread never waits for a model fit: a suggestion computed ahead is ready
-when a slot frees, so a worker's gap between trials is bookkeeping plus Dask's own
-round trip.
+For each finished future the driver commits the trial to the store, passes the result
+to the suggestion process (:mod:`dtune.suggest`), takes a suggestion that process
+computed ahead, records it as RUNNING, submits it and adds it to ``as_completed``. The
+driver never waits for a model fit, so a worker's gap between trials is bookkeeping
+plus Dask's own round trip.
 """
 
 from __future__ import annotations
@@ -19,147 +13,26 @@ from __future__ import annotations
 import logging
 import pickle
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from threadpoolctl import threadpool_limits
-
 from dtune.cluster import cluster_slots, connect
+from dtune.suggest import SuggestionEngine
 from dtune.trial import Trial, TrialState
 from dtune.worker import Outcome, run_trial
 
 if TYPE_CHECKING:
     from distributed import Client, Future, as_completed
 
-    from dtune.optimizer import Point
     from dtune.study import Study
 
-__all__ = ["Callback", "SuggestionEngine", "run_search"]
+__all__ = ["Callback", "run_search"]
 
 logger = logging.getLogger("dtune")
 
 Callback = Callable[["Study", Trial], None]
 _SLOT_REFRESH_S = 1.0
-
-
-class SuggestionEngine:
-    """Computes pending-aware suggestions ahead of need in a background thread.
-
-    The driver reports points it submits (:meth:`submitted`) and results as they come
-    (:meth:`finished`); :meth:`take` hands out a suggestion at once when one is ready.
-    Suggestions computed before the latest result are *stale*: still handed out rather
-    than let a worker idle, but replaced by fresh ones as soon as those exist. Every
-    suggestion is conditioned on the running points and on the other ready suggestions,
-    so no two running or ready points are the same.
-
-    Parameters
-    ----------
-    study
-        The study whose optimizer this thread drives (under ``study``'s lock).
-    depth
-        How many fresh suggestions to keep ready.
-    """
-
-    def __init__(self, study: Study, depth: int = 2) -> None:
-        self._study = study
-        self._depth = depth
-        self._cond = threading.Condition()
-        self._results: list[tuple[Point, float]] = []
-        self._pending: dict[int, Point] = {}
-        self._ready: list[tuple[int, Point]] = []  # (generation it was computed in, point)
-        self._generation = 0  # bumps with every tell
-        self._stopping = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="dtune-suggest", daemon=True)
-
-    def __enter__(self) -> SuggestionEngine:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join()
-
-    def _fresh(self) -> int:
-        return sum(1 for g, _ in self._ready if g >= self._generation)
-
-    def take(self, timeout: float | None = None) -> Point:
-        """The freshest ready suggestion; waits only when none is ready."""
-        with self._cond:
-            ok = self._cond.wait_for(lambda: self._ready or self._error, timeout)
-            if self._error is not None:
-                raise RuntimeError("dtune's suggestion thread failed") from self._error
-            if not ok:
-                raise TimeoutError(f"no suggestion within {timeout} s")
-            newest = max(range(len(self._ready)), key=lambda i: (self._ready[i][0], -i))
-            _, point = self._ready.pop(newest)
-            self._cond.notify_all()
-            return point
-
-    def submitted(self, number: int, point: Point) -> None:
-        """``point`` is now being evaluated as trial ``number``."""
-        with self._cond:
-            self._pending[number] = point
-
-    def finished(self, results: Sequence[tuple[int, float | None]]) -> None:
-        """Trials finished; a None value (a failed trial) is not told to the optimizer."""
-        with self._cond:
-            for number, value in results:
-                point = self._pending.pop(number, None)
-                if value is not None and point is not None:
-                    self._results.append((point, value))
-            self._cond.notify_all()
-
-    def _idle(self) -> bool:
-        return (
-            not self._stopping
-            and not self._results
-            and self._fresh() >= self._depth
-            and not self._study._optimizer.needs_fit
-        )
-
-    def _run(self) -> None:
-        optimizer = self._study._optimizer
-        try:
-            # One BLAS thread: OpenBLAS's default threading makes GP fits several times
-            # slower on small machines and fights the workers for cores.
-            with threadpool_limits(limits=1):
-                while True:
-                    with self._cond:
-                        self._cond.wait_for(lambda: not self._idle())
-                        if self._stopping:
-                            return
-                        results, self._results = self._results, []
-                        if results:
-                            self._generation += 1
-                        generation = self._generation
-                        need_suggestion = self._fresh() < self._depth
-                        busy = list(self._pending.values()) + [p for _, p in self._ready]
-                    if results:
-                        with self._study._lock:
-                            optimizer.tell([p for p, _ in results], [v for _, v in results])
-                    elif need_suggestion:
-                        with self._study._lock:
-                            point = optimizer.ask(pending=busy)
-                        self._add_ready(generation, point)
-                    else:
-                        with self._study._lock:
-                            optimizer.fit()
-        except BaseException as exc:
-            with self._cond:
-                self._error = exc
-                self._cond.notify_all()
-
-    def _add_ready(self, generation: int, point: Point) -> None:
-        with self._cond:
-            self._ready.append((generation, point))
-            if self._fresh() >= self._depth:  # stale spares are no longer needed
-                self._ready = [(g, p) for g, p in self._ready if g >= self._generation]
-            self._cond.notify_all()
 
 
 def _check_picklable(objective: Callable[..., Any]) -> None:
@@ -231,9 +104,15 @@ def run_search(
 ) -> None:
     """Run ``n_trials`` more trials of ``study``; see :meth:`dtune.Study.optimize`."""
     _check_picklable(objective)
-    with connect(client, n_workers=n_workers, announce=progress) as dask_client:
-        _Search(study, objective, n_trials, dask_client, gpus_per_trial, timeout, callbacks,
-                progress).run()
+    # The suggestion process starts (imports, initial design) while the cluster does.
+    with (
+        SuggestionEngine(study._optimizer) as engine,
+        connect(client, n_workers=n_workers, announce=progress) as dask_client,
+    ):
+        search = _Search(
+            study, objective, n_trials, dask_client, gpus_per_trial, timeout, callbacks, progress
+        )
+        search.run(engine)
 
 
 class _Search:
@@ -266,7 +145,7 @@ class _Search:
         # one cluster, or a retried trial, must not share keys.
         self.token = secrets.token_hex(3)
 
-    def run(self) -> None:
+    def run(self, engine: SuggestionEngine) -> None:
         from distributed import as_completed
 
         # Points left running by a driver that died are evaluated again first.
@@ -274,16 +153,15 @@ class _Search:
         bar = _Progress(self.study, self.n_trials, self.progress)
         ac = as_completed(with_results=False)
         try:
-            with SuggestionEngine(self.study) as engine:
+            self._refill(ac, engine, retry)
+            while self.running:
+                done = _wait_for_completion(ac, _SLOT_REFRESH_S)
+                finished = self._record(done, engine)
                 self._refill(ac, engine, retry)
-                while self.running:
-                    done = _wait_for_completion(ac, _SLOT_REFRESH_S)
-                    finished = self._record(done, engine)
-                    self._refill(ac, engine, retry)
-                    bar.update(finished, len(self.running))
-                    for trial in finished:
-                        for callback in self.callbacks:
-                            callback(self.study, trial)
+                bar.update(finished, len(self.running))
+                for trial in finished:
+                    for callback in self.callbacks:
+                        callback(self.study, trial)
         except BaseException:
             self._interrupt()
             raise
@@ -312,7 +190,7 @@ class _Search:
                 point = self.study.space.to_point(trial.params)
             else:
                 point = engine.take()
-                trial = self.study._start_trial(point)
+                trial = self.study._start_trial(point, suggested_elsewhere=True)
             engine.submitted(trial.number, point)
             future = self.client.submit(
                 run_trial,
@@ -330,16 +208,20 @@ class _Search:
     def _record(self, done: list[Future], engine: SuggestionEngine) -> list[Trial]:
         if not done:
             return []
-        finished = self.study._finish_trials(
-            [(self.running.pop(f), _outcome_of(f)) for f in done]
-        )
+        finished = self.study._finish_trials([(self.running.pop(f), _outcome_of(f)) for f in done])
         engine.finished(
-            [(t.number, self.study._to_minimize(t.value)) for t in finished]
+            [
+                (t.number, self.study._to_minimize(t.value) if t.value is not None else None)
+                for t in finished
+            ]
         )
         for trial in finished:
             if trial.state is TrialState.FAILED:
-                logger.warning("dtune: trial %d failed: %s", trial.number,
-                               (trial.error or "").strip().splitlines()[-1:])
+                logger.warning(
+                    "dtune: trial %d failed: %s",
+                    trial.number,
+                    (trial.error or "").strip().splitlines()[-1:],
+                )
         return finished
 
     def _interrupt(self) -> None:

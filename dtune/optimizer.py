@@ -124,6 +124,28 @@ class PendingAwareOptimizer:
     True
     """
 
+    space: SearchSpace
+    settings: dict[str, Any]
+    _rng: np.random.RandomState
+    _estimator: Any
+    _skspace: Space
+    _acq_func: str
+    _acq_func_kwargs: dict[str, Any]
+    _acq_optimizer: str
+    _n_points: int
+    _n_restarts: int
+    _n_initial: int
+    _initial: list[Point] | None
+    _gains: np.ndarray
+    _liar: str
+    _X: list[Point]
+    _y: list[float]
+    _told: set[tuple[Any, ...]]
+    _model: Any
+    _model_n_told: int
+    _n_asked: int
+    _last_candidates: list[np.ndarray] | None
+
     def __init__(
         self,
         space: SearchSpace,
@@ -207,9 +229,7 @@ class PendingAwareOptimizer:
                 random_state=self._rng.randint(0, np.iinfo(np.int32).max),
             )
         if not is_regressor(base_estimator):
-            raise TypeError(
-                f"base_estimator={base_estimator!r} is not a scikit-learn regressor"
-            )
+            raise TypeError(f"base_estimator={base_estimator!r} is not a scikit-learn regressor")
         return base_estimator
 
     def _check_acq_optimizer(self, acq_optimizer: str) -> str:
@@ -251,9 +271,7 @@ class PendingAwareOptimizer:
     def needs_fit(self) -> bool:
         """True when results arrived since the surrogate's hyperparameters were last fit."""
         return (
-            self._estimator is not None
-            and self.n_told >= 2
-            and self._model_n_told != self.n_told
+            self._estimator is not None and self.n_told >= 2 and self._model_n_told != self.n_told
         )
 
     def skip_initial(self, n: int) -> None:
@@ -322,7 +340,7 @@ class PendingAwareOptimizer:
         if not pending and self._model_n_told == self.n_told:
             return self._model
         ys = np.asarray(self._y)
-        lie = {"cl_min": ys.min, "cl_mean": ys.mean, "cl_max": ys.max}[self._liar]()
+        lie = {"cl_min": np.min, "cl_mean": np.mean, "cl_max": np.max}[self._liar](ys)
         X = self._skspace.transform(self._X + [list(p) for p in pending])
         y = np.concatenate([ys, np.full(len(pending), lie)])
         if isinstance(self._model, GaussianProcessRegressor):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -44,7 +45,5 @@ def refill_latencies(trials: Iterable[Trial]) -> list[float]:
     gaps: list[float] = []
     for runs in by_worker.values():
         runs.sort(key=lambda t: t.started or 0.0)
-        gaps.extend(
-            (b.started or 0.0) - (a.finished or 0.0) for a, b in zip(runs, runs[1:], strict=False)
-        )
+        gaps.extend((b.started or 0.0) - (a.finished or 0.0) for a, b in itertools.pairwise(runs))
     return gaps

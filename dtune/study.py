@@ -102,7 +102,7 @@ class Study:
             raise ValueError(f"direction={direction!r} must be 'minimize' or 'maximize'")
         if objective_key is not None and not isinstance(objective_key, str):
             raise TypeError(f"objective_key={objective_key!r} must be a string or None")
-        self.space = SearchSpace(space)
+        self.space = space if isinstance(space, SearchSpace) else SearchSpace(space)
         self.name = name
         self.direction = direction
         self.objective_key = objective_key
@@ -145,8 +145,7 @@ class Study:
         ):
             if stored != given:
                 raise ValueError(
-                    f"study {self.name!r} in {self._storage!r} has {what}={stored!r}, "
-                    f"not {given!r}"
+                    f"study {self.name!r} in {self._storage!r} has {what}={stored!r}, not {given!r}"
                 )
         logger.info("dtune: continuing study %r from %r", self.name, self._storage)
 
@@ -265,7 +264,9 @@ class Study:
                 raise ValueError(f"trial {number!r} is not in study {self.name!r}")
             if current.state is not TrialState.RUNNING:
                 raise ValueError(f"trial {number} is already {current.state.value}")
-            result, metrics = (None, {}) if value is None else parse_result(value, self.objective_key)
+            result, metrics = (
+                (None, {}) if value is None else parse_result(value, self.objective_key)
+            )
             outcome = Outcome(
                 value=result,
                 metrics=metrics,
@@ -274,21 +275,20 @@ class Study:
                 finished=time.time(),
             )
             (finished,) = self._finish_trials([(current, outcome)])
-            if finished.state is TrialState.COMPLETE:
-                self._optimizer.tell(
-                    [self.space.to_point(finished.params)], [self._to_minimize(finished.value)]
-                )
             return finished
 
     # -- bookkeeping used by the driver (all under the lock, store first) -----------------
 
-    def _to_minimize(self, value: float | None) -> float | None:
+    def _to_minimize(self, value: float | None) -> float:
+        """The value as the optimizer sees it (it minimizes); failed trials have none."""
         if value is None:
-            return None
+            raise ValueError("a trial without a value cannot be told to the optimizer")
         return -value if self.direction == "maximize" else value
 
-    def _start_trial(self, point: Point) -> Trial:
+    def _start_trial(self, point: Point, *, suggested_elsewhere: bool = False) -> Trial:
         with self._lock:
+            if suggested_elsewhere:  # by the suggestion process: keep our copy in step
+                self._optimizer.skip_initial(1)
             trial = Trial(
                 number=self._next_number,
                 state=TrialState.RUNNING,
@@ -318,9 +318,14 @@ class Study:
             )
             for trial, outcome in results
         ]
+        complete = [t for t in finished if t.state is TrialState.COMPLETE]
         with self._lock:
             self._storage.put_trials(self.name, finished)
             self._trials.update((t.number, t) for t in finished)
+            self._optimizer.tell(
+                [self.space.to_point(t.params) for t in complete],
+                [self._to_minimize(t.value) for t in complete],
+            )
         return finished
 
     def _interrupt_trials(self, trials: Sequence[Trial]) -> None:
@@ -374,7 +379,7 @@ class Study:
         """The ``n`` best complete trials, best first."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r} must be a positive int")
-        ranked = sorted(self._complete(), key=lambda t: self._to_minimize(t.value) or 0.0)
+        ranked = sorted(self._complete(), key=lambda t: self._to_minimize(t.value))
         return ranked[:n]
 
     def _best_value_or_none(self) -> float | None:
@@ -490,4 +495,3 @@ def load_study(
         objective_key=record.objective_key,
         **options,
     )
-

@@ -53,9 +53,7 @@ def _plain(value: Any) -> Any:
 
 def _as_objective_value(value: Any, what: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{what} is {value!r} ({type(value).__name__}); expected a finite float"
-        )
+        raise TypeError(f"{what} is {value!r} ({type(value).__name__}); expected a finite float")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{what} is {number!r}; expected a finite float")
