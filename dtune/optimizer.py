@@ -340,7 +340,13 @@ class PendingAwareOptimizer:
         if not pending and self._model_n_told == self.n_told:
             return self._model
         ys = np.asarray(self._y)
-        lie = {"cl_min": np.min, "cl_mean": np.mean, "cl_max": np.max}[self._liar](ys)
+        lie = float(
+            ys.min()
+            if self._liar == "cl_min"
+            else ys.max()
+            if self._liar == "cl_max"
+            else ys.mean()
+        )
         X = self._skspace.transform(self._X + [list(p) for p in pending])
         y = np.concatenate([ys, np.full(len(pending), lie)])
         if isinstance(self._model, GaussianProcessRegressor):

@@ -1,0 +1,82 @@
+"""One conformance suite for every store, plus what only SQLite files promise."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from dtune import InMemoryStorage, SQLiteStorage, StorageError, Trial, TrialState
+from dtune.storage import StudyRecord, open_storage
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        return InMemoryStorage()
+    return SQLiteStorage(tmp_path / "s.db")
+
+
+def _record(name="s"):
+    return StudyRecord(name, "minimize", None, {"x": {"type": "Real"}}, {"liar": "cl_min"}, 1.0)
+
+
+def test_studies_are_created_once_and_listed(store):
+    store.create_study(_record("a"))
+    store.create_study(_record("b"))
+    assert store.study_names() == ["a", "b"]
+    assert store.get_study("a") == _record("a")
+    assert store.get_study("missing") is None
+    with pytest.raises(ValueError, match="'a' already exists"):
+        store.create_study(_record("a"))
+
+
+def test_trials_round_trip_and_are_replaced_by_number(store):
+    store.create_study(_record())
+    running = Trial(0, TrialState.RUNNING, {"x": 1.5, "act": "relu"}, submitted=5.0)
+    store.put_trial("s", running)
+    done = Trial(
+        0, TrialState.COMPLETE, {"x": 1.5, "act": "relu"}, value=0.25,
+        metrics={"acc": 0.9, "curve": [1, 2]}, worker="w1", host="h", device="0",
+        submitted=5.0, started=6.0, finished=7.5,
+    )
+    failed = Trial(1, TrialState.FAILED, {"x": 2.0, "act": "tanh"}, error="Traceback ...")
+    store.put_trials("s", [done, failed])
+    assert store.get_trials("s") == [done, failed]
+
+
+def test_trials_of_studies_sharing_a_store_stay_apart(store):
+    store.create_study(_record("a"))
+    store.create_study(_record("b"))
+    store.put_trial("a", Trial(0, TrialState.RUNNING, {"x": 1.0}))
+    assert store.get_trials("b") == []
+
+
+def test_sqlite_store_is_in_wal_mode_and_readable_from_another_process(tmp_path):
+    path = tmp_path / "s.db"
+    store = SQLiteStorage(path)
+    store.create_study(_record())
+    store.put_trial("s", Trial(0, TrialState.COMPLETE, {"x": 1.0}, value=3.0))
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    code = (
+        "from dtune.storage import SQLiteStorage; "
+        f"print(SQLiteStorage({str(path)!r}).get_trials('s')[0].value)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3.0"
+
+
+def test_bad_store_paths_are_refused_clearly(tmp_path):
+    with pytest.raises(StorageError, match="does not exist"):
+        SQLiteStorage(tmp_path / "no" / "such" / "dir.db")
+    with pytest.raises(StorageError, match="is a folder"):
+        SQLiteStorage(tmp_path)
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("hello, this is not a database " * 100)
+    with pytest.raises(StorageError, match="cannot open store"):
+        SQLiteStorage(not_sqlite)
+    with pytest.raises(TypeError, match="storage=42"):
+        open_storage(42)
