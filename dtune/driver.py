@@ -151,7 +151,7 @@ class _Search:
         # Points left running by a driver that died are evaluated again first.
         retry = self.study._take_interrupted()
         bar = _Progress(self.study, self.n_trials, self.progress)
-        ac = as_completed(with_results=False)
+        ac = as_completed(loop=self.client.loop, with_results=False)
         try:
             self._refill(ac, engine, retry)
             while self.running:

@@ -110,10 +110,20 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
     pending: dict[int, Point] = {}
     ready: list[tuple[int, Point]] = []
     results: list[tuple[Point, float]] = []
-    generation = 0
+    generation = 0  # bumps with every tell; a suggestion from an older one is stale
 
     def fresh() -> int:
         return sum(1 for g, _ in ready if g >= generation)
+
+    def suggest() -> None:
+        busy = list(pending.values()) + [p for _, p in ready]
+        point = optimizer.ask(pending=busy)
+        ready.append((generation, point))
+        conn.send(("ready", generation, point))
+        stale = [p for g, p in ready if g < generation]
+        if stale and fresh() >= depth:  # stale spares are no longer needed
+            ready[:] = [(g, p) for g, p in ready if g >= generation]
+            conn.send(("drop", [_point_key(p) for p in stale]))
 
     def handle(message: tuple[Any, ...]) -> bool:
         if message[0] == "stop":
@@ -143,21 +153,18 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
                     if not handle(conn.recv()):
                         return
                     idle = not results and fresh() >= depth and not optimizer.needs_fit
-                if results:
+                if not ready:  # the driver may be waiting: serve it first
+                    suggest()
+                elif results:
                     optimizer.tell([p for p, _ in results], [v for _, v in results])
                     results.clear()
                     generation += 1
-                elif fresh() < depth:
-                    busy = list(pending.values()) + [p for _, p in ready]
-                    point = optimizer.ask(pending=busy)
-                    ready.append((generation, point))
-                    conn.send(("ready", generation, point))
-                    stale = [p for g, p in ready if g < generation]
-                    if stale and fresh() >= depth:
-                        ready[:] = [(g, p) for g, p in ready if g >= generation]
-                        conn.send(("drop", [_point_key(p) for p in stale]))
-                else:
+                elif optimizer.needs_fit:
+                    # Refit before refreshing suggestions: results that arrive meanwhile
+                    # are told together in the next round.
                     optimizer.fit()
+                else:
+                    suggest()
     except (EOFError, BrokenPipeError):
         return  # the driver went away
     except BaseException:

@@ -1,0 +1,58 @@
+"""Objectives the driver tests send to real Dask workers (importable by them)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+
+def branin(x1: float, x2: float) -> float:
+    a, b, c = 1.0, 5.1 / (4 * math.pi**2), 5 / math.pi
+    r, s, t = 6.0, 10.0, 1 / (8 * math.pi)
+    return a * (x2 - b * x1**2 + c * x1 - r) ** 2 + s * (1 - t) * math.cos(x1) + s
+
+
+def quick_branin(x1: float, x2: float) -> float:
+    time.sleep(0.05)
+    return branin(x1, x2)
+
+
+def timed_branin(x1: float, x2: float) -> float:
+    """Branin taking 0.3–0.6 s, so the driver's model keeps up as with real trials."""
+    time.sleep(0.3 + 0.02 * (x1 + 5))
+    return branin(x1, x2)
+
+
+def first_is_slow(marker: str, x: float) -> float:
+    """The first trial to run sleeps 4 s; the others 0.1 s."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        time.sleep(4.0)
+    except FileExistsError:
+        time.sleep(0.1)
+    return (x - 0.3) ** 2
+
+
+def sometimes_bad(x: float) -> object:
+    """Fails in five different ways depending on where x falls."""
+    time.sleep(0.05)
+    kind = int(x)
+    if kind == 0:
+        raise RuntimeError(f"diverged at x={x}")
+    if kind == 1:
+        return None
+    if kind == 2:
+        return float("nan")
+    if kind == 3:
+        return "oops"
+    if kind == 4:
+        return {"accuracy": 0.5}
+    return {"val_loss": (x - 7.5) ** 2, "accuracy": 0.9}
+
+
+def touch_and_sleep(folder: str, k: int) -> float:
+    Path(folder, f"{k}-{os.getpid()}").touch()
+    time.sleep(0.2)
+    return float(k)

@@ -1,0 +1,134 @@
+"""The asynchronous driver on a real LocalCluster of worker processes and real SQLite."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dtune import Integer, Real, Study, TrialState, load_study
+from tests import objectives
+
+BRANIN = {"x1": Real(-5.0, 10.0), "x2": Real(0.0, 15.0)}
+
+
+def test_a_slow_trial_does_not_hold_back_the_others(client, tmp_path):
+    told = []  # (when, trial, results told so far), as each trial is recorded
+
+    def watch(study, trial):
+        told.append((time.time(), trial.number, study._optimizer.n_told))
+
+    study = Study({"x": Real(0.0, 1.0)}, storage=tmp_path / "s.db", random_state=0)
+    marker = str(tmp_path / "slow")
+    study.optimize(
+        lambda x: objectives.first_is_slow(marker, x), 14, client=client, callbacks=[watch],
+        progress=False,
+    )
+    trials = study.trials
+    slow = max(trials, key=lambda t: t.duration)
+    assert slow.duration >= 4.0
+    during = [t for t in trials if t is not slow and t.finished < slow.finished]
+    # with four workers, three keep finishing and are refilled while the slow one runs
+    assert len(during) >= 8
+    refilled = [t for t in during if t.started > min(d.finished for d in during)]
+    assert refilled
+    # each was recorded and told as it came, not at the end of a batch
+    told_while_slow_ran = [n_told for when, _, n_told in told if when < slow.finished]
+    assert len(told_while_slow_ran) >= 8
+    assert told_while_slow_ran == sorted(told_while_slow_ran)
+    assert told_while_slow_ran[-1] >= 8
+
+
+def test_no_two_running_trials_share_a_point(client):
+    study = Study({"k": Integer(0, 11)}, random_state=0, n_initial_points=3)
+    study.optimize(lambda k: objectives.touch_and_sleep("/tmp", k) * 0 + (k - 5) ** 2, 12,
+                   client=client, progress=False)
+    points = [t.params["k"] for t in study.trials]
+    assert sorted(points) == list(range(12))
+    for a in study.trials:
+        overlapping = [b for b in study.trials if b is not a and b.started < a.finished
+                       and a.started < b.finished]
+        assert all(b.params != a.params for b in overlapping)
+
+
+@pytest.mark.slow
+def test_seeded_search_finds_the_branin_minimum(client):
+    study = Study(BRANIN, random_state=0)
+    study.optimize(objectives.timed_branin, 40, client=client, progress=False)
+    assert len(study.trials) == 40
+    assert study.best_value == pytest.approx(0.397887, abs=0.05)
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(client, tmp_path):
+    study = Study({"x": Real(0.0, 10.0)}, storage=tmp_path / "s.db", objective_key="val_loss",
+                  random_state=0, n_initial_points=12)
+    study.optimize(objectives.sometimes_bad, 20, client=client, progress=False)
+    trials = study.trials
+    assert len(trials) == 20
+    failed = [t for t in trials if t.state is TrialState.FAILED]
+    complete = [t for t in trials if t.state is TrialState.COMPLETE]
+    assert failed
+    assert complete
+    messages = {int(t.params["x"]): t.error for t in failed}
+    expected = {
+        0: "RuntimeError: diverged at x=",
+        1: "is None",
+        2: "nan",
+        3: "'oops' (str)",
+        4: "without the objective key 'val_loss'",
+    }
+    for kind, message in messages.items():
+        assert expected[kind] in message
+    assert "Traceback" in messages.get(0, "Traceback")
+    # failed points are never told to the optimizer as numbers
+    assert study._optimizer.n_told == len(complete)
+    assert all(t.worker and t.host and t.started <= t.finished for t in trials)
+    assert load_study(tmp_path / "s.db").trials == trials
+
+
+def test_a_study_resumes_from_its_store_and_continues_numbering(client, tmp_path):
+    path = tmp_path / "s.db"
+    first = Study(BRANIN, name="b", storage=path, random_state=0)
+    first.optimize(objectives.quick_branin, 6, client=client, progress=False)
+    # a driver that died mid-trial leaves a RUNNING trial behind
+    orphan = first.ask()
+
+    resumed = load_study(path, name="b")
+    resumed.optimize(objectives.quick_branin, 6, client=client, progress=False)
+    trials = resumed.trials
+    assert [t.number for t in trials] == list(range(13))
+    assert all(t.state is TrialState.COMPLETE for t in trials)
+    assert trials[orphan.number].params == orphan.params  # its point was run again
+    assert resumed._optimizer.n_told == 13
+
+
+def test_an_unpicklable_objective_is_refused_before_anything_runs(client):
+    lock = threading.Lock()
+    study = Study({"x": Real(0.0, 1.0)})
+    with pytest.raises(TypeError, match="cannot be pickled.*inside it"):
+        study.optimize(lambda x: lock.locked() + x, 3, client=client, progress=False)
+    assert study.trials == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"n_trials": 0}, "n_trials=0"), ({"n_trials": 2.5}, "n_trials=2.5"),
+     ({"n_trials": 3, "gpus_per_trial": 0}, "gpus_per_trial=0"),
+     ({"n_trials": 3, "timeout": -1}, "timeout=-1")],
+)
+def test_bad_optimize_arguments_fail_early(client, kwargs, needle):
+    study = Study({"x": Real(0.0, 1.0)})
+    with pytest.raises(ValueError, match=needle):
+        study.optimize(lambda x: x, client=client, **kwargs)
+    assert study.trials == []
+
+
+def test_trials_record_worker_host_and_device(client):
+    study = Study({"x": Real(0.0, 1.0)}, random_state=0)
+    study.optimize(lambda x: x, 8, client=client, progress=False)
+    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    names = {str(w["name"]) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+    assert {t.worker for t in study.trials} <= names
+    assert len(workers) == 4
+    assert all(t.host for t in study.trials)
