@@ -60,7 +60,12 @@ def _print_summary(study: object, top: int) -> None:
     print(f"best {study.objective_key or 'value'} ({study.direction}): {best[0].value:.6g}")
     print(f"best parameters: {best[0].params}")
     frame = study.trials_dataframe()
-    columns = ["number", "value", *[c for c in frame if c.startswith("params_")], "duration"]
+    columns = [
+        "number",
+        "value",
+        *[str(c) for c in frame if str(c).startswith("params_")],
+        "duration",
+    ]
     ranked = frame.set_index("number").loc[[t.number for t in best]].reset_index()
     print(f"\ntop {len(best)}:")
     print(ranked[columns].to_string(index=False))

@@ -22,7 +22,10 @@ def test_a_slow_trial_does_not_hold_back_the_others(client, tmp_path):
     study = Study({"x": Real(0.0, 1.0)}, storage=tmp_path / "s.db", random_state=0)
     marker = str(tmp_path / "slow")
     study.optimize(
-        lambda x: objectives.first_is_slow(marker, x), 14, client=client, callbacks=[watch],
+        lambda x: objectives.first_is_slow(marker, x),
+        14,
+        client=client,
+        callbacks=[watch],
         progress=False,
     )
     trials = study.trials
@@ -42,27 +45,39 @@ def test_a_slow_trial_does_not_hold_back_the_others(client, tmp_path):
 
 def test_no_two_running_trials_share_a_point(client):
     study = Study({"k": Integer(0, 11)}, random_state=0, n_initial_points=3)
-    study.optimize(lambda k: objectives.touch_and_sleep("/tmp", k) * 0 + (k - 5) ** 2, 12,
-                   client=client, progress=False)
+    study.optimize(
+        lambda k: objectives.touch_and_sleep("/tmp", k) * 0 + (k - 5) ** 2,
+        12,
+        client=client,
+        progress=False,
+    )
     points = [t.params["k"] for t in study.trials]
     assert sorted(points) == list(range(12))
     for a in study.trials:
-        overlapping = [b for b in study.trials if b is not a and b.started < a.finished
-                       and a.started < b.finished]
+        overlapping = [
+            b
+            for b in study.trials
+            if b is not a and b.started < a.finished and a.started < b.finished
+        ]
         assert all(b.params != a.params for b in overlapping)
 
 
 @pytest.mark.slow
 def test_seeded_search_finds_the_branin_minimum(client):
-    study = Study(BRANIN, random_state=0)
+    study = Study(BRANIN, random_state=0, acq_func="EI")
     study.optimize(objectives.timed_branin, 40, client=client, progress=False)
     assert len(study.trials) == 40
     assert study.best_value == pytest.approx(0.397887, abs=0.05)
 
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(client, tmp_path):
-    study = Study({"x": Real(0.0, 10.0)}, storage=tmp_path / "s.db", objective_key="val_loss",
-                  random_state=0, n_initial_points=12)
+    study = Study(
+        {"x": Real(0.0, 10.0)},
+        storage=tmp_path / "s.db",
+        objective_key="val_loss",
+        random_state=0,
+        n_initial_points=12,
+    )
     study.optimize(objectives.sometimes_bad, 20, client=client, progress=False)
     trials = study.trials
     assert len(trials) == 20
@@ -106,16 +121,19 @@ def test_a_study_resumes_from_its_store_and_continues_numbering(client, tmp_path
 def test_an_unpicklable_objective_is_refused_before_anything_runs(client):
     lock = threading.Lock()
     study = Study({"x": Real(0.0, 1.0)})
-    with pytest.raises(TypeError, match="cannot be pickled.*inside it"):
+    with pytest.raises(TypeError, match=r"cannot be pickled.*inside it"):
         study.optimize(lambda x: lock.locked() + x, 3, client=client, progress=False)
     assert study.trials == []
 
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"n_trials": 0}, "n_trials=0"), ({"n_trials": 2.5}, "n_trials=2.5"),
-     ({"n_trials": 3, "gpus_per_trial": 0}, "gpus_per_trial=0"),
-     ({"n_trials": 3, "timeout": -1}, "timeout=-1")],
+    [
+        ({"n_trials": 0}, "n_trials=0"),
+        ({"n_trials": 2.5}, "n_trials=2.5"),
+        ({"n_trials": 3, "gpus_per_trial": 0}, "gpus_per_trial=0"),
+        ({"n_trials": 3, "timeout": -1}, "timeout=-1"),
+    ],
 )
 def test_bad_optimize_arguments_fail_early(client, kwargs, needle):
     study = Study({"x": Real(0.0, 1.0)})

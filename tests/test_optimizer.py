@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import skopt
 import sklearn
+import skopt
 
 from dtune import Categorical, Integer, Real, SearchSpace
 from dtune.optimizer import PendingAwareOptimizer
@@ -25,7 +25,10 @@ def test_every_supported_surrogate_runs_with_the_pinned_libraries(estimator):
     """Smoke test of skopt 0.10.x with this scikit-learn and numpy."""
     assert skopt.__version__.startswith("0.10.")
     opt = PendingAwareOptimizer(
-        MIXED, base_estimator=estimator, n_initial_points=4, random_state=0,
+        MIXED,
+        base_estimator=estimator,
+        n_initial_points=4,
+        random_state=0,
         acq_optimizer_kwargs={"n_points": 500},
     )
     for _ in range(8):
@@ -38,7 +41,7 @@ def test_every_supported_surrogate_runs_with_the_pinned_libraries(estimator):
 
 
 def test_gbrt_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match="GBRT.*broken.*scikit-learn") as info:
+    with pytest.raises(ValueError, match=r"GBRT.*broken.*scikit-learn") as info:
         PendingAwareOptimizer(MIXED, base_estimator="GBRT")
     assert "use 'GP', 'RF' or 'ET'" in str(info.value)
     assert sklearn.__version__  # the message is about this pairing
@@ -90,8 +93,9 @@ def test_small_discrete_space_is_covered_without_duplicates():
 
 def test_same_seed_same_points_when_sequential():
     def run():
-        opt = PendingAwareOptimizer(MIXED, n_initial_points=4, random_state=7,
-                                    acq_optimizer_kwargs={"n_points": 500})
+        opt = PendingAwareOptimizer(
+            MIXED, n_initial_points=4, random_state=7, acq_optimizer_kwargs={"n_points": 500}
+        )
         points = []
         for _ in range(8):
             p = opt.ask(pending=[])

@@ -54,7 +54,11 @@ def test_bad_spaces_raise_naming_the_dimension(space, error, needle):
 
 def test_params_are_plain_python_values():
     space = SearchSpace(
-        {"lr": Real(1e-4, 1.0, prior="log-uniform"), "n": Integer(1, 5), "p": Categorical(["a", "b"])}
+        {
+            "lr": Real(1e-4, 1.0, prior="log-uniform"),
+            "n": Integer(1, 5),
+            "p": Categorical(["a", "b"]),
+        }
     )
     params = space.to_params([np.float64(0.01), np.int64(3), np.str_("b")])
     assert params == {"lr": 0.01, "n": 3, "p": "b"}

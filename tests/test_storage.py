@@ -38,9 +38,17 @@ def test_trials_round_trip_and_are_replaced_by_number(store):
     running = Trial(0, TrialState.RUNNING, {"x": 1.5, "act": "relu"}, submitted=5.0)
     store.put_trial("s", running)
     done = Trial(
-        0, TrialState.COMPLETE, {"x": 1.5, "act": "relu"}, value=0.25,
-        metrics={"acc": 0.9, "curve": [1, 2]}, worker="w1", host="h", device="0",
-        submitted=5.0, started=6.0, finished=7.5,
+        0,
+        TrialState.COMPLETE,
+        {"x": 1.5, "act": "relu"},
+        value=0.25,
+        metrics={"acc": 0.9, "curve": [1, 2]},
+        worker="w1",
+        host="h",
+        device="0",
+        submitted=5.0,
+        started=6.0,
+        finished=7.5,
     )
     failed = Trial(1, TrialState.FAILED, {"x": 2.0, "act": "tanh"}, error="Traceback ...")
     store.put_trials("s", [done, failed])

@@ -24,8 +24,13 @@ def _run_manually(study, n):
 
 
 def test_manual_ask_tell_records_metrics_and_finds_the_best(tmp_path):
-    study = Study(SPACE, storage=tmp_path / "s.db", objective_key="loss", random_state=0,
-                  acq_optimizer_kwargs={"n_points": 1000})
+    study = Study(
+        SPACE,
+        storage=tmp_path / "s.db",
+        objective_key="loss",
+        random_state=0,
+        acq_optimizer_kwargs={"n_points": 1000},
+    )
     _run_manually(study, 15)
     assert len(study.trials) == 15
     assert all(t.state is TrialState.COMPLETE for t in study.trials)
@@ -69,14 +74,27 @@ def test_ask_accounts_for_running_trials():
 def test_results_views_dataframe_and_skopt_plots(tmp_path):
     from skopt.plots import plot_convergence, plot_objective
 
-    study = Study(SPACE, objective_key="loss", random_state=1, n_initial_points=4,
-                  acq_optimizer_kwargs={"n_points": 500})
+    study = Study(
+        SPACE,
+        objective_key="loss",
+        random_state=1,
+        n_initial_points=4,
+        acq_optimizer_kwargs={"n_points": 500},
+    )
     _run_manually(study, 8)
     study.tell(study.ask(), None, error="boom")
     frame = study.trials_dataframe()
     assert list(frame["number"]) == list(range(9))
-    assert {"params_x", "params_n", "params_act", "metrics_loss", "worker", "device",
-            "duration", "error"} <= set(frame.columns)
+    assert {
+        "params_x",
+        "params_n",
+        "params_act",
+        "metrics_loss",
+        "worker",
+        "device",
+        "duration",
+        "error",
+    } <= set(frame.columns)
     assert frame["state"].tolist().count("FAILED") == 1
     result = study.as_skopt_result()
     assert len(result.func_vals) == 8  # the failed trial is not a number to skopt
