@@ -80,7 +80,7 @@ class Study:
     >>> study = Study({"x": Real(-2.0, 2.0)}, random_state=0)
     >>> for _ in range(12):
     ...     trial = study.ask()
-    ...     study.tell(trial, (trial.params["x"] - 0.5) ** 2)
+    ...     _ = study.tell(trial, (trial.params["x"] - 0.5) ** 2)
     >>> abs(study.best_params["x"] - 0.5) < 0.1
     True
     """
