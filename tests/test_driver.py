@@ -63,9 +63,11 @@ def test_no_two_running_trials_share_a_point(client):
 
 
 @pytest.mark.slow
-def test_seeded_search_finds_the_branin_minimum(client):
+def test_seeded_search_finds_the_branin_minimum():
+    # Two workers: with more, the order results arrive in (and so the points) varies
+    # more from run to run under a loaded CI machine.
     study = Study(BRANIN, random_state=0, acq_func="EI")
-    study.optimize(objectives.timed_branin, 40, client=client, progress=False)
+    study.optimize(objectives.timed_branin, 40, n_workers=2, progress=False)
     assert len(study.trials) == 40
     assert study.best_value == pytest.approx(0.397887, abs=0.05)
 
