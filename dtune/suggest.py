@@ -83,6 +83,8 @@ class SuggestionEngine:
             elif message[0] == "drop":
                 dropped = set(message[1])
                 self._ready = [(g, p) for g, p in self._ready if _point_key(p) not in dropped]
+                # Any of them taken already was reported as submitted before this ack.
+                self._conn.send(("dropped", message[1]))
             elif message[0] == "error":
                 raise RuntimeError(f"dtune's suggestion process failed:\n{message[1]}")
 
@@ -109,6 +111,7 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
 
     pending: dict[int, Point] = {}
     ready: list[tuple[int, Point]] = []
+    dropped: list[Point] = []  # busy until the driver acknowledges it will not take them
     results: list[tuple[Point, float]] = []
     generation = 0  # bumps with every tell; a suggestion from an older one is stale
 
@@ -116,13 +119,14 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
         return sum(1 for g, _ in ready if g >= generation)
 
     def suggest() -> None:
-        busy = list(pending.values()) + [p for _, p in ready]
+        busy = list(pending.values()) + [p for _, p in ready] + dropped
         point = optimizer.ask(pending=busy)
         ready.append((generation, point))
         conn.send(("ready", generation, point))
         stale = [p for g, p in ready if g < generation]
         if stale and fresh() >= depth:  # stale spares are no longer needed
             ready[:] = [(g, p) for g, p in ready if g >= generation]
+            dropped.extend(stale)
             conn.send(("drop", [_point_key(p) for p in stale]))
 
     def handle(message: tuple[Any, ...]) -> bool:
@@ -136,6 +140,9 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
                     del ready[i]
                     break
             pending[number] = point
+        elif message[0] == "dropped":
+            acknowledged = {tuple(k) for k in message[1]}
+            dropped[:] = [p for p in dropped if _point_key(p) not in acknowledged]
         elif message[0] == "finished":
             for number, value in message[1]:
                 point = pending.pop(number, None)
