@@ -10,7 +10,7 @@ Examples
 
 from __future__ import annotations
 
-from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError, TooManyFailuresError
+from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError
 from dtune.space import Categorical, Integer, Real, SearchSpace
 from dtune.storage import InMemoryStorage, SQLiteStorage
 from dtune.study import Study, load_study
@@ -29,7 +29,6 @@ __all__ = [
     "StorageError",
     "Study",
     "StudyNotFoundError",
-    "TooManyFailuresError",
     "Trial",
     "TrialState",
     "__version__",

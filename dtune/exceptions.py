@@ -6,7 +6,7 @@ the classes here are for conditions of a running search or a store.
 
 from __future__ import annotations
 
-__all__ = ["DtuneError", "StorageError", "StudyNotFoundError", "TooManyFailuresError"]
+__all__ = ["DtuneError", "StorageError", "StudyNotFoundError"]
 
 
 class DtuneError(Exception):
@@ -22,7 +22,3 @@ class StudyNotFoundError(DtuneError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
-
-
-class TooManyFailuresError(DtuneError):
-    """The search stopped because too many trials failed."""

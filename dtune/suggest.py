@@ -119,7 +119,8 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
         return sum(1 for g, _ in ready if g >= generation)
 
     def suggest() -> None:
-        busy = list(pending.values()) + [p for _, p in ready] + dropped
+        # Finished points whose results wait to be told are neither pending nor told yet.
+        busy = [*pending.values(), *(p for _, p in ready), *dropped, *(p for p, _ in results)]
         point = optimizer.ask(pending=busy)
         ready.append((generation, point))
         conn.send(("ready", generation, point))

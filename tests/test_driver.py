@@ -46,7 +46,7 @@ def test_a_slow_trial_does_not_hold_back_the_others(client, tmp_path):
 def test_no_two_running_trials_share_a_point(client):
     study = Study({"k": Integer(0, 11)}, random_state=0, n_initial_points=3)
     study.optimize(
-        lambda k: objectives.touch_and_sleep("/tmp", k) * 0 + (k - 5) ** 2,
+        objectives.sleepy_square,
         12,
         client=client,
         progress=False,
