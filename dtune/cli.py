@@ -20,6 +20,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _gpu_ids(text: str) -> list[str]:
+    from dtune.cluster import parse_gpu_ids
+
+    try:
+        return parse_gpu_ids(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _demo(args: argparse.Namespace) -> int:
     from dtune.demo import DIGITS_SPACE, digits_objective
     from dtune.study import Study
@@ -34,7 +43,17 @@ def _demo(args: argparse.Namespace) -> int:
         random_state=args.seed,
         n_initial_points=min(8, args.trials),
     )
-    study.optimize(digits_objective, n_trials=args.trials, n_workers=args.workers)
+    if args.gpus is None:
+        study.optimize(digits_objective, n_trials=args.trials, n_workers=args.workers)
+    else:
+        from distributed import Client
+
+        from dtune.cluster import LocalGPUCluster
+
+        with LocalGPUCluster(gpus=args.gpus) as cluster, Client(cluster) as client:
+            gpus = ",".join(args.gpus)
+            print(f"dtune demo: one worker per GPU ({gpus}); dashboard: {client.dashboard_link}")
+            study.optimize(digits_objective, n_trials=args.trials, client=client)
     _print_summary(study, top=5)
     print(f"\nstore: {storage}")
     print(f"inspect it again with: dtune show {args.storage}")
@@ -84,6 +103,22 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from dtune.cluster import launch_gpu_workers
+
+    try:
+        return launch_gpu_workers(
+            args.scheduler,
+            args.gpus,
+            gpus_per_worker=args.gpus_per_worker,
+            name_prefix=args.name_prefix,
+            dask_options=args.dask_options,
+        )
+    except ValueError as exc:
+        print(f"dtune worker: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dtune`` command."""
     from dtune import __version__
@@ -103,7 +138,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--storage", default="dtune-demo.db", help="SQLite store (dtune-demo.db)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    demo.add_argument(
+        "--gpus",
+        type=_gpu_ids,
+        help="run on a local GPU-pinned cluster, one worker per id, e.g. 0,1",
+    )
     demo.set_defaults(func=_demo)
+
+    worker = commands.add_parser(
+        "worker",
+        help="start one GPU-pinned Dask worker per GPU (any other option goes to dask worker)",
+        description=(
+            "Start one Dask worker process (under a Nanny, which restarts it if it dies) per "
+            "GPU or group of GPUs, each with CUDA_VISIBLE_DEVICES set to its own id(s), one "
+            "thread and resource GPU=N. Options not listed here, such as --memory-limit or "
+            "--tls-ca-file/--tls-cert/--tls-key, are passed to each `dask worker`."
+        ),
+    )
+    worker.add_argument("scheduler", help="the scheduler's address, e.g. tcp://10.0.0.5:8786")
+    worker.add_argument(
+        "--gpus",
+        type=_gpu_ids,
+        help="GPU ids or UUIDs, e.g. 0,1,2 (default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L)",
+    )
+    worker.add_argument(
+        "--gpus-per-worker",
+        type=_positive_int,
+        default=1,
+        help="GPUs per worker for multi-GPU trials, e.g. 2 gives 0,1 and 2,3 (1)",
+    )
+    worker.add_argument("--name-prefix", help="worker names start with this (the host name)")
+    worker.set_defaults(func=_worker)
 
     show = commands.add_parser("show", help="summarize the studies in a store file")
     show.add_argument("file", help="the SQLite store")
@@ -115,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dtune`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "worker":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.dask_options = extra
     return int(args.func(args))
 
 

@@ -55,3 +55,9 @@ def sometimes_bad(x: float) -> object:
 def sleepy_square(k: int) -> float:
     time.sleep(0.2)
     return float((k - 5) ** 2)
+
+
+def device_nap(x: float) -> dict[str, object]:
+    """Reports the CUDA_VISIBLE_DEVICES its worker process was started with."""
+    time.sleep(0.3)
+    return {"loss": (x - 0.5) ** 2, "seen": os.environ.get("CUDA_VISIBLE_DEVICES")}
