@@ -3,21 +3,34 @@ its value, metrics, timings, worker, host and device, or the error it raised.
 
 Nothing here raises for a failing objective: the failure travels back as data, so the
 driver records it with its traceback and the search goes on.
+
+With ``isolate=True`` or a ``timeout`` the objective runs in a fresh child process of
+the worker (``python -m dtune.worker``), not in the worker's thread: a thread cannot be
+stopped, but a process (and anything it started) can be killed when it runs past its
+time, and everything it held, GPU memory included, is freed when it exits. The worker
+itself stays up, so its slot is free for the next trial at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
+import pickle
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from dtune import _isolated
 
 __all__ = ["Outcome", "parse_result", "run_trial"]
 
@@ -114,10 +127,72 @@ def _worker_name() -> str | None:
         return None
 
 
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _call_in_child(
+    objective: Callable[..., Any], params: Mapping[str, Any], timeout: float | None
+) -> tuple[Any, str | None]:
+    """:func:`_isolated.call` in a fresh Python process, killed (with any process it
+    started) after ``timeout`` seconds."""
+    import cloudpickle
+
+    with tempfile.TemporaryDirectory(prefix="dtune-trial-") as folder:
+        result_path = os.path.join(folder, "result.pickle")
+        # The child imports what the objective refers to from the worker's own path.
+        payload = pickle.dumps(sys.path) + cloudpickle.dumps((objective, dict(params)))
+        child = subprocess.Popen(
+            [sys.executable, _isolated.__file__, result_path],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # its own process group: a timeout kills all of it
+        )
+        assert child.stdin is not None
+        with child.stdin:
+            child.stdin.write(payload)
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            return None, (
+                f"TrialTimeout: the trial ran past trial_timeout={timeout:g} s; its process "
+                "was killed"
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # anything it left running
+        if code != 0 or not os.path.exists(result_path):
+            return None, f"the trial's process {_describe_exit(code)} before returning a result"
+        with open(result_path, "rb") as file:
+            result: tuple[Any, str | None] = pickle.load(file)
+        return result
+
+
 def run_trial(
-    objective: Callable[..., Any], params: Mapping[str, Any], objective_key: str | None
+    objective: Callable[..., Any],
+    params: Mapping[str, Any],
+    objective_key: str | None,
+    *,
+    isolate: bool = False,
+    timeout: float | None = None,
 ) -> Outcome:
     """Call ``objective(**params)`` and report how it went. Runs on a Dask worker.
+
+    Parameters
+    ----------
+    objective, params, objective_key
+        What to call, with what, and which metric is the objective.
+    isolate
+        Call it in a fresh child process, which exits afterwards (freeing its memory).
+    timeout
+        Kill that child process after this many seconds (implies ``isolate``); the trial
+        then fails with a ``TrialTimeout`` error.
 
     Examples
     --------
@@ -130,12 +205,11 @@ def run_trial(
     started = time.time()
     value: float | None = None
     metrics: dict[str, Any] = {}
-    error: str | None = None
-    try:
-        raw = objective(**params)
-    except Exception:
-        error = traceback.format_exc()
+    if isolate or timeout is not None:
+        raw, error = _call_in_child(objective, params, timeout)
     else:
+        raw, error = _isolated.call(objective, params)
+    if error is None:
         try:
             value, metrics = parse_result(raw, objective_key)
         except (TypeError, ValueError, KeyError) as exc:
