@@ -15,9 +15,12 @@ import pickle
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dtune.cluster import cluster_slots, connect
+from dtune.exceptions import SchedulerLostError, StudyInUseError, TooManyFailuresError
+from dtune.storage import driver_owner
 from dtune.suggest import SuggestionEngine
 from dtune.trial import Trial, TrialState
 from dtune.worker import Outcome, run_trial
@@ -27,12 +30,18 @@ if TYPE_CHECKING:
 
     from dtune.study import Study
 
-__all__ = ["Callback", "run_search"]
+__all__ = ["Callback", "SearchSettings", "run_search"]
 
 logger = logging.getLogger("dtune")
 
 Callback = Callable[["Study", Trial], None]
 _SLOT_REFRESH_S = 1.0
+# A driver renews its claim on the study this often; another may take over a claim
+# not renewed for _CLAIM_STALE_S.
+_CLAIM_RENEW_S = 5.0
+_CLAIM_STALE_S = 30.0
+# How long the driver waits for its client to reconnect to a scheduler that went away.
+_RECONNECT_S = 10.0
 
 
 def _check_picklable(objective: Callable[..., Any]) -> None:
@@ -90,55 +99,75 @@ class _Progress:
         self._bar.close()
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """How one ``optimize`` call runs; see :meth:`dtune.Study.optimize`."""
+
+    n_trials: int
+    gpus_per_trial: int = 1
+    timeout: float | None = None
+    trial_timeout: float | None = None
+    isolate: bool = False
+    max_failures: int | None = None
+    max_consecutive_failures: int | None = 10
+    callbacks: Sequence[Callback] = ()
+    progress: bool = True
+
+
 def run_search(
     study: Study,
     objective: Callable[..., Any],
-    n_trials: int,
+    settings: SearchSettings,
     *,
     client: Client | str | None = None,
     n_workers: int | None = None,
-    gpus_per_trial: int = 1,
-    timeout: float | None = None,
-    callbacks: Sequence[Callback] = (),
-    progress: bool = True,
 ) -> None:
-    """Run ``n_trials`` more trials of ``study``; see :meth:`dtune.Study.optimize`."""
+    """Run ``settings.n_trials`` more trials of ``study``; see :meth:`dtune.Study.optimize`."""
     _check_picklable(objective)
-    # The suggestion process starts (imports, initial design) while the cluster does.
-    with (
-        SuggestionEngine(study._optimizer) as engine,
-        connect(client, n_workers=n_workers, announce=progress) as dask_client,
-    ):
-        search = _Search(
-            study, objective, n_trials, dask_client, gpus_per_trial, timeout, callbacks, progress
+    owner = driver_owner()
+    _claim(study, owner)
+    try:
+        # The suggestion process starts (imports, initial design) while the cluster does.
+        with (
+            SuggestionEngine(study._optimizer) as engine,
+            connect(client, n_workers=n_workers, announce=settings.progress) as dask_client,
+        ):
+            _Search(study, objective, settings, dask_client, owner).run(engine)
+    finally:
+        study._storage.release(study.name, owner)
+
+
+def _claim(study: Study, owner: str) -> None:
+    holder = study._storage.claim(study.name, owner, stale_after=_CLAIM_STALE_S)
+    if holder is not None:
+        raise StudyInUseError(
+            f"study {study.name!r} in {study._storage!r} is being searched by another "
+            f"driver ({holder}). Wait for it, stop it, or use another study name. A driver "
+            f"that died gives the study up after {_CLAIM_STALE_S:g} s (at once on its own host)"
         )
-        search.run(engine)
 
 
 class _Search:
-    """One call of ``optimize``: owns the futures, the suggestion thread and the bar."""
+    """One call of ``optimize``: owns the futures, the failure counts and the bar."""
 
     def __init__(
         self,
         study: Study,
         objective: Callable[..., Any],
-        n_trials: int,
+        settings: SearchSettings,
         client: Client,
-        gpus_per_trial: int,
-        timeout: float | None,
-        callbacks: Sequence[Callback],
-        progress: bool,
+        owner: str,
     ) -> None:
         self.study = study
         self.objective = objective
-        self.n_trials = n_trials
+        self.settings = settings
         self.client = client
-        self.gpus_per_trial = gpus_per_trial
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.callbacks = callbacks
-        self.progress = progress
+        self.owner = owner
+        self.claimed = time.monotonic()
+        self.deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
         self.running: dict[Future, Trial] = {}
         self.n_submitted = 0
+        self.failures = self.consecutive_failures = 0
         self.slots, self.use_gpus = 0, False
         self.slots_checked = -float("inf")
         # Dask treats equal keys as one task: two drivers using the same study name on
@@ -150,17 +179,21 @@ class _Search:
 
         # Points left running by a driver that died are evaluated again first.
         retry = self.study._take_interrupted()
-        bar = _Progress(self.study, self.n_trials, self.progress)
+        bar = _Progress(self.study, self.settings.n_trials, self.settings.progress)
         ac = as_completed(loop=self.client.loop, with_results=False)
         try:
             self._refill(ac, engine, retry)
             while self.running:
                 done = _wait_for_completion(ac, _SLOT_REFRESH_S)
-                finished = self._record(done, engine)
+                finished = self._record(done, engine, retry)
+                # A lost scheduler cancels every future: record them interrupted first.
+                self._check_scheduler()
+                self._check_failures(finished)
+                self._renew_claim()
                 self._refill(ac, engine, retry)
                 bar.update(finished, len(self.running))
                 for trial in finished:
-                    for callback in self.callbacks:
+                    for callback in self.settings.callbacks:
                         callback(self.study, trial)
         except BaseException:
             self._interrupt()
@@ -170,17 +203,18 @@ class _Search:
 
     def _budget_left(self) -> bool:
         in_time = self.deadline is None or time.monotonic() < self.deadline
-        return in_time and self.n_submitted < self.n_trials
+        return in_time and self.n_submitted < self.settings.n_trials
 
     def _free_slots(self) -> int:
         now = time.monotonic()
         if now - self.slots_checked > _SLOT_REFRESH_S:
-            self.slots, self.use_gpus = cluster_slots(self.client, self.gpus_per_trial)
+            gpus = self.settings.gpus_per_trial
+            self.slots, self.use_gpus = cluster_slots(self.client, gpus)
             self.slots_checked = now
             if self.slots == 0 and not self.running:
                 logger.info("dtune: waiting for Dask workers to join")
                 self.client.wait_for_workers(1)
-                self.slots, self.use_gpus = cluster_slots(self.client, self.gpus_per_trial)
+                self.slots, self.use_gpus = cluster_slots(self.client, gpus)
         return self.slots - len(self.running)
 
     def _refill(self, ac: as_completed, engine: SuggestionEngine, retry: list[Trial]) -> None:
@@ -197,24 +231,32 @@ class _Search:
                 self.objective,
                 trial.params,
                 self.study.objective_key,
+                isolate=self.settings.isolate,
+                timeout=self.settings.trial_timeout,
                 key=f"dtune-{self.study.name}-{trial.number}-{self.token}",
-                resources={"GPU": self.gpus_per_trial} if self.use_gpus else None,
+                resources={"GPU": self.settings.gpus_per_trial} if self.use_gpus else None,
                 pure=False,
             )
             self.running[future] = trial
             self.n_submitted += 1
             ac.add(future)
 
-    def _record(self, done: list[Future], engine: SuggestionEngine) -> list[Trial]:
+    def _record(
+        self, done: list[Future], engine: SuggestionEngine, retry: list[Trial]
+    ) -> list[Trial]:
+        # A future cancelled by someone else (client.cancel, a restart) did not fail: its
+        # trial runs again, under its own number.
+        cancelled = [self.running.pop(f) for f in done if f.status == "cancelled"]
+        if cancelled:
+            self.study._interrupt_trials(cancelled)
+            engine.finished([(t.number, None) for t in cancelled])
+            retry.extend(cancelled)
+            self.n_submitted -= len(cancelled)
+        done = [f for f in done if f.status != "cancelled"]
         if not done:
             return []
         finished = self.study._finish_trials([(self.running.pop(f), _outcome_of(f)) for f in done])
-        engine.finished(
-            [
-                (t.number, self.study._to_minimize(t.value) if t.value is not None else None)
-                for t in finished
-            ]
-        )
+        engine.finished([(t.number, self.study._told_value(t)) for t in finished])
         for trial in finished:
             if trial.state is TrialState.FAILED:
                 logger.warning(
@@ -224,14 +266,64 @@ class _Search:
                 )
         return finished
 
+    def _check_failures(self, finished: Sequence[Trial]) -> None:
+        for trial in finished:
+            if trial.state is not TrialState.FAILED:
+                self.consecutive_failures = 0
+                continue
+            self.failures += 1
+            self.consecutive_failures += 1
+            for count, limit, what in (
+                (self.failures, self.settings.max_failures, "trials failed"),
+                (
+                    self.consecutive_failures,
+                    self.settings.max_consecutive_failures,
+                    "trials failed in a row",
+                ),
+            ):
+                if limit is not None and count >= limit:
+                    name = "max_failures" if what == "trials failed" else "max_consecutive_failures"
+                    raise TooManyFailuresError(
+                        f"stopping study {self.study.name!r}: {count} {what} ({name}={limit}). "
+                        f"The last one, trial {trial.number} with {trial.params}, failed "
+                        f"with:\n{trial.error}"
+                    )
+
+    def _check_scheduler(self) -> None:
+        """Raise SchedulerLostError unless the client is (again) connected."""
+        deadline = time.monotonic() + _RECONNECT_S
+        while self.client.status == "connecting" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.client.status == "running":
+            return
+        address = getattr(self.client.scheduler, "address", None)
+        raise SchedulerLostError(
+            f"lost the Dask scheduler at {address} (the client is {self.client.status!r} "
+            f"after {_RECONNECT_S:g} s). Every finished trial is in {self.study._storage!r}; "
+            "the trials that were running are marked interrupted and run first when the "
+            "study resumes on a new cluster"
+        )
+
+    def _renew_claim(self) -> None:
+        if time.monotonic() - self.claimed < _CLAIM_RENEW_S:
+            return
+        holder = self.study._storage.claim(self.study.name, self.owner, _CLAIM_STALE_S)
+        if holder is not None:
+            raise StudyInUseError(
+                f"driver {holder} took study {self.study.name!r} over while this one did "
+                f"not renew its claim for over {_CLAIM_STALE_S:g} s"
+            )
+        self.claimed = time.monotonic()
+
     def _interrupt(self) -> None:
         """Cancel what runs and mark it INTERRUPTED, so a resumed study retries it."""
         if not self.running:
             return
         futures = list(self.running)
-        try:
-            self.client.cancel(futures)
-        except Exception:  # the scheduler may be gone; the store matters more
-            logger.exception("dtune: could not cancel running trials")
+        if self.client.status == "running":
+            try:
+                self.client.cancel(futures)
+            except Exception:  # the scheduler may be going; the store matters more
+                logger.exception("dtune: could not cancel running trials")
         self.study._interrupt_trials(list(self.running.values()))
         self.running.clear()

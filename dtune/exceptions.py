@@ -6,7 +6,14 @@ the classes here are for conditions of a running search or a store.
 
 from __future__ import annotations
 
-__all__ = ["DtuneError", "StorageError", "StudyNotFoundError"]
+__all__ = [
+    "DtuneError",
+    "SchedulerLostError",
+    "StorageError",
+    "StudyInUseError",
+    "StudyNotFoundError",
+    "TooManyFailuresError",
+]
 
 
 class DtuneError(Exception):
@@ -22,3 +29,16 @@ class StudyNotFoundError(DtuneError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
+
+
+class StudyInUseError(DtuneError):
+    """Another driver is running a search on this study right now."""
+
+
+class TooManyFailuresError(DtuneError):
+    """The search stopped: more trials failed than ``max_failures`` or
+    ``max_consecutive_failures`` allow. The message ends with the last traceback."""
+
+
+class SchedulerLostError(DtuneError):
+    """The driver lost its Dask scheduler; every finished trial is in the store."""

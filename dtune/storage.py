@@ -12,8 +12,10 @@ from __future__ import annotations
 import abc
 import json
 import os
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +24,14 @@ from typing import Any
 from dtune.exceptions import StorageError
 from dtune.trial import Trial, TrialState
 
-__all__ = ["BaseStorage", "InMemoryStorage", "SQLiteStorage", "StudyRecord", "open_storage"]
+__all__ = [
+    "BaseStorage",
+    "InMemoryStorage",
+    "SQLiteStorage",
+    "StudyRecord",
+    "driver_owner",
+    "open_storage",
+]
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +57,10 @@ class BaseStorage(abc.ABC):
         """Add a study; ``ValueError`` if one of that name exists."""
 
     @abc.abstractmethod
+    def update_study(self, record: StudyRecord) -> None:
+        """Replace the record of an existing study (its trials stay as they are)."""
+
+    @abc.abstractmethod
     def get_study(self, name: str) -> StudyRecord | None:
         """The study of that name, or None."""
 
@@ -67,8 +80,41 @@ class BaseStorage(abc.ABC):
         """Insert or replace one trial, committed on return."""
         self.put_trials(study, [trial])
 
+    @abc.abstractmethod
+    def claim(self, study: str, owner: str, stale_after: float) -> str | None:
+        """Make ``owner`` the one driver of ``study``, or renew its claim.
+
+        Returns None on success, or the other owner when a live driver holds the study:
+        one that renewed its claim within ``stale_after`` seconds and, on this host, whose
+        process still exists.
+        """
+
+    @abc.abstractmethod
+    def release(self, study: str, owner: str) -> None:
+        """Drop ``owner``'s claim on ``study`` (nothing if it holds none)."""
+
     def close(self) -> None:  # noqa: B027 (stores without resources need nothing)
         """Release the store's resources."""
+
+
+def driver_owner() -> str:
+    """This driver's name in claims: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def _holds(owner: str, heartbeat: float, stale_after: float) -> bool:
+    """Whether a claim by ``owner`` renewed at ``heartbeat`` is still live."""
+    if time.time() - heartbeat > stale_after:
+        return False
+    host, pid, _ = owner.rsplit(":", 2)
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False  # a driver on this host that died (kill -9, a crashed kernel)
+        except PermissionError:
+            return True
+    return True
 
 
 class InMemoryStorage(BaseStorage):
@@ -78,6 +124,7 @@ class InMemoryStorage(BaseStorage):
         self._lock = threading.Lock()
         self._studies: dict[str, StudyRecord] = {}
         self._trials: dict[str, dict[int, Trial]] = {}
+        self._claims: dict[str, tuple[str, float]] = {}
 
     def __repr__(self) -> str:
         return "InMemoryStorage()"
@@ -88,6 +135,12 @@ class InMemoryStorage(BaseStorage):
                 raise ValueError(f"a study named {record.name!r} already exists")
             self._studies[record.name] = record
             self._trials[record.name] = {}
+
+    def update_study(self, record: StudyRecord) -> None:
+        with self._lock:
+            if record.name not in self._studies:
+                raise ValueError(f"no study named {record.name!r}")
+            self._studies[record.name] = record
 
     def get_study(self, name: str) -> StudyRecord | None:
         with self._lock:
@@ -109,6 +162,19 @@ class InMemoryStorage(BaseStorage):
     def get_trials(self, study: str) -> list[Trial]:
         with self._lock:
             return [self._trials[study][n] for n in sorted(self._trials.get(study, {}))]
+
+    def claim(self, study: str, owner: str, stale_after: float) -> str | None:
+        with self._lock:
+            holder = self._claims.get(study)
+            if holder and holder[0] != owner and _holds(*holder, stale_after):
+                return holder[0]
+            self._claims[study] = (owner, time.time())
+            return None
+
+    def release(self, study: str, owner: str) -> None:
+        with self._lock:
+            if self._claims.get(study, ("",))[0] == owner:
+                del self._claims[study]
 
 
 _SCHEMA = """
@@ -137,6 +203,14 @@ CREATE TABLE IF NOT EXISTS trials (
     error TEXT,
     PRIMARY KEY (study, number)
 );
+"""
+# Added after schema version 1 shipped; created in older files when they are opened.
+_DRIVERS_TABLE = """
+CREATE TABLE IF NOT EXISTS drivers (
+    study TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL
+)
 """
 _TRIAL_COLUMNS = (
     "number, state, params, value, metrics, worker, host, device, submitted, started, "
@@ -188,6 +262,7 @@ class SQLiteStorage(BaseStorage):
                     # One statement at a time: executescript() would commit early.
                     for statement in _SCHEMA.split(";"):
                         self._conn.execute(statement)
+                self._conn.execute(_DRIVERS_TABLE)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open store {str(self.path)!r}: {exc}") from exc
@@ -199,14 +274,21 @@ class SQLiteStorage(BaseStorage):
         return _Transaction(self._conn)
 
     def create_study(self, record: StudyRecord) -> None:
+        self._write_study(record, exists=False)
+
+    def update_study(self, record: StudyRecord) -> None:
+        self._write_study(record, exists=True)
+
+    def _write_study(self, record: StudyRecord, exists: bool) -> None:
         with self._lock, self._transaction():
-            exists = self._conn.execute(
+            found = self._conn.execute(
                 "SELECT 1 FROM studies WHERE name = ?", (record.name,)
             ).fetchone()
-            if exists:
-                raise ValueError(f"a study named {record.name!r} already exists in {self!r}")
+            if bool(found) != exists:
+                state = "already exists" if found else "does not exist"
+                raise ValueError(f"a study named {record.name!r} {state} in {self!r}")
             self._conn.execute(
-                "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO studies VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.name,
                     record.direction,
@@ -261,6 +343,25 @@ class SQLiteStorage(BaseStorage):
                 (study,),
             ).fetchall()
         return [_row_trial(r) for r in rows]
+
+    def claim(self, study: str, owner: str, stale_after: float) -> str | None:
+        try:
+            with self._lock, self._transaction():
+                row = self._conn.execute(
+                    "SELECT owner, heartbeat FROM drivers WHERE study = ?", (study,)
+                ).fetchone()
+                if row and row[0] != owner and _holds(row[0], row[1], stale_after):
+                    return str(row[0])
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO drivers VALUES (?, ?, ?)", (study, owner, time.time())
+                )
+                return None
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot claim study {study!r} in {self!r}: {exc}") from exc
+
+    def release(self, study: str, owner: str) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute("DELETE FROM drivers WHERE study = ? AND owner = ?", (study, owner))
 
     def close(self) -> None:
         with self._lock:

@@ -4,11 +4,13 @@ pending-aware optimizer rebuilt from that store. :func:`load_study` resumes one.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,15 @@ class Study:
     liar
         How running points are accounted for when picking new ones: ``"cl_min"``
         (default), ``"cl_mean"`` or ``"cl_max"`` (constant liar).
+    failure_value
+        What the optimizer is told about a failed trial's point. None (default): nothing,
+        so the point may be tried again nearby; ``"worst"``: the worst value seen so far,
+        so the model learns to avoid regions that crash; or a number (in the objective's
+        own units). Failed trials are recorded either way.
+    allow_space_change
+        When the store already holds this study with another space: False (default)
+        refuses; True adopts the new space, and the earlier complete trials whose
+        parameters lie inside it are told to the optimizer (all stay in the store).
     **optimizer_options
         Passed through to the scikit-optimize machinery: ``base_estimator``,
         ``n_initial_points``, ``initial_point_generator``, ``acq_func``, ``acq_optimizer``,
@@ -94,8 +105,17 @@ class Study:
         direction: str = "minimize",
         objective_key: str | None = None,
         liar: str = "cl_min",
+        failure_value: str | float | None = None,
+        allow_space_change: bool = False,
         **optimizer_options: Any,
     ) -> None:
+        if failure_value is not None and failure_value != "worst":
+            if isinstance(failure_value, bool) or not isinstance(failure_value, (int, float)):
+                raise TypeError(
+                    f"failure_value={failure_value!r} must be None, 'worst' or a number"
+                )
+            if not math.isfinite(failure_value):
+                raise ValueError(f"failure_value={failure_value!r} must be finite")
         if not isinstance(name, str) or not name:
             raise ValueError(f"name={name!r} must be a non-empty string")
         if direction not in _DIRECTIONS:
@@ -106,18 +126,19 @@ class Study:
         self.name = name
         self.direction = direction
         self.objective_key = objective_key
+        self.failure_value = failure_value
         try:
             self._optimizer = PendingAwareOptimizer(self.space, liar=liar, **optimizer_options)
         except TypeError as exc:
             raise TypeError(f"unknown optimizer option: {exc}") from None
         self._storage = open_storage(storage)
         self._lock = threading.RLock()
-        self._create_or_check()
+        self._create_or_check(allow_space_change)
         self._trials: dict[int, Trial] = {t.number: t for t in self._storage.get_trials(name)}
         self._next_number = max(self._trials, default=-1) + 1
         self._rebuild_optimizer()
 
-    def _create_or_check(self) -> None:
+    def _create_or_check(self, allow_space_change: bool) -> None:
         record = self._storage.get_study(self.name)
         if record is None:
             self._storage.create_study(
@@ -126,7 +147,7 @@ class Study:
                     direction=self.direction,
                     objective_key=self.objective_key,
                     space=self.space.to_json(),
-                    optimizer=self._optimizer.settings,
+                    optimizer={**self._optimizer.settings, "failure_value": self.failure_value},
                     created=time.time(),
                     versions=_versions(),
                 )
@@ -134,11 +155,16 @@ class Study:
             return
         stored_space = SearchSpace.from_json(record.space)
         if stored_space != self.space:
-            raise ValueError(
-                f"study {self.name!r} in {self._storage!r} has a different space: stored "
-                f"{stored_space!r}, given {self.space!r}. Use another name (or store) for a "
-                "new search"
+            if not allow_space_change:
+                raise ValueError(
+                    f"study {self.name!r} in {self._storage!r} has a different space: stored "
+                    f"{stored_space!r}, given {self.space!r}. Use another name (or store) "
+                    "for a new search, or pass allow_space_change=True to adopt the new space"
+                )
+            logger.warning(
+                "dtune: study %r now searches %r (was %r)", self.name, self.space, stored_space
             )
+            self._storage.update_study(replace(record, space=self.space.to_json()))
         for what, stored, given in (
             ("direction", record.direction, self.direction),
             ("objective_key", record.objective_key, self.objective_key),
@@ -150,13 +176,33 @@ class Study:
         logger.info("dtune: continuing study %r from %r", self.name, self._storage)
 
     def _rebuild_optimizer(self) -> None:
-        complete = [t for t in self._trials.values() if t.state is TrialState.COMPLETE]
         self._optimizer.skip_initial(len(self._trials))
-        if complete:
-            self._optimizer.tell(
-                [self.space.to_point(t.params) for t in complete],
-                [self._to_minimize(t.value) for t in complete],
-            )
+        self._tell_optimizer(self._trials.values())
+
+    def _tell_optimizer(self, trials: Iterable[Trial]) -> None:
+        """Tell the optimizer what it should know of these finished trials."""
+        told = []
+        for trial in trials:
+            value = self._told_value(trial)
+            if value is None:
+                continue
+            try:
+                told.append((self.space.to_point(trial.params), value))
+            except ValueError:  # outside a space changed since (allow_space_change)
+                continue
+        if told:
+            self._optimizer.tell([p for p, _ in told], [v for _, v in told])
+
+    def _told_value(self, trial: Trial) -> float | None:
+        """What the optimizer (which minimizes) is told about a trial, if anything."""
+        if trial.state is TrialState.COMPLETE:
+            return self._to_minimize(trial.value)
+        if trial.state is not TrialState.FAILED or self.failure_value is None:
+            return None
+        if self.failure_value == "worst":
+            seen = [self._to_minimize(t.value) for t in self._complete()]
+            return max(seen) if seen else None
+        return self._to_minimize(float(self.failure_value))
 
     def __repr__(self) -> str:
         return (
@@ -175,6 +221,10 @@ class Study:
         n_workers: int | None = None,
         gpus_per_trial: int = 1,
         timeout: float | None = None,
+        trial_timeout: float | None = None,
+        isolate: bool = False,
+        max_failures: int | None = None,
+        max_consecutive_failures: int | None = 10,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
     ) -> None:
@@ -202,6 +252,21 @@ class Study:
             GPUs each trial needs when workers advertise a ``GPU`` resource.
         timeout
             Stop starting trials after this many seconds; running ones finish.
+        trial_timeout
+            Stop any trial after this many seconds: it is recorded ``FAILED`` with a
+            ``TrialTimeout`` error and its worker takes the next trial. Implies
+            ``isolate`` (a thread cannot be stopped; a process can).
+        isolate
+            Run each trial in a fresh child process of its worker, which exits after it:
+            memory the objective held (TensorFlow's GPU memory included) is freed, and a
+            crash of the objective's native code fails only that trial. Costs a Python
+            start-up (and the objective's imports) per trial.
+        max_failures
+            Stop the search with :class:`~dtune.exceptions.TooManyFailuresError` once
+            more than this many trials of this call have failed (None: no limit).
+        max_consecutive_failures
+            The same, for failures in a row (default 10): a broken objective stops the
+            search early, with its last traceback, instead of burning the budget.
         callbacks
             ``callback(study, trial)`` after each finished trial has been recorded.
         progress
@@ -210,29 +275,48 @@ class Study:
         Raises
         ------
         ValueError, TypeError
-            Before anything runs, for a bad ``n_trials``, ``gpus_per_trial`` or an
-            objective that cannot be pickled.
-        """
-        from dtune.driver import run_search
+            Before anything runs, for a bad argument or an objective that cannot be
+            pickled.
+        StudyInUseError
+            Before anything runs, when another driver is searching this study.
+        TooManyFailuresError
+            When failures pass ``max_failures`` or ``max_consecutive_failures``.
+        SchedulerLostError
+            When the Dask scheduler goes away; finished trials are in the store and the
+            study resumes on a new cluster.
 
-        for what, number in (("n_trials", n_trials), ("gpus_per_trial", gpus_per_trial)):
+        Trials still running when the search stops for any reason (Ctrl-C included) are
+        cancelled and marked ``INTERRUPTED``; the next ``optimize`` runs them first.
+        """
+        from dtune.driver import SearchSettings, run_search
+
+        for what, number in (
+            ("n_trials", n_trials),
+            ("gpus_per_trial", gpus_per_trial),
+            ("max_failures", max_failures),
+            ("max_consecutive_failures", max_consecutive_failures),
+        ):
+            if number is None and what.startswith("max_"):
+                continue
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise ValueError(f"{what}={number!r} must be a positive int")
         if not callable(objective):
             raise TypeError(f"objective={objective!r} is not callable")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
-        run_search(
-            self,
-            objective,
-            n_trials,
-            client=client,
-            n_workers=n_workers,
+        for what, seconds in (("timeout", timeout), ("trial_timeout", trial_timeout)):
+            if seconds is not None and (isinstance(seconds, bool) or not seconds > 0):
+                raise ValueError(f"{what}={seconds!r} must be a positive number of seconds")
+        settings = SearchSettings(
+            n_trials=n_trials,
             gpus_per_trial=gpus_per_trial,
             timeout=timeout,
-            callbacks=callbacks,
+            trial_timeout=trial_timeout,
+            isolate=isolate,
+            max_failures=max_failures,
+            max_consecutive_failures=max_consecutive_failures,
+            callbacks=tuple(callbacks),
             progress=progress,
         )
+        run_search(self, objective, settings, client=client, n_workers=n_workers)
 
     def ask(self) -> Trial:
         """Start a trial at a new point, for users who evaluate the objective themselves.
@@ -318,14 +402,10 @@ class Study:
             )
             for trial, outcome in results
         ]
-        complete = [t for t in finished if t.state is TrialState.COMPLETE]
         with self._lock:
             self._storage.put_trials(self.name, finished)
             self._trials.update((t.number, t) for t in finished)
-            self._optimizer.tell(
-                [self.space.to_point(t.params) for t in complete],
-                [self._to_minimize(t.value) for t in complete],
-            )
+            self._tell_optimizer(finished)
         return finished
 
     def _interrupt_trials(self, trials: Sequence[Trial]) -> None:
@@ -480,7 +560,11 @@ def load_study(
         raise StudyNotFoundError(
             f"no study named {name!r} in {store!r}; it holds {names if names else 'none'}"
         )
-    options = {k: v for k, v in record.optimizer.items() if v is not None or k == "random_state"}
+    options = {
+        k: v
+        for k, v in record.optimizer.items()
+        if v is not None or k in ("random_state", "failure_value")
+    }
     if record.optimizer.get("base_estimator") is None and "base_estimator" not in optimizer_options:
         raise ValueError(
             f"study {name!r} was created with a custom base_estimator object, which a store "
