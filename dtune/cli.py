@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -103,6 +104,51 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_search_file(path: str, objective: str, space: str) -> tuple[Any, Any]:
+    """The objective and space a ``dtune run`` file defines."""
+    import runpy
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no file {path!r}")
+    # Run under a module name that workers cannot import, so that the objective is
+    # pickled by value (with what it refers to in the file), not by reference.
+    names = runpy.run_path(path, run_name="__dtune_run__")
+    for name in (objective, space):
+        if name not in names:
+            raise ValueError(f"{path!r} defines no {name!r} (see dtune run --help)")
+    return names[objective], names[space]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dtune.study import Study
+
+    try:
+        objective, space = _load_search_file(args.file, args.objective, args.space)
+        study = Study(
+            space,
+            name=args.study,
+            storage=args.storage,
+            direction=args.direction,
+            objective_key=args.objective_key,
+            random_state=args.seed,
+        )
+    except ValueError as exc:
+        print(f"dtune run: {exc}", file=sys.stderr)
+        return 2
+    done = sum(t.state.is_finished() for t in study.trials)
+    print(f"dtune run: study {study.name!r} in {os.path.abspath(args.storage)} ({done} finished)")
+    study.optimize(
+        objective,
+        n_trials=args.trials,
+        client=args.scheduler,
+        n_workers=args.workers,
+        trial_timeout=args.trial_timeout,
+        isolate=args.isolate,
+    )
+    _print_summary(study, top=5)
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from dtune.cluster import launch_gpu_workers
 
@@ -144,6 +190,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="run on a local GPU-pinned cluster, one worker per id, e.g. 0,1",
     )
     demo.set_defaults(func=_demo)
+
+    run = commands.add_parser(
+        "run",
+        help="run a search defined in a Python file (resumes the study if it exists)",
+        description=(
+            "Run a search from the shell. FILE defines `space` (a dict of dimensions) and "
+            "`objective` (called with the parameters). Run it again with the same --storage "
+            "and --study to continue the study: trials a stopped driver left running are "
+            "evaluated again first."
+        ),
+    )
+    run.add_argument("file", help="Python file defining `space` and `objective`")
+    run.add_argument("--trials", type=_positive_int, required=True, help="trials to run now")
+    run.add_argument("--storage", default="dtune.db", help="SQLite store (dtune.db)")
+    run.add_argument("--study", default="study", help="study name in the store (study)")
+    run.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    run.add_argument("--workers", type=_positive_int, help="local workers (one per core)")
+    run.add_argument("--objective", default="objective", help="objective's name in FILE")
+    run.add_argument("--space", default="space", help="space's name in FILE")
+    run.add_argument("--objective-key", help="metric to optimize when objective returns a dict")
+    run.add_argument("--direction", choices=["minimize", "maximize"], default="minimize")
+    run.add_argument("--seed", type=int, help="random seed")
+    run.add_argument("--trial-timeout", type=float, help="stop any trial after this many s")
+    run.add_argument(
+        "--isolate", action="store_true", help="run each trial in a fresh child process"
+    )
+    run.set_defaults(func=_run)
 
     worker = commands.add_parser(
         "worker",

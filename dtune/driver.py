@@ -127,6 +127,7 @@ def run_search(
     owner = driver_owner()
     _claim(study, owner)
     try:
+        study._sync_with_store()
         # The suggestion process starts (imports, initial design) while the cluster does.
         with (
             SuggestionEngine(study._optimizer) as engine,
@@ -256,6 +257,10 @@ class _Search:
         if not done:
             return []
         finished = self.study._finish_trials([(self.running.pop(f), _outcome_of(f)) for f in done])
+        for future in done:
+            # Recorded: let Dask forget the result, or it would rerun the trial to get it
+            # back if the worker holding it died.
+            future.release()
         engine.finished([(t.number, self.study._told_value(t)) for t in finished])
         for trial in finished:
             if trial.state is TrialState.FAILED:

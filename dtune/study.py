@@ -127,8 +127,9 @@ class Study:
         self.direction = direction
         self.objective_key = objective_key
         self.failure_value = failure_value
+        self._optimizer_options = {"liar": liar, **optimizer_options}
         try:
-            self._optimizer = PendingAwareOptimizer(self.space, liar=liar, **optimizer_options)
+            self._optimizer = PendingAwareOptimizer(self.space, **self._optimizer_options)
         except TypeError as exc:
             raise TypeError(f"unknown optimizer option: {exc}") from None
         self._storage = open_storage(storage)
@@ -178,6 +179,18 @@ class Study:
     def _rebuild_optimizer(self) -> None:
         self._optimizer.skip_initial(len(self._trials))
         self._tell_optimizer(self._trials.values())
+
+    def _sync_with_store(self) -> None:
+        """Catch up with trials another driver (or Study object) wrote to the store since
+        this one read it: the store, not this object, is the record of truth."""
+        with self._lock:
+            stored = {t.number: t for t in self._storage.get_trials(self.name)}
+            if stored == self._trials:
+                return
+            self._trials = stored
+            self._next_number = max(stored, default=-1) + 1
+            self._optimizer = PendingAwareOptimizer(self.space, **self._optimizer_options)
+            self._rebuild_optimizer()
 
     def _tell_optimizer(self, trials: Iterable[Trial]) -> None:
         """Tell the optimizer what it should know of these finished trials."""

@@ -24,8 +24,9 @@ class TrialState(str, enum.Enum):
     INTERRUPTED = "INTERRUPTED"
 
     def is_finished(self) -> bool:
-        """True for states that will not change any more."""
-        return self is not TrialState.RUNNING
+        """True for COMPLETE and FAILED: states that will not change any more (an
+        INTERRUPTED trial runs again when its study resumes)."""
+        return self in (TrialState.COMPLETE, TrialState.FAILED)
 
 
 @dataclass(frozen=True)

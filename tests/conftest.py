@@ -1,7 +1,11 @@
-"""Shared fixtures: one real Dask LocalCluster of worker processes for the driver tests."""
+"""Shared fixtures: a real Dask LocalCluster of worker processes for the driver tests, and
+`dask scheduler` / `dask worker` subprocesses on 127.0.0.1 for the tests that kill them."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -22,3 +26,59 @@ def client() -> Iterator[Client]:
         Client(cluster, set_as_default=False) as c,
     ):
         yield c
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_dask_scheduler() -> tuple[str, subprocess.Popen[bytes]]:
+    """A real `dask scheduler` subprocess on 127.0.0.1: its address and process."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            address.rsplit(":", 1)[1],
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return address, process
+
+
+@pytest.fixture
+def scheduler() -> Iterator[str]:
+    """The address of a `dask scheduler` subprocess on 127.0.0.1, stopped afterwards."""
+    address, process = start_dask_scheduler()
+    try:
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def start_dask_workers(scheduler: str, n: int) -> subprocess.Popen[bytes]:
+    """`dask worker SCHEDULER --nworkers n --nthreads 1`: n Nanny-managed worker processes."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            scheduler,
+            "--nworkers",
+            str(n),
+            "--nthreads",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

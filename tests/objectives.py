@@ -61,3 +61,27 @@ def device_nap(x: float) -> dict[str, object]:
     """Reports the CUDA_VISIBLE_DEVICES its worker process was started with."""
     time.sleep(0.3)
     return {"loss": (x - 0.5) ** 2, "seen": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def kills_its_worker(x: float) -> float:
+    """SIGKILLs its own worker process below x=0.25, as a preemption or an OOM kill does."""
+    if x < 0.25:
+        os.kill(os.getpid(), 9)
+    time.sleep(0.1)
+    return (x - 0.6) ** 2
+
+
+def hangs_below(x: float) -> dict[str, float]:
+    """Hangs (for 60 s) below x=0.3; otherwise reports the process that ran it."""
+    if x < 0.3:
+        time.sleep(60)
+    return {"loss": (x - 0.6) ** 2, "pid": os.getpid()}
+
+
+def always_fails(x: float) -> float:
+    raise RuntimeError(f"broken objective at x={x:.3f}")
+
+
+def nap(x: float) -> float:
+    time.sleep(0.2)
+    return (x - 0.3) ** 2

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 from distributed import Client
@@ -103,38 +102,6 @@ def test_worker_env_pins_the_device_and_keeps_user_settings():
 
 
 # -- real processes ------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def scheduler() -> Iterator[str]:
-    """A real `dask scheduler` subprocess on 127.0.0.1."""
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            address.rsplit(":", 1)[1],
-            "--dashboard-address",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _dtune_worker(scheduler: str, *args: str) -> subprocess.Popen[bytes]:

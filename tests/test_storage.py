@@ -88,3 +88,30 @@ def test_bad_store_paths_are_refused_clearly(tmp_path):
         SQLiteStorage(not_sqlite)
     with pytest.raises(TypeError, match="storage=42"):
         open_storage(42)
+
+
+def test_one_driver_at_a_time_claims_a_study(store):
+    import os
+    import socket
+
+    store.create_study(_record())
+    assert store.claim("s", "elsewhere:1:a", stale_after=30) is None
+    assert store.claim("s", "elsewhere:1:a", stale_after=30) is None  # renewal
+    assert store.claim("s", "elsewhere:2:b", stale_after=30) == "elsewhere:1:a"
+    store.release("s", "elsewhere:2:b")  # not its claim: nothing happens
+    assert store.claim("s", "elsewhere:2:b", stale_after=30) == "elsewhere:1:a"
+    store.release("s", "elsewhere:1:a")
+    assert store.claim("s", "elsewhere:2:b", stale_after=30) is None
+    # a claim not renewed within stale_after is taken over
+    assert store.claim("s", "elsewhere:3:c", stale_after=0.0) is None
+    # so is one by a process on this host that no longer exists
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    host = socket.gethostname()
+    assert store.claim("s", f"{host}:{dead}:d", stale_after=0.0) is None
+    assert store.claim("s", f"{host}:{os.getpid()}:e", stale_after=30) is None
+    assert store.claim("s", f"{host}:{os.getpid()}:f", stale_after=30) == f"{host}:{os.getpid()}:e"

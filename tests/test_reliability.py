@@ -1,0 +1,415 @@
+"""Faults injected for real: SIGKILLed workers and drivers, a lost scheduler, hung and
+failing trials, two drivers on one study, TLS. Each test is a row of docs/RELIABILITY.md."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client, LocalCluster, Security
+
+from dtune import Real, Study, TrialState, load_study
+from dtune.exceptions import SchedulerLostError, StudyInUseError, TooManyFailuresError
+from tests import objectives
+from tests.conftest import start_dask_scheduler, start_dask_workers
+
+SPACE = {"x": Real(0.0, 1.0)}
+SEARCH_FILE = str(Path(__file__).parent / "data" / "search_file.py")
+
+
+def _states(study: Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.trials:
+        counts[t.state.value] = counts.get(t.state.value, 0) + 1
+    return counts
+
+
+def _rows(path: Path) -> dict[int, tuple]:
+    """The store's trial rows by number, read with plain sqlite3."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return {r[0]: r for r in conn.execute("SELECT number, * FROM trials")}
+
+
+def _wait_until(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+# -- workers die ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_dies_is_recorded_failed_and_the_search_goes_on(tmp_path):
+    # Dask gives up on a task after allowed-failures worker deaths: KilledWorker. With
+    # worker-saturation 1.0 no second task waits on a worker (and dies with it).
+    config = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with (
+        dask.config.set(config),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        study = Study(SPACE, storage=tmp_path / "s.db", random_state=1, n_initial_points=8)
+        study.optimize(objectives.kills_its_worker, 12, client=client, progress=False)
+    trials = study.trials
+    assert len(trials) == 12
+    killed = [t for t in trials if t.params["x"] < 0.25]
+    assert killed, "no point landed where the objective kills its worker; change the seed"
+    for t in killed:
+        assert t.state is TrialState.FAILED
+        assert "KilledWorker" in t.error
+    assert all(t.state is TrialState.COMPLETE for t in trials if t.params["x"] >= 0.25)
+
+
+# -- the driver dies -----------------------------------------------------------------------
+
+
+def _dtune_run(scheduler: str, store: Path, trials: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dtune.cli",
+            "run",
+            SEARCH_FILE,
+            "--trials",
+            str(trials),
+            "--storage",
+            str(store),
+            "--scheduler",
+            scheduler,
+            "--seed",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+def test_killed_workers_and_a_killed_driver_lose_no_finished_trial(scheduler, tmp_path):
+    store = tmp_path / "s.db"
+    workers = start_dask_workers(scheduler, 3)
+    try:
+        with Client(scheduler, timeout=60) as client:
+            client.wait_for_workers(3, timeout=120)
+            driver = _dtune_run(scheduler, store, 30)
+
+            def finished() -> int:
+                try:
+                    return sum(r[3] in ("COMPLETE", "FAILED") for r in _rows(store).values())
+                except sqlite3.OperationalError:  # the driver has not created it yet
+                    return 0
+
+            # kill -9 a worker process twice while trials run on it (its Nanny restarts it)
+            for at in (4, 8):
+                _wait_until(lambda at=at: finished() >= at)
+                os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+                time.sleep(0.3)
+            _wait_until(lambda: finished() >= 12)
+            driver.kill()  # kill -9 of the driver mid-search
+            driver.wait()
+            before = _rows(store)
+            done_before = {n: r for n, r in before.items() if r[3] in ("COMPLETE", "FAILED")}
+            assert any(r[3] == "RUNNING" for r in before.values())  # left behind
+
+            client.wait_for_workers(3, timeout=120)
+            resumed = _dtune_run(scheduler, store, 30 - len(done_before))
+            _, err = resumed.communicate(timeout=300)
+            assert resumed.returncode == 0, err.decode()
+    finally:
+        workers.terminate()
+        workers.wait(timeout=60)
+    after = _rows(store)
+    # every result finished before the kill is still there, unchanged
+    assert {n: after[n] for n in done_before} == done_before
+    study = load_study(store)
+    assert _states(study) == {"COMPLETE": 30}
+    assert [t.number for t in study.trials] == list(range(30))
+
+
+def test_ctrl_c_interrupts_running_trials_and_the_study_resumes(client, tmp_path):
+    def ctrl_c(study, trial):
+        if trial.number == 4:
+            raise KeyboardInterrupt
+
+    study = Study(SPACE, storage=tmp_path / "s.db", random_state=0)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objectives.nap, 20, client=client, callbacks=[ctrl_c])
+    interrupted = [t for t in study.trials if t.state is TrialState.INTERRUPTED]
+    assert interrupted  # the other three workers were busy
+    assert not [t for t in study.trials if t.state is TrialState.RUNNING]
+
+    resumed = load_study(tmp_path / "s.db")
+    assert [t.state for t in resumed.trials] == [t.state for t in study.trials]
+    resumed.optimize(objectives.nap, len(interrupted), client=client, progress=False)
+    again = {t.number: t for t in resumed.trials}
+    for t in interrupted:  # run again first, under their own numbers and points
+        assert again[t.number].state is TrialState.COMPLETE
+        assert again[t.number].params == t.params
+
+
+# -- the scheduler goes away ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_lost_scheduler_stops_the_driver_with_a_clear_error(client, tmp_path):
+    address, process = start_dask_scheduler()
+    workers = start_dask_workers(address, 2)
+    try:
+
+        def kill_scheduler(study, trial):
+            if _states(study).get("COMPLETE") == 4:
+                process.kill()
+
+        study = Study(SPACE, storage=tmp_path / "s.db", random_state=0)
+        with Client(address, timeout=60) as remote:
+            remote.wait_for_workers(2, timeout=120)
+            started = time.monotonic()
+            with pytest.raises(SchedulerLostError, match=address):
+                study.optimize(
+                    objectives.nap,
+                    20,
+                    client=remote,
+                    callbacks=[kill_scheduler],
+                    progress=False,
+                )
+            assert time.monotonic() - started < 60
+    finally:
+        process.kill()
+        workers.kill()
+        workers.wait()
+    states = _states(load_study(tmp_path / "s.db"))
+    assert states["COMPLETE"] >= 4
+    assert "RUNNING" not in states
+    # ... and the study resumes on another cluster
+    resumed = load_study(tmp_path / "s.db")
+    resumed.optimize(objectives.nap, 4, client=client, progress=False)
+    assert "INTERRUPTED" not in _states(resumed)
+
+
+# -- hung and failing trials ---------------------------------------------------------------
+
+
+def test_a_hung_trial_is_stopped_at_trial_timeout_and_its_slot_reused(client):
+    study = Study(SPACE, objective_key="loss", random_state=3, n_initial_points=10)
+    pids = set(client.run(os.getpid).values())
+    started = time.monotonic()
+    study.optimize(objectives.hangs_below, 10, client=client, trial_timeout=3, progress=False)
+    assert time.monotonic() - started < 45  # not 60 s per hung trial
+    hung = [t for t in study.trials if t.params["x"] < 0.3]
+    assert hung, "no point landed where the objective hangs; change the seed"
+    for t in hung:
+        assert t.state is TrialState.FAILED
+        assert "TrialTimeout" in t.error
+        assert t.duration < 10
+    rest = [t for t in study.trials if t.params["x"] >= 0.3]
+    assert all(t.state is TrialState.COMPLETE for t in rest)
+    # each ran in a child process of its worker; the workers themselves live on
+    assert not {t.metrics["pid"] for t in rest} & pids
+    assert set(client.run(os.getpid).values()) == pids
+
+
+def test_isolated_trials_each_run_in_a_fresh_process(client):
+    study = Study(SPACE, objective_key="loss", random_state=0)
+    study.optimize(
+        lambda x: objectives.hangs_below(0.3 + 0.7 * x),
+        6,
+        client=client,
+        isolate=True,
+        progress=False,
+    )
+    pids = [t.metrics["pid"] for t in study.trials]
+    assert len(set(pids)) == 6
+    assert not set(pids) & set(client.run(os.getpid).values())
+
+
+def test_consecutive_failures_stop_the_search_with_the_last_traceback(client, tmp_path):
+    study = Study(SPACE, storage=tmp_path / "s.db", random_state=0)
+    with pytest.raises(TooManyFailuresError, match=r"3 trials failed in a row") as info:
+        study.optimize(
+            objectives.always_fails, 50, client=client, max_consecutive_failures=3, progress=False
+        )
+    assert "RuntimeError: broken objective at x=" in str(info.value)
+    assert "Traceback" in str(info.value)
+    states = _states(load_study(tmp_path / "s.db"))
+    assert states["FAILED"] >= 3
+    assert sum(states.values()) < 10
+    assert "RUNNING" not in states
+
+
+def test_max_failures_counts_every_failure(client):
+    # random points: half of them fail, never more than a few in a row
+    study = Study(
+        {"x": Real(0.0, 10.0)}, objective_key="val_loss", base_estimator="dummy", random_state=0
+    )
+    with pytest.raises(TooManyFailuresError, match=r"4 trials failed \(max_failures=4\)"):
+        study.optimize(objectives.sometimes_bad, 60, client=client, max_failures=4, progress=False)
+    assert _states(study)["FAILED"] >= 4
+
+
+def test_failed_points_can_be_told_as_the_worst_value_seen(client, tmp_path):
+    study = Study(
+        {"x": Real(0.0, 10.0)},
+        storage=tmp_path / "s.db",
+        objective_key="val_loss",
+        failure_value="worst",
+        random_state=0,
+        n_initial_points=8,
+    )
+    study.optimize(
+        objectives.sometimes_bad, 16, client=client, max_consecutive_failures=None, progress=False
+    )
+    failed = [t for t in study.trials if t.state is TrialState.FAILED]
+    assert failed
+    # once a value has been seen, failed points are told too
+    assert study._optimizer.n_told > len(study.trials) - len(failed)
+    resumed = load_study(tmp_path / "s.db")
+    assert resumed.failure_value == "worst"
+    assert resumed._optimizer.n_told == len(study.trials)
+    worst = max(t.value for t in study.trials if t.state is TrialState.COMPLETE)
+    assert max(resumed._optimizer._y) == pytest.approx(worst)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "needle"),
+    [("bad", TypeError, "failure_value='bad'"), (float("inf"), ValueError, "failure_value=inf")],
+)
+def test_bad_failure_values_are_refused(value, error, needle):
+    with pytest.raises(error, match=needle):
+        Study(SPACE, failure_value=value)
+
+
+# -- two drivers, changed spaces -----------------------------------------------------------
+
+
+def test_a_second_driver_on_a_running_study_is_refused(client, tmp_path):
+    store = tmp_path / "s.db"
+    first = Study(SPACE, name="shared", storage=store, random_state=0)
+    second = Study(SPACE, name="shared", storage=store, random_state=1)
+    refused: list[BaseException] = []
+
+    def try_second(study, trial):
+        if trial.number == 2 and not refused:
+            try:
+                second.optimize(objectives.nap, 5, client=client, progress=False)
+            except StudyInUseError as exc:
+                refused.append(exc)
+
+    first.optimize(objectives.nap, 8, client=client, callbacks=[try_second], progress=False)
+    assert refused
+    assert f"{os.getpid()}" in str(refused[0])  # names the driver that holds it
+    assert len(load_study(store, name="shared").trials) == 8
+    # once the first driver is done, the study is free
+    second.optimize(objectives.nap, 2, client=client, progress=False)
+    assert len(load_study(store, name="shared").trials) == 10
+
+
+def test_a_changed_space_is_refused_unless_allowed(tmp_path):
+    store = tmp_path / "s.db"
+    study = Study({"x": Real(0.0, 1.0)}, storage=store, random_state=0)
+    for x in (0.2, 0.9):
+        trial = study.ask()
+        study.tell(trial, x)
+    points = [t.params["x"] for t in study.trials]
+    with pytest.raises(ValueError, match="allow_space_change=True"):
+        Study({"x": Real(0.0, 0.5)}, storage=store)
+    wider = Study({"x": Real(0.0, 0.5)}, storage=store, allow_space_change=True)
+    inside = [x for x in points if x <= 0.5]
+    assert wider._optimizer.n_told == len(inside)
+    assert len(wider.trials) == 2  # nothing recorded is lost
+    assert load_study(store).space == wider.space
+
+
+# -- reproducibility and security ----------------------------------------------------------
+
+
+def test_sequential_evaluation_with_a_seed_gives_the_same_points(tmp_path):
+    def points(path):
+        study = Study(SPACE, storage=path, random_state=7, n_initial_points=4)
+        for _ in range(8):
+            trial = study.ask()
+            study.tell(trial, (trial.params["x"] - 0.3) ** 2)
+        return [t.params for t in study.trials]
+
+    assert points(tmp_path / "a.db") == points(tmp_path / "b.db")
+    from dtune.storage import SQLiteStorage
+
+    record = SQLiteStorage(tmp_path / "a.db").get_study("study")
+    assert {"dtune", "scikit-optimize", "scikit-learn", "numpy"} <= set(record.versions)
+    assert record.optimizer["random_state"] == 7
+    assert record.optimizer["n_initial_points"] == 4
+
+
+def test_a_tls_cluster_works_and_refuses_clients_without_certificates():
+    security = Security.temporary()  # a CA and certificates made for this test
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            security=security,
+            protocol="tls://",
+        ) as cluster,
+        Client(cluster, security=security, set_as_default=False) as client,
+    ):
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1")
+        study = Study(SPACE, random_state=0)
+        study.optimize(objectives.nap, 4, client=client, progress=False)
+        assert _states(study) == {"COMPLETE": 4}
+        with pytest.raises(TypeError, match="TLS"):  # no certificates at all
+            Client(cluster.scheduler_address, timeout=3, set_as_default=False)
+        stranger = Security.temporary()  # certificates from another authority
+        with pytest.raises((OSError, TimeoutError)):
+            Client(cluster.scheduler_address, security=stranger, timeout=3, set_as_default=False)
+
+
+def test_the_embedded_cluster_listens_on_localhost_only():
+    seen = []
+
+    def where(study, trial):
+        from distributed import default_client
+
+        c = default_client()
+        seen.append((c.scheduler.address, c.dashboard_link))
+
+    Study(SPACE).optimize(objectives.nap, 2, n_workers=1, callbacks=[where], progress=False)
+    scheduler, dashboard = seen[0]
+    assert scheduler.startswith("tcp://127.0.0.1:")
+    assert dashboard.startswith("http://127.0.0.1:")
+
+
+def test_racing_drivers_claim_a_study_once(tmp_path):
+    """Claims are one transaction each: of many drivers racing for a study, one wins."""
+    from dtune.storage import SQLiteStorage
+
+    path = tmp_path / "s.db"
+    SQLiteStorage(path)
+    winners = []
+
+    def race(i):
+        if SQLiteStorage(path).claim("s", f"host{i}:{i}:x", stale_after=30) is None:
+            winners.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
