@@ -149,6 +149,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import time
+
+    from dtune.dashboard import serve_dashboard
+
+    if not os.path.isfile(args.file):
+        print(f"dtune dashboard: no store at {args.file!r}", file=sys.stderr)
+        return 2
+    try:
+        server = serve_dashboard(args.file, args.study, port=args.port, address=args.address)
+    except (ValueError, OSError) as exc:
+        print(f"dtune dashboard: {exc}", file=sys.stderr)
+        return 2
+    print(f"dtune dashboard: {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from dtune.cluster import launch_gpu_workers
 
@@ -242,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--name-prefix", help="worker names start with this (the host name)")
     worker.set_defaults(func=_worker)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve the live dashboard of a study in a store file (running or finished)",
+    )
+    dashboard.add_argument("file", help="the SQLite store")
+    dashboard.add_argument("--study", help="the study (needed when the store holds several)")
+    dashboard.add_argument("--port", type=int, default=5006, help="port (5006; 0: any free)")
+    dashboard.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="interface to listen on (127.0.0.1: this machine only; 0.0.0.0: any, no login)",
+    )
+    dashboard.set_defaults(func=_dashboard)
 
     show = commands.add_parser("show", help="summarize the studies in a store file")
     show.add_argument("file", help="the SQLite store")

@@ -10,11 +10,12 @@ plus Dask's own round trip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,7 @@ class SearchSettings:
     max_consecutive_failures: int | None = 10
     callbacks: Sequence[Callback] = ()
     progress: bool = True
+    dashboard: bool | int = False
 
 
 def run_search(
@@ -132,10 +134,44 @@ def run_search(
         with (
             SuggestionEngine(study._optimizer) as engine,
             connect(client, n_workers=n_workers, announce=settings.progress) as dask_client,
+            _dashboard(study, settings, dask_client),
         ):
             _Search(study, objective, settings, dask_client, owner).run(engine)
     finally:
         study._storage.release(study.name, owner)
+
+
+@contextlib.contextmanager
+def _dashboard(study: Study, settings: SearchSettings, client: Client) -> Iterator[None]:
+    """Serve dtune's dashboard for the length of the search, if asked to."""
+    if settings.dashboard is False:
+        yield
+        return
+    from dtune.dashboard import serve_dashboard
+
+    port = 0 if settings.dashboard is True else int(settings.dashboard)
+    server = serve_dashboard(
+        study._storage, study.name, port=port, dask_dashboard=client.dashboard_link
+    )
+    _announce(server)
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _announce(server: Any) -> None:
+    """Print the dashboard's URL: a clickable link in a notebook, text elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
+            display(server)
+            return
+    except ImportError:
+        pass
+    print(f"dtune: dashboard at {server.url}", flush=True)
 
 
 def _claim(study: Study, owner: str) -> None:
@@ -170,7 +206,7 @@ class _Search:
         self.n_submitted = 0
         self.failures = self.consecutive_failures = 0
         self.slots, self.use_gpus = 0, False
-        self.slots_checked = -float("inf")
+        self.slots_checked = self.workers_noted = -float("inf")
         # Dask treats equal keys as one task: two drivers using the same study name on
         # one cluster, or a retried trial, must not share keys.
         self.token = secrets.token_hex(3)
@@ -191,6 +227,7 @@ class _Search:
                 self._check_scheduler()
                 self._check_failures(finished)
                 self._renew_claim()
+                self._note_workers()
                 self._refill(ac, engine, retry)
                 bar.update(finished, len(self.running))
                 for trial in finished:
@@ -205,6 +242,26 @@ class _Search:
     def _budget_left(self) -> bool:
         in_time = self.deadline is None or time.monotonic() < self.deadline
         return in_time and self.n_submitted < self.settings.n_trials
+
+    def _note_workers(self) -> None:
+        """Record which worker each new running trial went to, so that live views (the
+        dashboard's timeline) can place it before it finishes; at most once a second."""
+        now = time.monotonic()
+        unplaced = {f.key: f for f, t in self.running.items() if t.worker is None}
+        if not unplaced or now - self.workers_noted < _SLOT_REFRESH_S:
+            return
+        self.workers_noted = now
+        names = {
+            address: str(info.get("name", address))
+            for address, info in self.client.scheduler_info(n_workers=-1)["workers"].items()
+        }
+        for address, keys in self.client.processing().items():
+            for key in keys:
+                future = unplaced.get(key)
+                if future is not None:
+                    self.running[future] = self.study._place_trial(
+                        self.running[future], names.get(address, address)
+                    )
 
     def _free_slots(self) -> int:
         now = time.monotonic()

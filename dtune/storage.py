@@ -73,8 +73,9 @@ class BaseStorage(abc.ABC):
         """Insert or replace trials (by number) in one transaction, committed on return."""
 
     @abc.abstractmethod
-    def get_trials(self, study: str) -> list[Trial]:
-        """All trials of a study, by number."""
+    def get_trials(self, study: str, from_number: int = 0) -> list[Trial]:
+        """The trials of a study numbered ``from_number`` or more, by number (a reader
+        that polls asks only for what may have changed since it last looked)."""
 
     def put_trial(self, study: str, trial: Trial) -> None:
         """Insert or replace one trial, committed on return."""
@@ -159,9 +160,10 @@ class InMemoryStorage(BaseStorage):
                     trial, params=dict(trial.params), metrics=dict(trial.metrics)
                 )
 
-    def get_trials(self, study: str) -> list[Trial]:
+    def get_trials(self, study: str, from_number: int = 0) -> list[Trial]:
         with self._lock:
-            return [self._trials[study][n] for n in sorted(self._trials.get(study, {}))]
+            table = self._trials.get(study, {})
+            return [table[n] for n in sorted(table) if n >= from_number]
 
     def claim(self, study: str, owner: str, stale_after: float) -> str | None:
         with self._lock:
@@ -336,11 +338,12 @@ class SQLiteStorage(BaseStorage):
         except sqlite3.Error as exc:
             raise StorageError(f"cannot write trials to {self!r}: {exc}") from exc
 
-    def get_trials(self, study: str) -> list[Trial]:
+    def get_trials(self, study: str, from_number: int = 0) -> list[Trial]:
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study = ? ORDER BY number",
-                (study,),
+                f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study = ? AND number >= ? "
+                "ORDER BY number",
+                (study, from_number),
             ).fetchall()
         return [_row_trial(r) for r in rows]
 

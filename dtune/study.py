@@ -240,6 +240,7 @@ class Study:
         max_consecutive_failures: int | None = 10,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
+        dashboard: bool | int = False,
     ) -> None:
         """Run ``n_trials`` more trials on a Dask cluster, as workers free up.
 
@@ -284,6 +285,10 @@ class Study:
             ``callback(study, trial)`` after each finished trial has been recorded.
         progress
             Show a ``tqdm`` progress bar (a widget in notebooks).
+        dashboard
+            Serve dtune's live dashboard while the search runs: True on a free port, or
+            the port to use (on 127.0.0.1). Its URL is printed (a link in notebooks).
+            ``dtune dashboard FILE`` serves it from another process at any time.
 
         Raises
         ------
@@ -315,6 +320,10 @@ class Study:
                 raise ValueError(f"{what}={number!r} must be a positive int")
         if not callable(objective):
             raise TypeError(f"objective={objective!r} is not callable")
+        if not isinstance(dashboard, (bool, int)) or (
+            not isinstance(dashboard, bool) and not 0 < dashboard < 65536
+        ):
+            raise ValueError(f"dashboard={dashboard!r} must be True, False or a port number")
         for what, seconds in (("timeout", timeout), ("trial_timeout", trial_timeout)):
             if seconds is not None and (isinstance(seconds, bool) or not seconds > 0):
                 raise ValueError(f"{what}={seconds!r} must be a positive number of seconds")
@@ -328,6 +337,7 @@ class Study:
             max_consecutive_failures=max_consecutive_failures,
             callbacks=tuple(callbacks),
             progress=progress,
+            dashboard=dashboard,
         )
         run_search(self, objective, settings, client=client, n_workers=n_workers)
 
@@ -443,6 +453,14 @@ class Study:
             if stale:
                 self._interrupt_trials(stale)
             return [t for t in self.trials if t.state is TrialState.INTERRUPTED]
+
+    def _place_trial(self, trial: Trial, worker: str) -> Trial:
+        """Record the worker a running trial was given to (before it finishes)."""
+        with self._lock:
+            placed = replace(trial, worker=worker)
+            self._storage.put_trial(self.name, placed)
+            self._trials[placed.number] = placed
+            return placed
 
     def _restart_trial(self, trial: Trial) -> Trial:
         """Run an interrupted trial again, under its own number."""
