@@ -7,6 +7,7 @@ It binds 127.0.0.1 unless given another ``address``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -123,8 +124,8 @@ def serve_dashboard(
     box: dict[str, Any] = {}
 
     def run() -> None:
-        loop = IOLoop()
-        loop.make_current()
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = IOLoop.current()
         try:
             server = Server(
                 {"/": app},

@@ -131,7 +131,9 @@ class _Page:
         self.colors = linear_cmap("value", palette, 0.0, 1.0, nan_color="#d9d9d9")
         self.header = Div(text="", name="dtune-header", sizing_mode="stretch_width")
         self.details = Div(
-            text="<i>click a trial in the table for its details</i>", sizing_mode="stretch_width"
+            text="<i>click a trial in the table for its details</i>",
+            sizing_mode="stretch_width",
+            name="dtune-details",
         )
         layout = column(
             self.header,
