@@ -20,11 +20,12 @@ from dtune.trial import Trial, TrialState
 
 if TYPE_CHECKING:
     from dtune.cluster import LocalGPUCluster
+    from dtune.retrain import retrain_best
 
 __version__ = "0.1.0"
 
 # Names whose modules import heavy packages (Dask's distributed), loaded on first use.
-_LAZY = {"LocalGPUCluster": "dtune.cluster"}
+_LAZY = {"LocalGPUCluster": "dtune.cluster", "retrain_best": "dtune.retrain"}
 
 
 def __getattr__(name: str) -> Any:
@@ -51,4 +52,5 @@ __all__ = [
     "TrialState",
     "__version__",
     "load_study",
+    "retrain_best",
 ]

@@ -150,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    import time
+    import signal
+    import threading
 
     from dtune.dashboard import serve_dashboard
 
@@ -163,11 +164,13 @@ def _dashboard(args: argparse.Namespace) -> int:
         print(f"dtune dashboard: {exc}", file=sys.stderr)
         return 2
     print(f"dtune dashboard: {server.url} (Ctrl-C stops it)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    stop = threading.Event()
+    # Handlers of our own: a shell starts background jobs with SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    server.stop()
     return 0
 
 

@@ -390,7 +390,8 @@ def launch_gpu_workers(
                 process.send_signal(signal.SIGTERM)
 
     processes: list[subprocess.Popen[bytes]] = []
-    previous = signal.signal(signal.SIGTERM, stop)
+    # Our own handlers, also for SIGINT: a shell starts background jobs with it ignored.
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for command, env in commands:
             print(
@@ -400,17 +401,14 @@ def launch_gpu_workers(
             )
             processes.append(subprocess.Popen(command, env={**os.environ, **env}))
         while any(p.poll() is None for p in processes):
-            try:
-                time.sleep(0.2)
-            except KeyboardInterrupt:
-                # The terminal sent SIGINT to the workers too; make sure they stop.
-                stop(signal.SIGINT, None)
+            time.sleep(0.2)
     finally:
         for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     codes = [p.returncode for p in processes]
     return 0 if stopping else next((c for c in codes if c), 0)

@@ -302,18 +302,28 @@ class _Search:
     def _record(
         self, done: list[Future], engine: SuggestionEngine, retry: list[Trial]
     ) -> list[Trial]:
-        # A future cancelled by someone else (client.cancel, a restart) did not fail: its
-        # trial runs again, under its own number.
-        cancelled = [self.running.pop(f) for f in done if f.status == "cancelled"]
-        if cancelled:
-            self.study._interrupt_trials(cancelled)
-            engine.finished([(t.number, None) for t in cancelled])
-            retry.extend(cancelled)
-            self.n_submitted -= len(cancelled)
-        done = [f for f in done if f.status != "cancelled"]
-        if not done:
+        # A future cancelled by someone else (client.cancel, a restart, a lost scheduler)
+        # or whose result can no longer be fetched did not fail: its trial runs again,
+        # under its own number.
+        outcomes, lost = [], []
+        for future in done:
+            if future.status == "cancelled":
+                lost.append(future)
+                continue
+            try:
+                outcomes.append((future, _outcome_of(future)))
+            except OSError:  # the connection to the scheduler went while fetching
+                lost.append(future)
+        if lost:
+            interrupted = [self.running.pop(f) for f in lost]
+            self.study._interrupt_trials(interrupted)
+            engine.finished([(t.number, None) for t in interrupted])
+            retry.extend(interrupted)
+            self.n_submitted -= len(interrupted)
+        if not outcomes:
             return []
-        finished = self.study._finish_trials([(self.running.pop(f), _outcome_of(f)) for f in done])
+        finished = self.study._finish_trials([(self.running.pop(f), o) for f, o in outcomes])
+        done = [f for f, _ in outcomes]
         for future in done:
             # Recorded: let Dask forget the result, or it would rerun the trial to get it
             # back if the worker holding it died.

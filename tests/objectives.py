@@ -85,3 +85,28 @@ def always_fails(x: float) -> float:
 def nap(x: float) -> float:
     time.sleep(0.2)
     return (x - 0.3) ** 2
+
+
+def build_digits_cnn(learning_rate: float, keep_prob: float, channels: int, pool: str) -> object:
+    """The classic search: a small CNN for the 8×8 digits (TensorFlow imported here, on
+    the worker)."""
+    import tensorflow as tf
+
+    keras = tf.keras
+    pooling = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2**channels, 3, padding="same", activation="relu"),
+            pooling(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(1.0 - keep_prob),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model

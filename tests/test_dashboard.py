@@ -172,7 +172,7 @@ def test_optimize_serves_the_dashboard_while_it_runs(client, capsys):
     assert "dtune: study" in pages[0]
 
 
-def test_dtune_dashboard_serves_a_store_file_until_interrupted(tmp_path):
+def test_dtune_dashboard_serves_a_store_file_until_stopped(tmp_path):
     store = tmp_path / "s.db"
     study = Study({"x": Real(0.0, 1.0)}, name="done", storage=store, random_state=0)
     for _ in range(3):
@@ -189,7 +189,7 @@ def test_dtune_dashboard_serves_a_store_file_until_interrupted(tmp_path):
         page = urllib.request.urlopen(url, timeout=30).read().decode()
         assert "dtune: done" in page
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
 
 

@@ -1,0 +1,125 @@
+"""dtune.keras with real TensorFlow (CPU) on a local GPU-pinned cluster of two workers,
+on scikit-learn's bundled digits (no download)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from dtune import Categorical, Integer, LocalGPUCluster, Real, Study, TrialState, retrain_best
+from dtune.keras import KerasObjective, load_digits_data, load_model
+from tests import objectives
+
+SPACE = {
+    "learning_rate": Real(1e-4, 3e-2, prior="log-uniform"),
+    "keep_prob": Real(0.5, 1.0),
+    "channels": Integer(3, 5),
+    "pool": Categorical(["max", "avg"]),
+}
+
+
+@pytest.fixture(scope="module")
+def gpu_client():
+    with (
+        LocalGPUCluster(gpus=[0, 1], dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+@pytest.mark.slow
+def test_a_keras_search_reports_metrics_and_saves_models_that_reload(gpu_client, tmp_path):
+    objective = KerasObjective(
+        objectives.build_digits_cnn,
+        load_digits_data,
+        monitor="val_accuracy",
+        epochs=15,
+        patience=3,
+        artifacts=tmp_path / "models",
+    )
+    assert (objective.objective_key, objective.direction) == ("val_accuracy", "maximize")
+    study = Study(
+        SPACE,
+        storage=tmp_path / "s.db",
+        objective_key=objective.objective_key,
+        direction=objective.direction,
+        random_state=0,
+        n_initial_points=6,
+    )
+    study.optimize(objective, 8, client=gpu_client, progress=False)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
+    assert {t.device for t in study.trials} == {"0", "1"}
+    for t in study.trials:
+        assert {"val_accuracy", "val_loss", "accuracy", "loss", "best_epoch", "epochs"} <= set(
+            t.metrics
+        )
+        assert 1 <= t.metrics["best_epoch"] <= t.metrics["epochs"] <= 15
+    assert study.best_value >= 0.9
+
+    # the best model reloads and scores what the search recorded
+    _, _, x_val, y_val = load_digits_data()
+    model = load_model(study.best_trial)
+    accuracy = float(np.mean(model.predict(x_val, verbose=0).argmax(axis=1) == y_val))
+    assert accuracy == pytest.approx(study.best_value, abs=1e-6)
+
+    # search, then train the best two longer, in parallel, on the same cluster
+    final = retrain_best(
+        study, objective.with_settings(epochs=30, patience=5), 2, client=gpu_client
+    )
+    assert [r.trial.number for r in final] == [t.number for t in study.top(2)]
+    for r in final:
+        assert r.error is None
+        assert r.value >= 0.9
+        assert r.metrics["model_path"] != r.trial.metrics["model_path"]
+        assert r.metrics["model_path"].endswith(".keras")
+
+
+def test_keras_objective_arguments_are_checked():
+    with pytest.raises(ValueError, match="epochs=0"):
+        KerasObjective(objectives.build_digits_cnn, load_digits_data, epochs=0)
+    assert KerasObjective(objectives.build_digits_cnn, load_digits_data).direction == "minimize"
+    failed = Study(SPACE).ask()
+    with pytest.raises(ValueError, match="has no saved model"):
+        load_model(failed)
+
+
+def test_the_driver_never_imports_tensorflow(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from distributed import Client, LocalCluster
+        from dtune import Study
+        from dtune.keras import KerasObjective, load_digits_data
+        from tests import objectives
+        from tests.test_keras import SPACE
+
+        if __name__ == "__main__":
+            objective = KerasObjective(objectives.build_digits_cnn, load_digits_data,
+                                       monitor="val_accuracy", epochs=2, artifacts=None)
+            with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as c, \\
+                    Client(c) as client:
+                study = Study(SPACE, objective_key="val_accuracy", direction="maximize")
+                study.optimize(objective, 2, client=client, progress=False)
+                assert all(t.value is not None for t in study.trials), study.trials
+            print("tensorflow" in sys.modules, "keras" in sys.modules)
+        """
+    )
+    path = tmp_path / "driver.py"
+    path.write_text(script)
+    root = str(Path(__file__).parent.parent)
+    result = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "False False"
