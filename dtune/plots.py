@@ -65,7 +65,7 @@ def plot_timeline(study: Study, ax: Axes | None = None) -> Axes:
 
     timed = [t for t in study.trials if t.started is not None and t.finished is not None]
     workers = sorted({str(t.worker) for t in timed})
-    ax = _axes(ax, (9, 0.5 + 0.45 * max(len(workers), 1)))
+    ax = _axes(ax, (9, max(2.5, 0.8 + 0.45 * len(workers))))
     if not timed:
         ax.set_title(f"dtune · {study.name}: no finished trial yet")
         return ax
