@@ -130,7 +130,9 @@ def main() -> None:
             with serve_dashboard(path, "big") as server:
                 started = time.perf_counter()
                 driver.get(server.url)
-                while driver.execute_script(COUNT) < args.trials:
+                while (seen := driver.execute_script(COUNT)) < args.trials:
+                    if time.perf_counter() - started > 300:
+                        raise SystemExit(f"the page shows {seen} trials after 300 s")
                     time.sleep(0.02)
                 load = time.perf_counter() - started
                 first_tick = ticks[0]
@@ -170,6 +172,8 @@ def main() -> None:
                         answers.append(time.perf_counter() - asked)
                         if seen >= complete:
                             break
+                        if time.perf_counter() - committed > 60:
+                            raise SystemExit(f"the page shows {seen} of {complete} after 60 s")
                         time.sleep(0.02)
                     latencies.append(time.perf_counter() - committed)
         finally:

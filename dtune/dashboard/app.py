@@ -116,7 +116,7 @@ class _Page:
                 "start": [],
                 "end": [],
                 "line": [],
-                "hatch": [],
+                "width": [],
                 **params,
             },
             name="dtune-trials",
@@ -197,8 +197,7 @@ class _Page:
             source=self.trials,
             fill_color=self.colors,
             line_color="line",
-            hatch_pattern="hatch",
-            hatch_color="crimson",
+            line_width="width",
         )
         fig.add_tools(
             HoverTool(
@@ -285,7 +284,7 @@ class _Page:
             "start": _ms(t.started if t.started is not None else t.submitted),
             "end": _ms(end),
             "line": _STATE_LINE.get(t.state.value, "white"),
-            "hatch": "x" if t.state is TrialState.FAILED else " ",
+            "width": 2.5 if t.state is TrialState.FAILED else 1.0,
             **{f"p_{k}": v for k, v in t.params.items()},
         }
 
