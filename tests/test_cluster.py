@@ -241,3 +241,47 @@ def test_the_plain_commands_in_scripts_give_the_same_layout(scheduler):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_dtune_worker_passes_tls_options_to_dask(tmp_path):
+    from distributed import LocalCluster, Security
+
+    security = Security.temporary()  # a CA and a certificate made for this test
+    files = {}
+    for name, pem in (
+        ("ca", security.tls_ca_file),
+        ("cert", security.tls_worker_cert),
+        ("key", security.tls_worker_key),
+    ):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(pem)
+    with (
+        LocalCluster(
+            n_workers=0,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            security=security,
+            protocol="tls://",
+        ) as cluster,
+        Client(cluster, security=security, set_as_default=False) as client,
+    ):
+        process = _dtune_worker(
+            cluster.scheduler_address,
+            "--gpus",
+            "0",
+            "--tls-ca-file",
+            str(files["ca"]),
+            "--tls-cert",
+            str(files["cert"]),
+            "--tls-key",
+            str(files["key"]),
+        )
+        try:
+            client.wait_for_workers(1, timeout=120)
+            (address,) = client.scheduler_info()["workers"]
+            assert address.startswith("tls://127.0.0.1")
+            assert _devices(client) == {"test-gpu0": ("0", 1)}
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
