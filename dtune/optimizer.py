@@ -106,6 +106,10 @@ class PendingAwareOptimizer:
         The value assumed for points still being evaluated: ``"cl_min"`` (default; the
         best value seen, which pushes new points away from pending ones), ``"cl_mean"``
         or ``"cl_max"``.
+    refit_growth
+        Refit the kernel's hyperparameters once the results grew by this fraction since
+        the last fit (default 0.1: every result up to 10, every 10th around 100, every
+        100th around 1,000); 0 refits after every result.
 
     Notes
     -----
@@ -138,6 +142,7 @@ class PendingAwareOptimizer:
     _initial: list[Point] | None
     _gains: np.ndarray
     _liar: str
+    _refit_growth: float
     _X: list[Point]
     _y: list[float]
     _told: set[tuple[Any, ...]]
@@ -159,6 +164,7 @@ class PendingAwareOptimizer:
         acq_optimizer_kwargs: Mapping[str, Any] | None = None,
         random_state: int | np.random.RandomState | None = None,
         liar: str = "cl_min",
+        refit_growth: float = 0.1,
     ) -> None:
         if (
             isinstance(n_initial_points, bool)
@@ -173,6 +179,13 @@ class PendingAwareOptimizer:
             )
         if liar not in LIARS:
             raise ValueError(f"liar={liar!r} must be one of {LIARS}")
+        if (
+            isinstance(refit_growth, bool)
+            or not isinstance(refit_growth, (int, float))
+            or not (0 <= refit_growth <= 10)
+        ):
+            raise ValueError(f"refit_growth={refit_growth!r} must be a number from 0 to 10")
+        self._refit_growth = float(refit_growth)
         self.space = space
         self._rng = check_random_state(random_state)
         self._liar = liar
@@ -199,6 +212,7 @@ class PendingAwareOptimizer:
             "acq_optimizer_kwargs": optimizer_kwargs,
             "random_state": random_state if isinstance(random_state, int) else None,
             "liar": liar,
+            "refit_growth": self._refit_growth,
         }
         self._X: list[Point] = []
         self._y: list[float] = []
@@ -269,10 +283,17 @@ class PendingAwareOptimizer:
 
     @property
     def needs_fit(self) -> bool:
-        """True when results arrived since the surrogate's hyperparameters were last fit."""
-        return (
-            self._estimator is not None and self.n_told >= 2 and self._model_n_told != self.n_told
-        )
+        """True when enough results arrived since the surrogate's hyperparameters were last
+        fit: at least one, and at least ``refit_growth`` times the results it was fit on.
+
+        Between refits every result is still used: :meth:`ask` conditions the last fitted
+        kernel on all of them. Only the kernel's hyperparameters wait, which keeps the
+        refit cost (cubic in the history) from growing per result on long searches.
+        """
+        if self._estimator is None or self.n_told < 2:
+            return False
+        new = self.n_told - self._model_n_told
+        return new >= max(1, math.ceil(self._refit_growth * self._model_n_told))
 
     def skip_initial(self, n: int) -> None:
         """Count ``n`` points as already asked (a resumed study's earlier trials)."""
@@ -289,9 +310,11 @@ class PendingAwareOptimizer:
             self._y.append(float(value))
             self._told.add(_point_key(point))
 
-    def fit(self) -> None:
-        """Refit the surrogate, hyperparameters included, on every told result."""
-        if not self.needs_fit:
+    def fit(self, force: bool = False) -> None:
+        """Refit the surrogate, hyperparameters included, on every told result, when
+        :attr:`needs_fit` (or, with ``force``, whenever there are new results)."""
+        fresh = self._estimator is not None and self.n_told >= 2
+        if not (self.needs_fit or (force and fresh and self._model_n_told != self.n_told)):
             return
         model = clone(self._estimator)
         with warnings.catch_warnings():
@@ -422,7 +445,6 @@ class PendingAwareOptimizer:
         """The told results as a skopt ``OptimizeResult`` (for ``skopt.plots``)."""
         if not self._y:
             raise ValueError("no results told yet: nothing to show")
-        if self.needs_fit:
-            self.fit()
+        self.fit(force=True)
         models = [self._model] if self._model is not None else []
         return create_result(self._X, self._y, self._skspace, self._rng, models=models)

@@ -78,7 +78,9 @@ class Study:
     **optimizer_options
         Passed through to the scikit-optimize machinery: ``base_estimator``,
         ``n_initial_points``, ``initial_point_generator``, ``acq_func``, ``acq_optimizer``,
-        ``acq_func_kwargs``, ``acq_optimizer_kwargs``, ``random_state``.
+        ``acq_func_kwargs``, ``acq_optimizer_kwargs``, ``random_state``; and
+        ``refit_growth`` (how often the GP's hyperparameters are refit, see
+        :class:`~dtune.optimizer.PendingAwareOptimizer`).
 
     Notes
     -----
