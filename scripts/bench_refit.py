@@ -21,9 +21,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from dtune.optimizer import PendingAwareOptimizer  # noqa: E402
-from dtune.space import Real, SearchSpace  # noqa: E402
-from tests.objectives import branin  # noqa: E402
+from dtune.optimizer import PendingAwareOptimizer
+from dtune.space import Real, SearchSpace
+from tests.objectives import branin
 
 SPACE = SearchSpace({"x1": Real(-5.0, 10.0), "x2": Real(0.0, 15.0)})
 BRANIN_MIN = 0.397887
@@ -64,10 +64,11 @@ def main() -> None:
         for growth in (0.0, 0.1, 0.25):
             for acq in ("EI", "gp_hedge"):
                 runs = [run(s, 2, growth, 40, acq) for s in range(args.seeds)]
+                regrets, seconds, fits = zip(*runs, strict=True)
                 print(
-                    f"{growth:<7} {acq:<9} {statistics.median(r[0] for r in runs):<14.4f} "
-                    f"{max(r[0] for r in runs):<11.4f} {statistics.median(r[1] for r in runs):<13.2f} "
-                    f"{statistics.median(r[2] for r in runs):.0f}"
+                    f"{growth:<7} {acq:<9} {statistics.median(regrets):<14.4f} "
+                    f"{max(regrets):<11.4f} {statistics.median(seconds):<13.2f} "
+                    f"{statistics.median(fits):.0f}"
                 )
         for growth in (0.0, 0.1):
             regret, fit_s, fits = run(0, 8, growth, 150, "EI")
