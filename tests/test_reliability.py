@@ -3,6 +3,7 @@ failing trials, two drivers on one study, TLS. Each test is a row of docs/RELIAB
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import dask
 import pytest
 from distributed import Client, LocalCluster, Security
+from distributed.comm import connect
 
 from dtune import Real, Study, TrialState, load_study
 from dtune.exceptions import SchedulerLostError, StudyInUseError, TooManyFailuresError
@@ -373,11 +375,19 @@ def test_a_tls_cluster_works_and_refuses_clients_without_certificates():
         study = Study(SPACE, random_state=0)
         study.optimize(objectives.nap, 4, client=client, progress=False)
         assert _states(study) == {"COMPLETE": 4}
+        # Connecting at the comm level: no Client event-loop machinery in the way.
+        address = cluster.scheduler_address
+
+        async def attempt(**connection_args):
+            comm = await connect(address, timeout=3, **connection_args)
+            await comm.close()
+
         with pytest.raises(TypeError, match="TLS"):  # no certificates at all
-            Client(cluster.scheduler_address, timeout=3, set_as_default=False)
+            asyncio.run(attempt())
         stranger = Security.temporary()  # certificates from another authority
         with pytest.raises((OSError, TimeoutError)):
-            Client(cluster.scheduler_address, security=stranger, timeout=3, set_as_default=False)
+            asyncio.run(attempt(**stranger.get_connection_args("client")))
+        asyncio.run(attempt(**security.get_connection_args("client")))  # the right ones work
 
 
 def test_the_embedded_cluster_listens_on_localhost_only():
