@@ -226,9 +226,11 @@ class _Search:
                 # A lost scheduler cancels every future: record them interrupted first.
                 self._check_scheduler()
                 self._check_failures(finished)
+                self._refill(ac, engine, retry)
+                # Bookkeeping that talks to the store or the scheduler waits until the
+                # free workers have their next trials.
                 self._renew_claim()
                 self._note_workers()
-                self._refill(ac, engine, retry)
                 bar.update(finished, len(self.running))
                 for trial in finished:
                     for callback in self.settings.callbacks:

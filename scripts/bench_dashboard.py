@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
+sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from dtune import Categorical, Integer, Real, SQLiteStorage, Study, Trial, TrialState
 from dtune.dashboard import app as dashboard_app
 from dtune.dashboard import serve_dashboard
+from tests.conftest import headless_chromium
 
 SPACE = {
     "lr": Real(1e-5, 1e-1, prior="log-uniform"),
@@ -78,21 +78,6 @@ def make_store(path: Path, n: int) -> SQLiteStorage:
     return store
 
 
-def browser() -> webdriver.Chrome:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1800",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-
-
 COUNT = (
     "if (!window.Bokeh || !Bokeh.documents.length) return -1;"
     "const m = Bokeh.documents[0].get_model_by_name('dtune-trials');"
@@ -125,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big.db"
         store = make_store(path, args.trials)
-        driver = browser()
+        driver = headless_chromium()
         try:
             with serve_dashboard(path, "big") as server:
                 started = time.perf_counter()

@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 
 from dtune import Categorical, Integer, Real, Study, TrialState
 from dtune.dashboard import serve_dashboard
 from tests import objectives
+from tests.conftest import headless_chromium
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 SPACE = {
@@ -40,18 +39,7 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1800",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = headless_chromium()
     try:
         yield driver
     finally:
