@@ -123,8 +123,11 @@ def test_killed_workers_and_a_killed_driver_lose_no_finished_trial(scheduler, tm
                 _wait_until(lambda at=at: finished() >= at)
                 os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
                 time.sleep(0.3)
-            _wait_until(lambda: finished() >= 12)
-            driver.kill()  # kill -9 of the driver mid-search
+            # kill -9 of the driver mid-search, while trials run
+            _wait_until(
+                lambda: finished() >= 12 and any(r[3] == "RUNNING" for r in _rows(store).values())
+            )
+            driver.kill()
             driver.wait()
             before = _rows(store)
             done_before = {n: r for n, r in before.items() if r[3] in ("COMPLETE", "FAILED")}
