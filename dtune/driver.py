@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import pickle
 import secrets
 import time
@@ -137,6 +138,14 @@ def run_search(
             _dashboard(study, settings, dask_client),
         ):
             _Search(study, objective, settings, dask_client, owner).run(engine)
+        stats = engine.summary()
+        logger.info(
+            "dtune: %d suggestions (median %.0f ms, max %.0f ms to compute), %d refits "
+            "(%.1f s in all); the driver waited for a suggestion %d times (%.1f s in all)",
+            stats["asks"], stats["ask_median_ms"], stats["ask_max_ms"], stats["fits"],
+            stats["fit_total_s"], stats["waits"], stats["wait_total_s"],
+            extra={"dtune_suggest": stats},
+        )  # fmt: skip
     finally:
         study._storage.release(study.name, owner)
 
@@ -214,6 +223,7 @@ class _Search:
     def run(self, engine: SuggestionEngine) -> None:
         from distributed import as_completed
 
+        self.engine = engine
         # Points left running by a driver that died are evaluated again first.
         retry = self.study._take_interrupted()
         bar = _Progress(self.study, self.settings.n_trials, self.settings.progress)
@@ -271,6 +281,9 @@ class _Search:
             gpus = self.settings.gpus_per_trial
             self.slots, self.use_gpus = cluster_slots(self.client, gpus)
             self.slots_checked = now
+            # Enough suggestions ready for the results that arrive while the next batch
+            # of them is computed.
+            self.engine.set_depth(max(2, math.ceil(self.slots / 4)))
             if self.slots == 0 and not self.running:
                 logger.info("dtune: waiting for Dask workers to join")
                 self.client.wait_for_workers(1)
@@ -279,13 +292,21 @@ class _Search:
 
     def _refill(self, ac: as_completed, engine: SuggestionEngine, retry: list[Trial]) -> None:
         while self._budget_left() and self._free_slots() > 0:
+            initial = False
             if retry:
                 trial = self.study._restart_trial(retry.pop(0))
                 point = self.study.space.to_point(trial.params)
+            elif self.study._optimizer.in_initial_design:
+                # Cheap and needs no model: drawn here, while the suggestion process
+                # starts up and fits the surrogate.
+                running = [self.study.space.to_point(t.params) for t in self.running.values()]
+                point = self.study._optimizer.ask(pending=running)
+                trial = self.study._start_trial(point)
+                initial = True
             else:
                 point = engine.take()
                 trial = self.study._start_trial(point, suggested_elsewhere=True)
-            engine.submitted(trial.number, point)
+            engine.submitted(trial.number, point, initial=initial)
             future = self.client.submit(
                 run_trial,
                 self.objective,

@@ -22,15 +22,14 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.optimize import fmin_l_bfgs_b
+from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.stats import norm
 from sklearn.base import clone, is_regressor
 from sklearn.utils import check_random_state
-from skopt.acquisition import gaussian_acquisition_1D
 from skopt.learning import GaussianProcessRegressor
 from skopt.space import Space
 from skopt.utils import (
@@ -56,6 +55,19 @@ _BROKEN_ESTIMATORS = {
     )
 }
 Point = list[Any]
+# Hyperparameter refits use at most this many results (a random subset): the fit costs
+# O(n^3) per iteration, and the hyperparameters barely move past a few hundred points.
+# Every result still conditions every suggestion.
+_FIT_MAX_POINTS = 400
+# Candidates drawn per suggestion round shrink as the history grows past ~100 results,
+# to hold the O(n^2) per candidate cost of the posterior variance near this many flops.
+_CANDIDATE_FLOPS = 1e8
+_MIN_CANDIDATES = 1000
+# Local search around the best candidates: rounds (step sizes in the unit cube), starts
+# per round, points per start.
+_LOCAL_STEPS = (0.1, 0.02)
+_LOCAL_STARTS = 5
+_LOCAL_POINTS = 40
 
 
 def _acquisition(
@@ -80,6 +92,58 @@ def _point_key(point: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(v.item() if isinstance(v, np.generic) else v for v in point)
 
 
+class _Posterior:
+    """A Gaussian process with fixed kernel hyperparameters, predicted on a candidate
+    set and conditioned further on "fantasy" observations at chosen candidates.
+
+    Each fantasy is a rank-one update of the candidates' means and variances (exact GP
+    conditioning, O(candidates x data)), so a batch of K suggestions costs one posterior
+    plus K cheap updates instead of K refits.
+    """
+
+    def __init__(self, model: GaussianProcessRegressor, X: np.ndarray, y: np.ndarray) -> None:
+        self._kernel = model.kernel_
+        # skopt's GP keeps its learned noise out of kernel_: it is added at fit time only.
+        self.noise = float(model.alpha + (getattr(model, "noise_", None) or 0.0))
+        self.shift, self.scale = (
+            (float(y.mean()), float(y.std()) or 1.0) if model.normalize_y else (0.0, 1.0)
+        )
+        K = self._kernel(X)
+        K[np.diag_indices_from(K)] += self.noise
+        self._X = X
+        self._L = cholesky(K, lower=True, check_finite=False)
+        self._alpha = cho_solve((self._L, True), (y - self.shift) / self.scale, check_finite=False)
+        self.C = np.empty((0, X.shape[1]))
+        self.mu = self.var = np.empty(0)
+        self._V = np.empty((len(X), 0))
+        self._updates: list[np.ndarray] = []
+
+    def add_candidates(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add candidates (before any fantasy); their mean and standard deviation."""
+        Kc = self._kernel(C, self._X)
+        V = solve_triangular(self._L, Kc.T, lower=True, check_finite=False)
+        mu = Kc @ self._alpha
+        var = np.maximum(self._kernel.diag(C) - np.einsum("ij,ij->j", V, V), 0.0)
+        self.C = np.vstack([self.C, C])
+        self.mu = np.concatenate([self.mu, mu])
+        self.var = np.concatenate([self.var, var])
+        self._V = np.hstack([self._V, V])
+        return self.shift + self.scale * mu, self.scale * np.sqrt(var)
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.shift + self.scale * self.mu, self.scale * np.sqrt(np.maximum(self.var, 0.0))
+
+    def fantasize(self, i: int, value: float) -> None:
+        """Condition on candidate ``i`` having been observed as ``value``."""
+        cov = self._kernel(self.C, self.C[i : i + 1])[:, 0] - self._V.T @ self._V[:, i]
+        for u in self._updates:
+            cov -= u * u[i]
+        denominator = self.var[i] + self.noise
+        self.mu = self.mu + cov * ((value - self.shift) / self.scale - self.mu[i]) / denominator
+        self.var = np.maximum(self.var - cov**2 / denominator, 0.0)
+        self._updates.append(cov / math.sqrt(denominator))
+
+
 class PendingAwareOptimizer:
     """Suggests points for an asynchronous parallel search, one at a time.
 
@@ -97,7 +161,10 @@ class PendingAwareOptimizer:
     acq_func
         ``"gp_hedge"`` (default), ``"EI"``, ``"LCB"`` or ``"PI"``.
     acq_optimizer
-        ``"auto"``, ``"lbfgs"`` or ``"sampling"``, as in skopt.
+        ``"auto"`` (default): ``"local"`` for a GP, else ``"sampling"``. ``"sampling"``
+        picks the best of ``n_points`` random candidates; ``"local"`` then adds
+        candidates around the best ones in shrinking steps (a batched stand-in for
+        skopt's per-point L-BFGS polish, which ``"lbfgs"`` names for compatibility).
     acq_func_kwargs, acq_optimizer_kwargs
         As in skopt (``xi``, ``kappa``, ``eta``; ``n_points``, ``n_restarts_optimizer``).
     random_state
@@ -247,18 +314,18 @@ class PendingAwareOptimizer:
         return base_estimator
 
     def _check_acq_optimizer(self, acq_optimizer: str) -> str:
-        if acq_optimizer not in ("auto", "lbfgs", "sampling"):
+        if acq_optimizer not in ("auto", "local", "lbfgs", "sampling"):
             raise ValueError(
-                f"acq_optimizer={acq_optimizer!r} must be 'auto', 'lbfgs' or 'sampling'"
+                f"acq_optimizer={acq_optimizer!r} must be 'auto', 'local', 'lbfgs' or 'sampling'"
             )
-        gradients = self._estimator is not None and has_gradients(self._estimator)
-        if acq_optimizer == "auto":
-            return "lbfgs" if gradients else "sampling"
-        if acq_optimizer == "lbfgs" and not gradients:
+        gp = isinstance(self._estimator, GaussianProcessRegressor)
+        if acq_optimizer == "lbfgs" and not (gp and has_gradients(self._estimator)):
             raise ValueError(
                 f"acq_optimizer='lbfgs' needs a surrogate with gradients (a GP on a space "
                 f"without categories); {self._estimator!r} needs acq_optimizer='sampling'"
             )
+        if acq_optimizer in ("auto", "lbfgs"):
+            return "local" if gp else "sampling"
         return acq_optimizer
 
     def _initial_design(self, name: str) -> list[Point] | None:
@@ -295,6 +362,17 @@ class PendingAwareOptimizer:
         new = self.n_told - self._model_n_told
         return new >= max(1, math.ceil(self._refit_growth * self._model_n_told))
 
+    @property
+    def has_model(self) -> bool:
+        """True once a surrogate has been fitted."""
+        return self._model is not None
+
+    @property
+    def in_initial_design(self) -> bool:
+        """True while :meth:`ask` draws from the initial design (or at random): no
+        surrogate is used, so asking is cheap anywhere."""
+        return self._n_asked < self._n_initial or self._estimator is None or self.n_told < 2
+
     def skip_initial(self, n: int) -> None:
         """Count ``n`` points as already asked (a resumed study's earlier trials)."""
         self._n_asked += n
@@ -311,19 +389,43 @@ class PendingAwareOptimizer:
             self._told.add(_point_key(point))
 
     def fit(self, force: bool = False) -> None:
-        """Refit the surrogate, hyperparameters included, on every told result, when
-        :attr:`needs_fit` (or, with ``force``, whenever there are new results)."""
+        """Refit the surrogate, hyperparameters included, when :attr:`needs_fit` (or,
+        with ``force``, whenever there are new results)."""
         fresh = self._estimator is not None and self.n_told >= 2
-        if not (self.needs_fit or (force and fresh and self._model_n_told != self.n_told)):
-            return
-        model = clone(self._estimator)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(self._skspace.transform(self._X), self._y)
+        if self.needs_fit or (force and fresh and self._model_n_told != self.n_told):
+            self.adopt_fit(self.prepare_fit()())
+
+    def prepare_fit(self) -> Callable[[], tuple[Any, int]]:
+        """A fit of the surrogate on a snapshot of the results, to run in any thread;
+        pass what it returns to :meth:`adopt_fit`. Results told meanwhile are kept.
+
+        Past ``_FIT_MAX_POINTS`` results a random subset of them fits the hyperparameters.
+        """
+        X, y, n_told = list(self._X), list(self._y), self.n_told
+        estimator = clone(self._estimator)
+        subset = None
+        if n_told > _FIT_MAX_POINTS:
+            subset = self._rng.choice(n_told, _FIT_MAX_POINTS, replace=False)
+        transform = self._skspace.transform
+
+        def fit() -> tuple[Any, int]:
+            Xt, yt = transform(X), np.asarray(y)
+            if subset is not None:
+                Xt, yt = Xt[subset], yt[subset]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                estimator.fit(Xt, yt)
+            return estimator, n_told
+
+        return fit
+
+    def adopt_fit(self, fitted: tuple[Any, int]) -> None:
+        """Use a surrogate fitted by :meth:`prepare_fit`'s function."""
+        model, n_told = fitted
         if self._acq_func == "gp_hedge" and self._last_candidates is not None:
             self._gains -= model.predict(np.vstack(self._last_candidates))
         self._model = model
-        self._model_n_told = self.n_told
+        self._model_n_told = n_told
 
     # -- suggestions ----------------------------------------------------------------------
 
@@ -334,15 +436,34 @@ class PendingAwareOptimizer:
         points with the liar's value, picks the best point by the acquisition function
         that is neither told nor pending (unless the space has none left).
         """
+        return self.ask_batch(pending, 1)[0]
+
+    def ask_batch(self, pending: Sequence[Point], n: int) -> list[Point]:
+        """``n`` new points at once, each accounting for the ones before it as pending.
+
+        With a Gaussian process, the batch costs one posterior over the candidates and
+        a rank-one update per point (kriging with the liar's value), not one per point.
+        """
         seen = self._told | {_point_key(p) for p in pending}
-        if self._n_asked < self._n_initial or self._estimator is None or self.n_told < 2:
-            point = self._next_initial(seen)
+        points: list[Point] = []
+        while len(points) < n and self.in_initial_design:
+            points.append(self._next_initial(seen))
+            seen.add(_point_key(points[-1]))
+            self._n_asked += 1
+        if len(points) == n:
+            return points
+        if self._model is None:
+            self.fit(force=True)
+        busy = [*pending, *points]
+        if isinstance(self._model, GaussianProcessRegressor):
+            batch = self._next_batch_gp(busy, seen, n - len(points))
         else:
-            if self._model is None:
-                self.fit()
-            point = self._next_from_model(pending, seen)
-        self._n_asked += 1
-        return point
+            batch = []
+            for _ in range(n - len(points)):
+                batch.append(self._next_from_model([*busy, *batch], seen))
+                seen.add(_point_key(batch[-1]))
+        self._n_asked += len(batch)
+        return points + batch
 
     def _next_initial(self, seen: set[tuple[Any, ...]]) -> Point:
         if self._initial is not None and self._n_asked < len(self._initial):
@@ -358,20 +479,18 @@ class PendingAwareOptimizer:
                 return list(point)
         return list(candidates[0])  # a small discrete space, every point evaluated
 
+    def _lie(self) -> float:
+        ys = np.asarray(self._y)
+        if self._liar == "cl_min":
+            return float(ys.min())
+        return float(ys.max() if self._liar == "cl_max" else ys.mean())
+
     def _conditioned_model(self, pending: Sequence[Point]) -> Any:
         """The surrogate fit on told + pending points, its hyperparameters held fixed."""
         if not pending and self._model_n_told == self.n_told:
             return self._model
-        ys = np.asarray(self._y)
-        lie = float(
-            ys.min()
-            if self._liar == "cl_min"
-            else ys.max()
-            if self._liar == "cl_max"
-            else ys.mean()
-        )
         X = self._skspace.transform(self._X + [list(p) for p in pending])
-        y = np.concatenate([ys, np.full(len(pending), lie)])
+        y = np.concatenate([self._y, np.full(len(pending), self._lie())])
         if isinstance(self._model, GaussianProcessRegressor):
             # The learned noise is folded into alpha: added to K(X, X) when fitting only,
             # as skopt does with its WhiteKernel, so predictions stay noise-free.
@@ -389,55 +508,97 @@ class PendingAwareOptimizer:
             model.fit(X, y)
         return model
 
-    def _next_from_model(self, pending: Sequence[Point], seen: set[tuple[Any, ...]]) -> Point:
-        model = self._conditioned_model(pending)
+    def _acquisitions(self, mu: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
         y_opt = float(np.min(self._y))
+        funcs = _HEDGE if self._acq_func == "gp_hedge" else (self._acq_func,)
+        return [_acquisition(func, mu, std, y_opt, self._acq_func_kwargs) for func in funcs]
+
+    def _hedge_choice(self) -> int:
+        """Which acquisition function to follow (gp_hedge draws one by past gains)."""
+        if self._acq_func != "gp_hedge":
+            return 0
+        logits = self._gains - self._gains.max()
+        probs = np.exp(self._acq_func_kwargs.get("eta", 1.0) * logits)
+        return int(np.argmax(self._rng.multinomial(1, probs / probs.sum())))
+
+    def _to_point(self, x: np.ndarray) -> Point:
+        return list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
+
+    def _next_batch_gp(
+        self, pending: Sequence[Point], seen: set[tuple[Any, ...]], n: int
+    ) -> list[Point]:
+        X = self._skspace.transform(self._X + [list(p) for p in pending])
+        lie = self._lie()
+        y = np.concatenate([self._y, np.full(len(pending), lie)])
+        posterior = _Posterior(self._model, X, y)
+        budget = int(_CANDIDATE_FLOPS / max(1, len(X)) ** 2)
+        n_candidates = min(self._n_points, max(_MIN_CANDIDATES, budget))
+        candidates = self._skspace.transform(
+            self._skspace.rvs(n_samples=n_candidates, random_state=self._rng)
+        )
+        values = self._acquisitions(*posterior.add_candidates(candidates))
+        self._last_candidates = [candidates[np.argmin(v)] for v in values]
+        choice = self._hedge_choice()
+        if self._acq_optimizer != "sampling":
+            self._local_search(posterior, values[choice], choice)
+        batch: list[Point] = []
+        taken: list[int] = []
+        for k in range(n):
+            if k:
+                choice = self._hedge_choice()
+            acq = self._acquisitions(*posterior.mean_std())[choice]
+            acq[taken] = np.inf
+            point = None
+            for i in np.argsort(acq)[:100]:
+                candidate = self._to_point(posterior.C[i])
+                if _point_key(candidate) not in seen:
+                    point = candidate
+                    break
+                acq[i] = np.inf
+            if point is None:
+                point = self._random_unseen(seen)
+            else:
+                taken.append(int(i))
+                if k + 1 < n:
+                    posterior.fantasize(int(i), lie)
+            batch.append(point)
+            seen.add(_point_key(point))
+        return batch
+
+    def _local_search(self, posterior: _Posterior, acq: np.ndarray, choice: int) -> None:
+        """Add candidates around the best ones, in rounds of shrinking steps: a batched
+        stand-in for skopt's per-point L-BFGS polish, and usable on any space."""
+        bounds = np.asarray(self._skspace.transformed_bounds)
+        snap = not self._skspace.is_real
+        best = np.argsort(acq)[: self._n_restarts]
+        starts, starts_acq = posterior.C[best], acq[best]
+        for step in _LOCAL_STEPS:
+            local = np.repeat(starts, _LOCAL_POINTS, axis=0)
+            local += self._rng.normal(scale=step, size=local.shape)
+            local = np.clip(local, bounds[:, 0], bounds[:, 1])
+            if snap:  # back onto integers and categories
+                local = self._skspace.transform(self._skspace.inverse_transform(local))
+            local_acq = self._acquisitions(*posterior.add_candidates(local))[choice]
+            pool, pool_acq = np.vstack([starts, local]), np.concatenate([starts_acq, local_acq])
+            best = np.argsort(pool_acq)[: self._n_restarts]
+            starts, starts_acq = pool[best], pool_acq[best]
+
+    def _next_from_model(self, pending: Sequence[Point], seen: set[tuple[Any, ...]]) -> Point:
+        """One point from a surrogate without a posterior covariance (RF, ET)."""
+        model = self._conditioned_model(pending)
         candidates = self._skspace.transform(
             self._skspace.rvs(n_samples=self._n_points, random_state=self._rng)
         )
-        # One prediction serves every acquisition function (gp_hedge evaluates three).
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "predicted variances smaller than 0"
+            warnings.simplefilter("ignore")
             mu, std = model.predict(candidates, return_std=True)
-        funcs = _HEDGE if self._acq_func == "gp_hedge" else (self._acq_func,)
-        values = [_acquisition(func, mu, std, y_opt, self._acq_func_kwargs) for func in funcs]
-        best = [candidates[np.argmin(v)] for v in values]
-        choice = 0
-        if self._acq_func == "gp_hedge":
-            logits = self._gains - self._gains.max()
-            probs = np.exp(self._acq_func_kwargs.get("eta", 1.0) * logits)
-            choice = int(np.argmax(self._rng.multinomial(1, probs / probs.sum())))
-        order = np.argsort(values[choice])
-        if self._acq_optimizer == "lbfgs":
-            # Polish only the chosen function's best candidates: the others' sampled
-            # optima are good enough for gp_hedge's bookkeeping of gains.
-            bounds = np.asarray(self._skspace.transformed_bounds)
-            x = self._lbfgs(model, y_opt, funcs[choice], candidates[order[: self._n_restarts]])
-            best[choice] = np.clip(x, bounds[:, 0], bounds[:, 1])
-        self._last_candidates = best
-        for x in [best[choice], *candidates[order]]:
-            point = list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
+        values = self._acquisitions(mu, std)
+        self._last_candidates = [candidates[np.argmin(v)] for v in values]
+        for x in candidates[np.argsort(values[self._hedge_choice()])]:
+            point = self._to_point(x)
             if _point_key(point) not in seen:
                 return point
         return self._random_unseen(seen)
-
-    def _lbfgs(self, model: Any, y_opt: float, func: str, starts: np.ndarray) -> np.ndarray:
-        bounds = self._skspace.transformed_bounds
-        best_x, best_value = starts[0], math.inf
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for x0 in starts:
-                x, value, _ = fmin_l_bfgs_b(
-                    gaussian_acquisition_1D,
-                    x0,
-                    args=(model, y_opt, func, self._acq_func_kwargs),
-                    bounds=bounds,
-                    approx_grad=False,
-                    maxiter=20,
-                )
-                if value < best_value:
-                    best_x, best_value = x, float(value)
-        return np.asarray(best_x)
 
     # -- views ----------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import statistics
+import time
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -57,6 +59,9 @@ class SuggestionEngine:
         )
         self._child_conn = child_conn
         self._ready: list[tuple[int, Point]] = []
+        self.ask_seconds: list[float] = []  # each suggestion's compute time, in the child
+        self.fit_seconds: list[float] = []  # each hyperparameter refit, in the child
+        self.wait_seconds: list[float] = []  # each time the driver waited for a suggestion
 
     def __enter__(self) -> SuggestionEngine:
         self._process.start()
@@ -79,7 +84,10 @@ class SuggestionEngine:
             except EOFError:
                 raise RuntimeError("dtune's suggestion process exited unexpectedly") from None
             if message[0] == "ready":
-                self._ready.append((message[1], message[2]))
+                self._ready.extend((message[1], p) for p in message[2])
+                self.ask_seconds.append(message[3])
+            elif message[0] == "fitted":
+                self.fit_seconds.append(message[1])
             elif message[0] == "drop":
                 dropped = set(message[1])
                 self._ready = [(g, p) for g, p in self._ready if _point_key(p) not in dropped]
@@ -91,14 +99,38 @@ class SuggestionEngine:
     def take(self) -> Point:
         """The freshest ready suggestion; waits only when none is ready."""
         self._receive(block=False)
-        while not self._ready:
-            self._receive(block=True)
+        if not self._ready:
+            started = time.perf_counter()
+            while not self._ready:
+                self._receive(block=True)
+            self.wait_seconds.append(time.perf_counter() - started)
         newest = max(range(len(self._ready)), key=lambda i: (self._ready[i][0], -i))
         return self._ready.pop(newest)[1]
 
-    def submitted(self, number: int, point: Point) -> None:
-        """``point`` is now being evaluated as trial ``number``."""
-        self._conn.send(("submitted", number, point))
+    def summary(self) -> dict[str, float]:
+        """How long suggestions took to compute and how long the driver waited for them."""
+        asks, fits, waits = self.ask_seconds or [0.0], self.fit_seconds or [0.0], self.wait_seconds
+        return {
+            "asks": len(self.ask_seconds),
+            "ask_median_ms": 1000 * statistics.median(asks),
+            "ask_max_ms": 1000 * max(asks),
+            "fits": len(self.fit_seconds),
+            "fit_max_s": max(fits),
+            "fit_total_s": sum(fits),
+            "waits": len(waits),
+            "wait_max_ms": 1000 * max(waits, default=0.0),
+            "wait_total_s": sum(waits),
+        }
+
+    def set_depth(self, depth: int) -> None:
+        """Keep ``depth`` fresh suggestions ready (about the results that arrive while
+        one batch of suggestions is computed)."""
+        self._conn.send(("depth", max(1, depth)))
+
+    def submitted(self, number: int, point: Point, *, initial: bool = False) -> None:
+        """``point`` is now being evaluated as trial ``number``; ``initial``: the driver
+        drew it from the initial design itself, rather than take it from here."""
+        self._conn.send(("submitted", number, point, initial))
 
     def finished(self, results: Sequence[tuple[int, float | None]]) -> None:
         """Trials finished; a None value (a failed trial) is not told to the optimizer."""
@@ -107,6 +139,8 @@ class SuggestionEngine:
 
 def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> None:
     """The suggestion process: keep ``depth`` fresh suggestions ready, tell, refit."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from threadpoolctl import threadpool_limits
 
     pending: dict[int, Point] = {}
@@ -114,27 +148,45 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
     dropped: list[Point] = []  # busy until the driver acknowledges it will not take them
     results: list[tuple[Point, float]] = []
     generation = 0  # bumps with every tell; a suggestion from an older one is stale
+    fitting: Future | None = None  # a hyperparameter refit running in the fit thread
+    fit_started = 0.0
 
     def fresh() -> int:
         return sum(1 for g, _ in ready if g >= generation)
 
     def suggest() -> None:
-        # Finished points whose results wait to be told are neither pending nor told yet.
+        # Finished points whose results wait to be told are neither pending nor told yet;
+        # stale ready points may still be taken until the driver acknowledges the drop.
         busy = [*pending.values(), *(p for _, p in ready), *dropped, *(p for p, _ in results)]
-        point = optimizer.ask(pending=busy)
-        ready.append((generation, point))
-        conn.send(("ready", generation, point))
+        started = time.perf_counter()
+        points = optimizer.ask_batch(busy, max(1, depth - fresh()))
+        ready.extend((generation, p) for p in points)
+        conn.send(("ready", generation, points, time.perf_counter() - started))
         stale = [p for g, p in ready if g < generation]
         if stale and fresh() >= depth:  # stale spares are no longer needed
             ready[:] = [(g, p) for g, p in ready if g >= generation]
             dropped.extend(stale)
             conn.send(("drop", [_point_key(p) for p in stale]))
 
+    def can_suggest() -> bool:
+        # The driver draws the initial design itself; the surrogate takes over after it.
+        # A first fit already running is waited for rather than done twice.
+        model = not optimizer.in_initial_design and (fitting is None or optimizer.has_model)
+        return model and fresh() < depth
+
+    def work() -> bool:
+        return can_suggest() or bool(results) or (fitting is None and optimizer.needs_fit)
+
     def handle(message: tuple[Any, ...]) -> bool:
+        nonlocal depth
         if message[0] == "stop":
             return False
-        if message[0] == "submitted":
-            _, number, point = message
+        if message[0] == "depth":
+            depth = message[1]
+        elif message[0] == "submitted":
+            _, number, point, initial = message
+            if initial:
+                optimizer.skip_initial(1)
             key = _point_key(point)
             for i, (_, p) in enumerate(ready):
                 if _point_key(p) == key:
@@ -153,25 +205,29 @@ def _serve(optimizer: PendingAwareOptimizer, depth: int, conn: Connection) -> No
 
     try:
         # One BLAS thread: OpenBLAS's default threading makes small GP fits several times
-        # slower and fights the workers for cores.
-        with threadpool_limits(limits=1):
+        # slower and fights the workers for cores. Hyperparameter refits run in a thread
+        # of their own (mostly LAPACK, which releases the GIL), so a long refit never
+        # holds suggestions up: they use the last fitted kernel meanwhile.
+        with threadpool_limits(limits=1), ThreadPoolExecutor(1) as fitter:
             while True:
-                idle = not results and fresh() >= depth and not optimizer.needs_fit
-                while idle or conn.poll():
+                if fitting is not None and fitting.done():
+                    optimizer.adopt_fit(fitting.result())
+                    conn.send(("fitted", time.perf_counter() - fit_started))
+                    fitting = None
+                    generation += 1  # suggestions from the old kernel are stale
+                timeout = 0.0 if work() else 0.05 if fitting is not None else None
+                if conn.poll(timeout):
                     if not handle(conn.recv()):
                         return
-                    idle = not results and fresh() >= depth and not optimizer.needs_fit
-                if not ready:  # the driver may be waiting: serve it first
-                    suggest()
-                elif results:
+                    continue  # take in every waiting message first
+                if results:
                     optimizer.tell([p for p, _ in results], [v for _, v in results])
                     results.clear()
                     generation += 1
-                elif optimizer.needs_fit:
-                    # Refit before refreshing suggestions: results that arrive meanwhile
-                    # are told together in the next round.
-                    optimizer.fit()
-                else:
+                elif fitting is None and optimizer.needs_fit:
+                    fit_started = time.perf_counter()
+                    fitting = fitter.submit(optimizer.prepare_fit())
+                elif can_suggest():
                     suggest()
     except (EOFError, BrokenPipeError):
         return  # the driver went away
