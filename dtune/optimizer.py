@@ -31,6 +31,7 @@ from scipy.stats import norm
 from sklearn.base import clone, is_regressor
 from sklearn.utils import check_random_state
 from skopt.learning import GaussianProcessRegressor
+from skopt.space import Real as SkReal
 from skopt.space import Space
 from skopt.utils import (
     cook_estimator,
@@ -44,7 +45,7 @@ from dtune.space import SearchSpace
 
 __all__ = ["LIARS", "PendingAwareOptimizer"]
 
-LIARS = ("cl_min", "cl_mean", "cl_max")
+LIARS = ("cl_min", "cl_mean", "cl_max", "believer")
 _ACQ_FUNCS = ("gp_hedge", "EI", "LCB", "PI")
 _HEDGE = ("EI", "LCB", "PI")
 _BROKEN_ESTIMATORS = {
@@ -170,9 +171,12 @@ class PendingAwareOptimizer:
     random_state
         Seed for the initial design, the candidate points and the surrogate.
     liar
-        The value assumed for points still being evaluated: ``"cl_min"`` (default; the
-        best value seen, which pushes new points away from pending ones), ``"cl_mean"``
-        or ``"cl_max"``.
+        The value assumed for points still being evaluated: ``"believer"`` (default;
+        the surrogate's mean there, a "kriging believer": a GP's uncertainty shrinks
+        around pending points while its mean stays), or a constant liar: ``"cl_min"``
+        (the best value seen, which pushes new points away from pending ones),
+        ``"cl_mean"`` or ``"cl_max"``. With a forest (RF, ET) ``"believer"`` uses the
+        mean of the results.
     refit_growth
         Refit the kernel's hyperparameters once the results grew by this fraction since
         the last fit (default 0.1: every result up to 10, every 10th around 100, every
@@ -230,7 +234,7 @@ class PendingAwareOptimizer:
         acq_func_kwargs: Mapping[str, Any] | None = None,
         acq_optimizer_kwargs: Mapping[str, Any] | None = None,
         random_state: int | np.random.RandomState | None = None,
-        liar: str = "cl_min",
+        liar: str = "believer",
         refit_growth: float = 0.1,
     ) -> None:
         if (
@@ -480,6 +484,7 @@ class PendingAwareOptimizer:
         return list(candidates[0])  # a small discrete space, every point evaluated
 
     def _lie(self) -> float:
+        """The constant liar's value (for "believer", the mean: RF and ET)."""
         ys = np.asarray(self._y)
         if self._liar == "cl_min":
             return float(ys.min())
@@ -528,14 +533,19 @@ class PendingAwareOptimizer:
         self, pending: Sequence[Point], seen: set[tuple[Any, ...]], n: int
     ) -> list[Point]:
         X = self._skspace.transform(self._X + [list(p) for p in pending])
-        lie = self._lie()
-        y = np.concatenate([self._y, np.full(len(pending), lie)])
-        posterior = _Posterior(self._model, X, y)
+        told = np.asarray(self._y)
+        if self._liar == "believer":  # each pending point believed at the model's mean
+            lies = np.zeros(0)
+            if pending:
+                lies = _Posterior(self._model, X[: len(told)], told).add_candidates(X[len(told) :])[
+                    0
+                ]
+        else:
+            lies = np.full(len(pending), self._lie())
+        posterior = _Posterior(self._model, X, np.concatenate([told, lies]))
         budget = int(_CANDIDATE_FLOPS / max(1, len(X)) ** 2)
         n_candidates = min(self._n_points, max(_MIN_CANDIDATES, budget))
-        candidates = self._skspace.transform(
-            self._skspace.rvs(n_samples=n_candidates, random_state=self._rng)
-        )
+        candidates = self._candidates(n_candidates)
         values = self._acquisitions(*posterior.add_candidates(candidates))
         self._last_candidates = [candidates[np.argmin(v)] for v in values]
         choice = self._hedge_choice()
@@ -560,24 +570,46 @@ class PendingAwareOptimizer:
             else:
                 taken.append(int(i))
                 if k + 1 < n:
-                    posterior.fantasize(int(i), lie)
+                    believed = posterior.mean_std()[0][i] if self._liar == "believer" else None
+                    posterior.fantasize(int(i), self._lie() if believed is None else believed)
             batch.append(point)
             seen.add(_point_key(point))
         return batch
+
+    def _candidates(self, n: int) -> np.ndarray:
+        """``n`` random points of the space, transformed: uniform in the normalized
+        space (what rvs + transform gives for uniform and log-uniform reals), snapped
+        onto integers and categories, without skopt's per-point Python."""
+        bounds = np.asarray(self._skspace.transformed_bounds)
+        return self._snap(self._rng.uniform(bounds[:, 0], bounds[:, 1], (n, len(bounds))))
+
+    def _snap(self, Xt: np.ndarray) -> np.ndarray:
+        """Transformed points moved onto the space (integers, one category each),
+        dimension by dimension, as ``transform(inverse_transform(Xt))`` does."""
+        if self._skspace.is_real:
+            return Xt
+        out, column = Xt.copy(), 0
+        for dim in self._skspace.dimensions:
+            width = dim.transformed_size
+            block = Xt[:, column : column + width]
+            if not isinstance(dim, SkReal):
+                values = dim.inverse_transform(block if width > 1 else block[:, 0])
+                snapped = np.asarray(dim.transform(values), dtype=float)
+                out[:, column : column + width] = snapped.reshape(len(Xt), width)
+            column += width
+        return out
 
     def _local_search(self, posterior: _Posterior, acq: np.ndarray, choice: int) -> None:
         """Add candidates around the best ones, in rounds of shrinking steps: a batched
         stand-in for skopt's per-point L-BFGS polish, and usable on any space."""
         bounds = np.asarray(self._skspace.transformed_bounds)
-        snap = not self._skspace.is_real
         best = np.argsort(acq)[: self._n_restarts]
         starts, starts_acq = posterior.C[best], acq[best]
         for step in _LOCAL_STEPS:
             local = np.repeat(starts, _LOCAL_POINTS, axis=0)
             local += self._rng.normal(scale=step, size=local.shape)
             local = np.clip(local, bounds[:, 0], bounds[:, 1])
-            if snap:  # back onto integers and categories
-                local = self._skspace.transform(self._skspace.inverse_transform(local))
+            local = self._snap(local)
             local_acq = self._acquisitions(*posterior.add_candidates(local))[choice]
             pool, pool_acq = np.vstack([starts, local]), np.concatenate([starts_acq, local_acq])
             best = np.argsort(pool_acq)[: self._n_restarts]
@@ -586,9 +618,7 @@ class PendingAwareOptimizer:
     def _next_from_model(self, pending: Sequence[Point], seen: set[tuple[Any, ...]]) -> Point:
         """One point from a surrogate without a posterior covariance (RF, ET)."""
         model = self._conditioned_model(pending)
-        candidates = self._skspace.transform(
-            self._skspace.rvs(n_samples=self._n_points, random_state=self._rng)
-        )
+        candidates = self._candidates(self._n_points)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mu, std = model.predict(candidates, return_std=True)

@@ -64,8 +64,9 @@ class Study:
     objective_key
         When the objective returns a dict of metrics, the one to optimize.
     liar
-        How running points are accounted for when picking new ones: ``"cl_min"``
-        (default), ``"cl_mean"`` or ``"cl_max"`` (constant liar).
+        How running points are accounted for when picking new ones: ``"believer"``
+        (default: each is believed to score the surrogate's mean there), or a constant
+        liar, ``"cl_min"``, ``"cl_mean"`` or ``"cl_max"``.
     failure_value
         What the optimizer is told about a failed trial's point. None (default): nothing,
         so the point may be tried again nearby; ``"worst"``: the worst value seen so far,
@@ -106,7 +107,7 @@ class Study:
         storage: str | os.PathLike[str] | BaseStorage | None = None,
         direction: str = "minimize",
         objective_key: str | None = None,
-        liar: str = "cl_min",
+        liar: str = "believer",
         failure_value: str | float | None = None,
         allow_space_change: bool = False,
         **optimizer_options: Any,

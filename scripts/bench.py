@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import itertools
 import json
 import logging
 import math
@@ -166,9 +167,11 @@ class Job:
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run one search; its trials as (started, finished, worker, value, params)."""
-    import dtune  # noqa: F401  (imported before the clock starts, as skopt is)
+    # Imported before the clock starts.
     import skopt  # noqa: F401
     from threadpoolctl import threadpool_limits
+
+    import dtune  # noqa: F401
 
     with threadpool_limits(limits=1):
         if job.loop == "sequential":
@@ -363,7 +366,7 @@ def figures(job: Job, result: dict) -> dict[str, float]:
     """Utilization, refill latency, regret, duplicates... of one search."""
     rows = sorted(result["trials"], key=lambda r: r[1])  # by finish
     minimum = MINIMUM[job.problem]
-    best = list(itertools_accumulate_min(r[3] for r in rows))
+    best = list(itertools.accumulate((r[3] for r in rows), min))
     out: dict[str, float] = {"wall_s": result["wall_s"]}
     for n in REGRET_AT_N:
         if n <= len(best):
@@ -391,13 +394,6 @@ def figures(job: Job, result: dict) -> dict[str, float]:
     return out
 
 
-def itertools_accumulate_min(values: Any) -> Iterator[float]:
-    best = math.inf
-    for v in values:
-        best = min(best, v)
-        yield best
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -410,7 +406,7 @@ def refill_gaps(rows: list[tuple]) -> list[float]:
     gaps = []
     for runs in by_worker.values():
         runs.sort()
-        gaps.extend(b[0] - a[1] for a, b in zip(runs, runs[1:], strict=False))
+        gaps.extend(b[0] - a[1] for a, b in itertools.pairwise(runs))
     return gaps
 
 
@@ -557,6 +553,8 @@ def long_history(args: argparse.Namespace) -> dict[str, Any]:
             durations = [r[1] - r[0] for r in rows]
             fig["median_trial_s"] = statistics.median(durations)
             fig["min_window_util"] = min(windows)
+            for key in ("refill_ms", "refill_p90_ms"):  # threads of one worker share a name
+                fig.pop(key, None)
             print_table(f"### long history: {loop}", [(loop, fig)])
             print("\nutilization per window of trials:", " ".join(f"{u:.3f}" for u in windows))
             job_results[loop] = {"figures": fig, "windows": windows}

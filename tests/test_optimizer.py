@@ -119,3 +119,119 @@ def test_conditioning_on_pending_points_keeps_the_kernel_fixed():
     # the pending point now looks evaluated, at about the liar's value (cl_min)
     assert after_std[0] < 0.5 * before_std[0]
     assert abs(after_mean[0] - min(opt._y)) < abs(before_mean[0] - min(opt._y))
+
+
+def _fitted(space, n=20, seed=0, **options):
+    opt = PendingAwareOptimizer(space, n_initial_points=n, random_state=seed, **options)
+    points = opt.ask_batch([], n)
+    opt.tell(points, [_objective(p) if len(p) == 3 else np.sin(3 * p[0]) for p in points])
+    opt.fit()
+    return opt
+
+
+def test_candidate_posterior_matches_the_gp_conditioned_on_the_same_points():
+    """dtune's own posterior over candidates is skopt's GP, numbers and all."""
+    from dtune.optimizer import _Posterior
+
+    opt = _fitted(MIXED, liar="cl_mean")
+    pending = opt.ask_batch([], 3)
+    X = opt._skspace.transform(opt._X + pending)
+    y = np.concatenate([opt._y, np.full(3, np.mean(opt._y))])
+    candidates = opt._candidates(300)
+    mean, std = _Posterior(opt._model, X, y).add_candidates(candidates)
+    expected_mean, expected_std = opt._conditioned_model(pending).predict(
+        candidates, return_std=True
+    )
+    np.testing.assert_allclose(mean, expected_mean, atol=1e-8)
+    # skopt derives the deviation from an explicit inverse; dtune from the Cholesky factor
+    np.testing.assert_allclose(std, expected_std, rtol=1e-3, atol=1e-4)
+
+
+def test_a_fantasy_is_exact_gp_conditioning():
+    """With a fixed output scale, conditioning on a fantasy observation by the rank-one
+    update equals refitting on it."""
+    from skopt.learning import GaussianProcessRegressor
+    from skopt.learning.gaussian_process.kernels import Matern
+
+    from dtune.optimizer import _Posterior
+
+    rng = np.random.RandomState(0)
+    X, C = rng.uniform(size=(15, 2)), rng.uniform(size=(200, 2))
+    y = np.sin(4 * X[:, 0]) + X[:, 1]
+    model = GaussianProcessRegressor(Matern(0.3), alpha=1e-3, optimizer=None).fit(X, y)
+    posterior = _Posterior(model, X, y)
+    posterior.add_candidates(C)
+    posterior.fantasize(7, 0.5)
+    posterior.fantasize(42, -0.2)
+    X2, y2 = np.vstack([X, C[[7, 42]]]), np.concatenate([y, [0.5, -0.2]])
+    refit = GaussianProcessRegressor(Matern(0.3), alpha=1e-3, optimizer=None).fit(X2, y2)
+    mean, std = posterior.mean_std()
+    expected_mean, expected_std = refit.predict(C, return_std=True)
+    np.testing.assert_allclose(mean, expected_mean, atol=1e-6)
+    np.testing.assert_allclose(std, expected_std, atol=1e-5)
+
+
+@pytest.mark.parametrize("liar", ["believer", "cl_min"])
+def test_a_batch_is_distinct_and_avoids_told_and_pending_points(liar):
+    space = SearchSpace({"x": Real(-2.0, 2.0), "y": Real(-2.0, 2.0)})
+    opt = _fitted(space, liar=liar)
+    pending = opt.ask_batch([], 4)
+    batch = opt.ask_batch(pending, 8)
+    keys = [tuple(p) for p in batch]
+    assert len(set(keys)) == 8
+    assert not set(keys) & {tuple(p) for p in pending + opt._X}
+    # spread out, not eight copies of one optimum nudged apart
+    spread = max(np.ptp([p[0] for p in batch]), np.ptp([p[1] for p in batch]))
+    assert spread > 0.1
+
+
+def test_believer_keeps_the_mean_at_pending_points_and_shrinks_their_uncertainty():
+    from dtune.optimizer import _Posterior
+
+    space = SearchSpace({"x": Real(-2.0, 2.0)})
+    opt = _fitted(space, n=6)
+    told = opt._skspace.transform(opt._X)
+    at = opt._skspace.transform([[0.123]])
+    before = _Posterior(opt._model, told, np.asarray(opt._y)).add_candidates(at)
+    believed = before[0][0]
+    after = _Posterior(
+        opt._model, np.vstack([told, at]), np.append(opt._y, believed)
+    ).add_candidates(at)
+    assert after[1][0] < 0.5 * before[1][0]
+    assert abs(after[0][0] - believed) < 0.05 * (max(opt._y) - min(opt._y))
+
+
+def test_candidates_are_snapped_onto_integers_and_categories():
+    opt = PendingAwareOptimizer(MIXED, random_state=0)
+    raw = opt._rng.uniform(size=(500, opt._skspace.transformed_n_dims))
+    expected = opt._skspace.transform(opt._skspace.inverse_transform(raw))
+    np.testing.assert_allclose(opt._snap(raw), expected)
+    points = opt._skspace.inverse_transform(opt._candidates(3000))
+    assert {p[2] for p in points} == {"relu", "tanh", "elu"}
+    assert {p[1] for p in points} == set(range(21))
+
+
+def test_a_refit_prepared_now_runs_later_and_keeps_results_told_meanwhile():
+    space = SearchSpace({"x": Real(-2.0, 2.0)})
+    opt = _fitted(space, n=6)
+    opt.tell([[1.5]], [0.1])
+    fit = opt.prepare_fit()
+    opt.tell([[1.7], [-1.1]], [0.2, 0.3])  # while the fit runs elsewhere
+    opt.adopt_fit(fit())
+    assert opt.n_told == 9
+    assert opt._model_n_told == 7
+    assert opt._model.X_train_.shape[0] == 7
+
+
+def test_hyperparameter_refits_use_a_bounded_subset_of_a_long_history():
+    from dtune import optimizer as module
+
+    space = SearchSpace({"x": Real(-2.0, 2.0)})
+    opt = PendingAwareOptimizer(space, n_initial_points=0, random_state=0)
+    xs = np.linspace(-2, 2, module._FIT_MAX_POINTS + 50)
+    opt.tell([[x] for x in xs], list(np.sin(3 * xs)))
+    opt.fit()
+    assert opt._model.X_train_.shape[0] == module._FIT_MAX_POINTS
+    # ...while suggestions condition on every result
+    point = opt.ask(pending=[])
+    assert tuple(point) not in {(x,) for x in xs}
