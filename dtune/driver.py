@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dtune.cluster import cluster_slots, connect
 from dtune.exceptions import SchedulerLostError, StudyInUseError, TooManyFailuresError
+from dtune.optimizer import Point
 from dtune.storage import driver_owner
 from dtune.suggest import SuggestionEngine
 from dtune.trial import Trial, TrialState
@@ -212,6 +213,7 @@ class _Search:
         self.claimed = time.monotonic()
         self.deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
         self.running: dict[Future, Trial] = {}
+        self.drawn: list[Point] = []  # drawn by the driver's model for free slots
         self.n_submitted = 0
         self.failures = self.consecutive_failures = 0
         self.slots, self.use_gpus = 0, False
@@ -296,11 +298,8 @@ class _Search:
             if retry:
                 trial = self.study._restart_trial(retry.pop(0))
                 point = self.study.space.to_point(trial.params)
-            elif self.study._optimizer.in_initial_design:
-                # Cheap and needs no model: drawn here, while the suggestion process
-                # starts up and fits the surrogate.
-                running = [self.study.space.to_point(t.params) for t in self.running.values()]
-                point = self.study._optimizer.ask(pending=running)
+            elif self.study._optimizer.in_initial_design or not engine.serving:
+                point = self._draw_here(engine)
                 trial = self.study._start_trial(point)
                 initial = True
             else:
@@ -321,6 +320,19 @@ class _Search:
             self.running[future] = trial
             self.n_submitted += 1
             ac.add(future)
+
+    def _draw_here(self, engine: SuggestionEngine) -> Point:
+        """A point drawn in the driver: the initial design (cheap, no model), then, until
+        the suggestion process is up (it takes seconds to import scikit-optimize),
+        batches from the driver's own model for every free slot at once."""
+        optimizer = self.study._optimizer
+        running = [self.study.space.to_point(t.params) for t in self.running.values()]
+        if optimizer.in_initial_design:
+            return optimizer.ask_initial(pending=running)
+        if not self.drawn:
+            wanted = min(self._free_slots(), self.settings.n_trials - self.n_submitted)
+            self.drawn = optimizer.ask_batch(running, max(1, wanted))
+        return self.drawn.pop(0)
 
     def _record(
         self, done: list[Future], engine: SuggestionEngine, retry: list[Trial]

@@ -469,6 +469,14 @@ class PendingAwareOptimizer:
         self._n_asked += len(batch)
         return points + batch
 
+    def ask_initial(self, pending: Sequence[Point]) -> Point:
+        """A point from the initial design, or at random once it is used up: never from
+        the surrogate, so cheap anywhere (the driver's stopgap while suggestions from
+        the model are not ready yet)."""
+        point = self._next_initial(self._told | {_point_key(p) for p in pending})
+        self._n_asked += 1
+        return point
+
     def _next_initial(self, seen: set[tuple[Any, ...]]) -> Point:
         if self._initial is not None and self._n_asked < len(self._initial):
             point = self._initial[self._n_asked]

@@ -71,7 +71,9 @@ class SuggestionEngine:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):  # the child may be gone already
             self._conn.send(("stop",))
-        self._process.join(timeout=10)
+        # It holds nothing worth waiting for: one still importing, or in the middle of
+        # a long refit, is killed rather than let the search's end wait on it.
+        self._process.join(timeout=1)
         if self._process.is_alive():
             self._process.kill()
         self._conn.close()
@@ -95,6 +97,12 @@ class SuggestionEngine:
                 self._conn.send(("dropped", message[1]))
             elif message[0] == "error":
                 raise RuntimeError(f"dtune's suggestion process failed:\n{message[1]}")
+
+    @property
+    def serving(self) -> bool:
+        """True once the process has sent its first suggestion from the model."""
+        self._receive(block=False)
+        return bool(self.ask_seconds)
 
     def take(self) -> Point:
         """The freshest ready suggestion; waits only when none is ready."""

@@ -1,4 +1,4 @@
-"""The driver benchmark runs (smoke mode; its figures live in docs/PERFORMANCE.md)."""
+"""The benchmarks run (smoke mode; their figures live in docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_bench_driver_smoke_mode_reports_utilization():
+def test_bench_smoke_mode_runs_every_loop_on_every_problem():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_driver.py"), "--smoke"],
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=580,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for problem in ("branin", "hartmann6", "mixed"):
+        assert f"### {problem}" in out.stdout
+    for loop in ("dtune", "dtune-ei", "random", "sync-batch", "naive", "liar-copy", "sequential"):
+        assert f"| {loop} |" in out.stdout
+    assert "utilization, dtune / random points:" in out.stdout
+
+
+def test_bench_optimizer_runs_a_small_grid():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_optimizer.py"), "--problems", "branin",
+         "--seeds", "1", "--trials", "14", "--workers", "3", "--grid", "refit"],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=ROOT,
-    )
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "| dtune GP |" in out.stdout
-    assert "utilization, GP / random points:" in out.stdout
+    assert out.stdout.count("| branin |") == 4  # three schedules and skopt's reference
