@@ -424,6 +424,10 @@ def window_utilization(rows: list[tuple], slots: int, size: int = 100) -> list[f
 # -- the cluster and the runs -------------------------------------------------------------
 
 
+def _warm_up() -> None:
+    import dtune.worker  # noqa: F401
+
+
 @contextlib.contextmanager
 def dask_cluster(n_workers: int, nthreads: int) -> Iterator[str]:
     """A ``dask scheduler`` and ``n_workers`` single-process workers on 127.0.0.1."""
@@ -452,6 +456,9 @@ def dask_cluster(n_workers: int, nthreads: int) -> Iterator[str]:
             )  # fmt: skip
             with Client(scheduler_file=scheduler_file) as client:
                 client.wait_for_workers(n_workers, timeout=120)
+                # Workers import what trials need once, as on a long-lived cluster, so the
+                # first loop measured does not pay for it.
+                client.run(_warm_up)
                 address = client.scheduler.address
             yield address
         finally:
