@@ -330,6 +330,10 @@ class _Search:
         if optimizer.in_initial_design:
             return optimizer.ask_initial(pending=running)
         if not self.drawn:
+            # The first fit may have seen two results: refit each time the results have
+            # doubled since (short histories this early: a fit takes tens of ms).
+            if optimizer.n_told >= 2 * optimizer.fitted_on:
+                optimizer.fit(force=True)
             wanted = min(self._free_slots(), self.settings.n_trials - self.n_submitted)
             self.drawn = optimizer.ask_batch(running, max(1, wanted))
         return self.drawn.pop(0)

@@ -63,7 +63,7 @@ _FIT_MAX_POINTS = 400
 # Candidates drawn per suggestion round shrink as the history grows past ~100 results,
 # to hold the O(n^2) per candidate cost of the posterior variance near this many flops.
 _CANDIDATE_FLOPS = 1e8
-_MIN_CANDIDATES = 1000
+_MIN_CANDIDATES = 500
 # Local search around the best candidates: rounds (step sizes in the unit cube), starts
 # per round, points per start.
 _LOCAL_STEPS = (0.1, 0.02)
@@ -167,7 +167,9 @@ class PendingAwareOptimizer:
         candidates around the best ones in shrinking steps (a batched stand-in for
         skopt's per-point L-BFGS polish, which ``"lbfgs"`` names for compatibility).
     acq_func_kwargs, acq_optimizer_kwargs
-        As in skopt (``xi``, ``kappa``, ``eta``; ``n_points``, ``n_restarts_optimizer``).
+        As in skopt (``xi``, ``kappa``, ``eta``; ``n_points``: random candidates per
+        suggestion, 2,000 by default; ``n_restarts_optimizer``: starts of the local
+        search, 5 by default).
     random_state
         Seed for the initial design, the candidate points and the surrogate.
     liar
@@ -263,7 +265,9 @@ class PendingAwareOptimizer:
         self._acq_func = acq_func
         self._acq_func_kwargs = dict(acq_func_kwargs or {})
         optimizer_kwargs = dict(acq_optimizer_kwargs or {})
-        self._n_points = int(optimizer_kwargs.get("n_points", 10000))
+        # skopt samples 10,000; with the local search after it, 2,000 find as good
+        # points at a fifth of the cost (scripts/bench_optimizer.py, docs/PERFORMANCE.md).
+        self._n_points = int(optimizer_kwargs.get("n_points", 2000))
         self._n_restarts = int(optimizer_kwargs.get("n_restarts_optimizer", 5))
         self._estimator = self._cook_estimator(base_estimator)
         self._acq_optimizer = self._check_acq_optimizer(acq_optimizer)
@@ -365,6 +369,11 @@ class PendingAwareOptimizer:
             return False
         new = self.n_told - self._model_n_told
         return new >= max(1, math.ceil(self._refit_growth * self._model_n_told))
+
+    @property
+    def fitted_on(self) -> int:
+        """How many results the surrogate's hyperparameters were last fit on."""
+        return self._model_n_told
 
     @property
     def has_model(self) -> bool:

@@ -191,10 +191,11 @@ def run_job(job: Job) -> dict[str, Any]:
                 "liar-copy": run_liar_copy,
             }[job.loop]
             extra: dict[str, Any] = {}
-            started = time.perf_counter()
+            started, began = time.perf_counter(), time.time()
             trials = runner(job, client, n_workers, extra)
             return {
                 "wall_s": time.perf_counter() - started,
+                "began": began,
                 "workers": n_workers,
                 "trials": trials,
                 **extra,
@@ -377,6 +378,7 @@ def figures(job: Job, result: dict) -> dict[str, float]:
         return out
     start = min(r[0] for r in rows)
     span = max(r[1] for r in rows) - start
+    out["first_start_s"] = start - result["began"]  # set-up before the first trial runs
     busy = sum(r[1] - r[0] for r in rows)
     out["utilization"] = busy / (result["workers"] * span)
     gaps = refill_gaps(rows)
@@ -424,10 +426,6 @@ def window_utilization(rows: list[tuple], slots: int, size: int = 100) -> list[f
 # -- the cluster and the runs -------------------------------------------------------------
 
 
-def _warm_up() -> None:
-    import dtune.worker  # noqa: F401
-
-
 @contextlib.contextmanager
 def dask_cluster(n_workers: int, nthreads: int) -> Iterator[str]:
     """A ``dask scheduler`` and ``n_workers`` single-process workers on 127.0.0.1."""
@@ -456,10 +454,11 @@ def dask_cluster(n_workers: int, nthreads: int) -> Iterator[str]:
             )  # fmt: skip
             with Client(scheduler_file=scheduler_file) as client:
                 client.wait_for_workers(n_workers, timeout=120)
-                # Workers import what trials need once, as on a long-lived cluster, so the
-                # first loop measured does not pay for it.
-                client.run(_warm_up)
                 address = client.scheduler.address
+            # The workers' first trials take seconds (imports, first deserialization):
+            # one small search first, as on a long-lived cluster, so the first loop
+            # measured does not pay for it.
+            run_in_subprocess(Job("dtune", "branin", 0, 2 * n_workers * nthreads, 0, 0, address))
             yield address
         finally:
             for proc in reversed(procs):
