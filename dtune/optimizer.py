@@ -19,6 +19,7 @@ The optimizer minimizes; the study negates values for ``direction="maximize"``.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -31,6 +32,8 @@ from scipy.stats import norm
 from sklearn.base import clone, is_regressor
 from sklearn.utils import check_random_state
 from skopt.learning import GaussianProcessRegressor
+from skopt.space import Categorical as SkCategorical
+from skopt.space import Integer as SkInteger
 from skopt.space import Real as SkReal
 from skopt.space import Space
 from skopt.utils import (
@@ -606,15 +609,37 @@ class PendingAwareOptimizer:
         if self._skspace.is_real:
             return Xt
         out, column = Xt.copy(), 0
-        for dim in self._skspace.dimensions:
+        for dim, allowed in zip(self._skspace.dimensions, self._snap_grid, strict=True):
             width = dim.transformed_size
             block = Xt[:, column : column + width]
-            if not isinstance(dim, SkReal):
-                values = dim.inverse_transform(block if width > 1 else block[:, 0])
-                snapped = np.asarray(dim.transform(values), dtype=float)
-                out[:, column : column + width] = snapped.reshape(len(Xt), width)
+            if allowed is not None:  # the nearest allowed value (integers, two categories)
+                at = np.clip(np.searchsorted(allowed, block[:, 0]), 1, len(allowed) - 1)
+                lower, upper = allowed[at - 1], allowed[at]
+                nearest = np.where(block[:, 0] - lower < upper - block[:, 0], lower, upper)
+                out[:, column] = nearest
+            elif width > 1:  # one-hot categories: the largest wins
+                out[:, column : column + width] = np.eye(width)[np.argmax(block, axis=1)]
+            elif not isinstance(dim, SkReal):
+                snapped = np.asarray(dim.transform(dim.inverse_transform(block[:, 0])), float)
+                out[:, column] = snapped.reshape(len(Xt))
             column += width
         return out
+
+    @functools.cached_property
+    def _snap_grid(self) -> list[np.ndarray | None]:
+        """Per dimension, its sorted transformed values when it has few (<= 10,000) and
+        one column; else None."""
+        grids: list[np.ndarray | None] = []
+        for dim in self._skspace.dimensions:
+            grid = None
+            if dim.transformed_size == 1 and isinstance(dim, SkInteger):
+                if dim.high - dim.low < 10_000:
+                    values = np.arange(dim.low, dim.high + 1)
+                    grid = np.unique(np.asarray(dim.transform(values), dtype=float))
+            elif dim.transformed_size == 1 and isinstance(dim, SkCategorical):
+                grid = np.unique(np.asarray(dim.transform(list(dim.categories)), dtype=float))
+            grids.append(grid if grid is not None and len(grid) > 1 else None)
+        return grids
 
     def _local_search(self, posterior: _Posterior, acq: np.ndarray, choice: int) -> None:
         """Add candidates around the best ones, in rounds of shrinking steps: a batched

@@ -206,6 +206,14 @@ def test_candidates_are_snapped_onto_integers_and_categories():
     raw = opt._rng.uniform(size=(500, opt._skspace.transformed_n_dims))
     expected = opt._skspace.transform(opt._skspace.inverse_transform(raw))
     np.testing.assert_allclose(opt._snap(raw), expected)
+    # log-uniform integers and two categories: every snapped point is a point of the space
+    other = PendingAwareOptimizer(
+        SearchSpace({"b": Categorical(["x", "y"]), "k": Integer(1, 1000, prior="log-uniform")}),
+        random_state=0,
+    )
+    snapped = other._snap(other._rng.uniform(size=(500, other._skspace.transformed_n_dims)))
+    again = other._skspace.transform(other._skspace.inverse_transform(snapped))
+    np.testing.assert_allclose(snapped, again)
     points = opt._skspace.inverse_transform(opt._candidates(3000))
     assert {p[2] for p in points} == {"relu", "tanh", "elu"}
     assert {p[1] for p in points} == set(range(21))
