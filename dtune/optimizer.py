@@ -7,14 +7,18 @@ refits. None of that suits workers that free up one at a time. This module keeps
 skopt's models, acquisition functions and initial designs but splits the work:
 
 - :meth:`PendingAwareOptimizer.tell` only records results (microseconds);
-- :meth:`PendingAwareOptimizer.fit` refits the surrogate's hyperparameters (the
-  expensive part, done in the background on the driver's schedule);
-- :meth:`PendingAwareOptimizer.ask` conditions the last fitted surrogate on every
-  told result *and* on the points still being evaluated (a constant liar), keeping the
-  fitted kernel hyperparameters fixed, so one suggestion costs one Cholesky
-  factorisation and one acquisition search instead of a hyperparameter fit.
+- :meth:`PendingAwareOptimizer.fit` refits the surrogate's hyperparameters on a
+  schedule (``refit_growth``), on at most ``_FIT_MAX_POINTS`` results; it can be
+  prepared here and run in another thread (:meth:`~PendingAwareOptimizer.prepare_fit`);
+- :meth:`PendingAwareOptimizer.ask_batch` conditions the last fitted Gaussian process,
+  its kernel held fixed, on every told result *and* the points still being evaluated
+  (believed at the model's own mean by default, or a constant liar), predicts a set of
+  candidates once, and picks K points by rank-one "fantasy" updates of that prediction:
+  one Cholesky factorisation per batch, not a hyperparameter fit per point.
 
-The optimizer minimizes; the study negates values for ``direction="maximize"``.
+Only the latest surrogate is kept (skopt's ``model_queue_size`` list has no
+counterpart), so memory stays flat however long the search. The optimizer minimizes;
+the study negates values for ``direction="maximize"``.
 """
 
 from __future__ import annotations

@@ -10,13 +10,16 @@ runs in a child process and talks to the driver over a pipe::
     driver process                          suggestion process
     ──────────────────────────────          ─────────────────────────────────────
     finished(number, value) ─────────────▶  tell (cheap), generation += 1
-    take() ◀──── ("ready", gen, point) ───  ask: conditioned on told + running +
-    submitted(number, point) ────────────▶       ready points, kernel fixed
+    take() ◀── ("ready", gen, points) ────  ask_batch: a batch conditioned on told +
+    submitted(number, point) ────────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
-                                            refit hyperparameters when idle
+                                            fit thread: hyperparameter refits, adopted
+                                            when done (suggestions never wait for one)
 
 A suggestion computed before the latest result is *stale*: still handed out rather than
-let a worker idle, but replaced as soon as fresh ones exist.
+let a worker idle, but replaced as soon as fresh ones exist. The driver draws the initial
+design itself, and until this process has started (importing scikit-optimize takes
+seconds) it draws from its own copy of the model.
 """
 
 from __future__ import annotations
