@@ -193,7 +193,8 @@ class PendingAwareOptimizer:
 
     Notes
     -----
-    Not thread-safe: one thread at a time may call it. The driver gives it its own thread.
+    Not thread-safe: one thread at a time may call it. Only the function returned by
+    :meth:`prepare_fit` may run in another thread meanwhile (it works on a snapshot).
 
     Examples
     --------
@@ -463,6 +464,17 @@ class PendingAwareOptimizer:
 
         With a Gaussian process, the batch costs one posterior over the candidates and
         a rank-one update per point (kriging with the liar's value), not one per point.
+
+        Examples
+        --------
+        >>> from dtune.space import Real
+        >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(-2.0, 2.0)}),
+        ...                             n_initial_points=4, random_state=0)
+        >>> first = opt.ask_batch([], 4)
+        >>> opt.tell(first, [x[0] ** 2 for x in first])
+        >>> batch = opt.ask_batch(pending=[], n=3)
+        >>> len({tuple(p) for p in batch + first})
+        7
         """
         seen = self._told | {_point_key(p) for p in pending}
         points: list[Point] = []

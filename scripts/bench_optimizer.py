@@ -10,6 +10,7 @@ sequential ``ask``/``tell`` (one worker) as the reference.
 
     python scripts/bench_optimizer.py                       # liars and acq_func, 5 seeds
     python scripts/bench_optimizer.py --grid refit          # refit_growth
+    python scripts/bench_optimizer.py --grid candidates --no-reference   # n_points, local search
     python scripts/bench_optimizer.py --problems branin --seeds 2 --trials 20   # quick
 """
 
@@ -42,6 +43,11 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
         {"liar": "cl_max"},
     ],
     "refit": [{"refit_growth": 0.0}, {"refit_growth": 0.1}, {"refit_growth": 0.25}],
+    "candidates": [
+        {"acq_optimizer_kwargs": {"n_points": 2000}},
+        {"acq_optimizer_kwargs": {"n_points": 10000}},
+        {"acq_optimizer": "sampling", "acq_optimizer_kwargs": {"n_points": 10000}},
+    ],
 }
 
 
@@ -93,6 +99,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip skopt's sequential reference"
+    )
     args = parser.parse_args()
     print(
         f"{args.workers} simulated workers, {args.trials} trials, medians of {args.seeds} seeds "
@@ -116,6 +125,8 @@ def main() -> None:
                     f"{statistics.median(r['fits'] for r in runs):.0f} |",
                     flush=True,
                 )
+            if args.no_reference:
+                continue
             reference = [sequential_skopt(problem, s, args.trials) for s in range(args.seeds)]
             regrets = [r["regret"] for r in reference]
             print(
