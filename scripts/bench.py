@@ -15,7 +15,7 @@ known test function:
 Loops (all with BLAS on one thread in the driver):
 
 - ``dtune``: ``Study.optimize`` with its defaults, a SQLite store, on the cluster;
-- ``dtune-ei``: the same with ``acq_func="EI"``;
+- ``dtune-hedge``: the same with ``acq_func="gp_hedge"`` (skopt's default);
 - ``random``: random points on an ``as_completed`` loop (no model: Dask's ceiling);
 - ``sync-batch``: skopt ``ask(n_points=W)``, wait for all W, ``tell`` (the classic recipe);
 - ``naive``: ``as_completed``, skopt ``tell`` then ``ask()`` per result, no pending points;
@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LOOPS = ("dtune", "dtune-ei", "random", "sync-batch", "naive", "liar-copy", "sequential")
+LOOPS = ("dtune", "dtune-hedge", "random", "sync-batch", "naive", "liar-copy", "sequential")
 # liar-copy refits a copy for every suggestion: the slowest loop by far, run on request.
 DEFAULT_LOOPS = tuple(loop for loop in LOOPS if loop != "liar-copy")
 PROBLEMS = ("branin", "hartmann6", "mixed")
@@ -187,7 +187,7 @@ def run_job(job: Job) -> dict[str, Any]:
             n_workers = sum(client.nthreads().values())
             runner = {
                 "dtune": run_dtune,
-                "dtune-ei": functools.partial(run_dtune, acq_func="EI"),
+                "dtune-hedge": functools.partial(run_dtune, acq_func="gp_hedge"),
                 "random": run_random,
                 "sync-batch": run_sync_batch,
                 "naive": run_naive,
@@ -384,6 +384,12 @@ def figures(job: Job, result: dict) -> dict[str, float]:
     out["first_start_s"] = start - result["began"]  # set-up before the first trial runs
     busy = sum(r[1] - r[0] for r in rows)
     out["utilization"] = busy / (result["workers"] * span)
+    # Until the last trial starts, every idle moment is the loop's; after it, workers
+    # idle only because the budget is spent (the tail of long trials).
+    last_start = max(r[0] for r in rows)
+    if last_start > start:
+        busy_before = sum(max(0.0, min(r[1], last_start) - r[0]) for r in rows)
+        out["util_to_last_start"] = busy_before / (result["workers"] * (last_start - start))
     gaps = refill_gaps(rows)
     out["refill_ms"] = 1000 * statistics.median(gaps) if gaps else math.nan
     out["refill_p90_ms"] = 1000 * percentile(gaps, 0.9) if gaps else math.nan
@@ -520,6 +526,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"unknown problem {name!r}; choose from {', '.join(PROBLEMS)}")
     low, high = 0.3 * args.scale, 1.5 * args.scale
     raw: dict[str, dict[str, list]] = {p: {loop: [] for loop in loops} for p in problems}
+    trial_rows: dict[str, dict[str, list]] = {p: {loop: [] for loop in loops} for p in problems}
     with dask_cluster(args.workers, 1) as address:
         for seed in range(args.seeds):
             for problem in problems:
@@ -527,6 +534,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                     job = Job(loop, problem, seed, args.trials, low, high, address)
                     result = run_in_subprocess(job)
                     raw[problem][loop].append(figures(job, result))
+                    trial_rows[problem][loop].append(result["trials"])
                     print(
                         f"seed {seed} {problem:<9} {loop:<10} {json.dumps(raw[problem][loop][-1])}",
                         file=sys.stderr,
@@ -545,7 +553,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         if "dtune" in table and "random" in table:
             ratio = table["dtune"]["utilization"] / table["random"]["utilization"]
             print(f"\nutilization, dtune / random points: {ratio:.3f}")
-    return {"raw": raw, "summary": summary}
+    return {"raw": raw, "summary": summary, "trials": trial_rows}
 
 
 def long_history(args: argparse.Namespace) -> dict[str, Any]:
@@ -566,7 +574,7 @@ def long_history(args: argparse.Namespace) -> dict[str, Any]:
                 fig.pop(key, None)
             print_table(f"### long history: {loop}", [(loop, fig)])
             print("\nutilization per window of trials:", " ".join(f"{u:.3f}" for u in windows))
-            job_results[loop] = {"figures": fig, "windows": windows}
+            job_results[loop] = {"figures": fig, "windows": windows, "trials": rows}
     return job_results
 
 

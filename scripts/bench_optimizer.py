@@ -36,11 +36,11 @@ from dtune.space import SearchSpace
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "liar": [
-        {"liar": "believer"},
         {"liar": "believer", "acq_func": "EI"},
-        {"liar": "cl_min"},
+        {"liar": "believer", "acq_func": "gp_hedge"},
         {"liar": "cl_min", "acq_func": "EI"},
-        {"liar": "cl_max"},
+        {"liar": "cl_min", "acq_func": "gp_hedge"},
+        {"liar": "cl_max", "acq_func": "EI"},
     ],
     "refit": [{"refit_growth": 0.0}, {"refit_growth": 0.1}, {"refit_growth": 0.25}],
     "candidates": [

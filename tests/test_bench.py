@@ -23,7 +23,8 @@ def test_bench_smoke_mode_runs_every_loop_on_every_problem():
     assert out.returncode == 0, out.stderr[-3000:]
     for problem in ("branin", "hartmann6", "mixed"):
         assert f"### {problem}" in out.stdout
-    for loop in ("dtune", "dtune-ei", "random", "sync-batch", "naive", "liar-copy", "sequential"):
+    loops = ("dtune", "dtune-hedge", "random", "sync-batch", "naive", "liar-copy", "sequential")
+    for loop in loops:
         assert f"| {loop} |" in out.stdout
     assert "utilization, dtune / random points:" in out.stdout
 
