@@ -79,6 +79,7 @@ class SuggestionEngine:
         self._process.join(timeout=1)
         if self._process.is_alive():
             self._process.kill()
+            self._process.join()
         self._conn.close()
 
     def _receive(self, block: bool) -> None:
