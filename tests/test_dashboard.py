@@ -77,7 +77,8 @@ def _numbers_in_page(browser: webdriver.Chrome, state: str | None = None) -> set
 
 
 def nap_four(x: float, lr: float, units: int, act: str) -> float:
-    time.sleep(0.5 + 0.5 * x)
+    # 1-2 s: the search (32 trials on 4 workers) outlasts the page's load on a busy machine
+    time.sleep(1.0 + 1.0 * x)
     return (x - 0.3) ** 2 + (0.1 if act == "tanh" else 0.0) + units / 640
 
 
