@@ -62,6 +62,7 @@ class SuggestionEngine:
         )
         self._child_conn = child_conn
         self._ready: list[tuple[int, Point]] = []
+        self._depth = depth
         self.ask_seconds: list[float] = []  # each suggestion's compute time, in the child
         self.fit_seconds: list[float] = []  # each hyperparameter refit, in the child
         self.wait_seconds: list[float] = []  # each time the driver waited for a suggestion
@@ -136,8 +137,11 @@ class SuggestionEngine:
 
     def set_depth(self, depth: int) -> None:
         """Keep ``depth`` fresh suggestions ready (about the results that arrive while
-        one batch of suggestions is computed)."""
-        self._conn.send(("depth", max(1, depth)))
+        one batch of suggestions is computed). Sent only when it changes."""
+        depth = max(1, depth)
+        if depth != self._depth:
+            self._depth = depth
+            self._conn.send(("depth", depth))
 
     def submitted(self, number: int, point: Point, *, initial: bool = False) -> None:
         """``point`` is now being evaluated as trial ``number``; ``initial``: the driver
