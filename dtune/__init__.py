@@ -1,5 +1,8 @@
 """dtune: asynchronous Bayesian hyperparameter search over a Dask cluster.
 
+``import dtune`` is cheap: the names below load their modules (scikit-optimize, Dask's
+distributed) on first use, so a Dask worker that runs a trial imports none of them.
+
 Examples
 --------
 >>> import dtune
@@ -10,30 +13,46 @@ Examples
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError
-from dtune.space import Categorical, Integer, Real, SearchSpace
-from dtune.storage import InMemoryStorage, SQLiteStorage
-from dtune.study import Study, load_study
 from dtune.trial import Trial, TrialState
 
 if TYPE_CHECKING:
     from dtune.cluster import LocalGPUCluster
+    from dtune.optimizer import OptimizerSettings
     from dtune.retrain import retrain_best
+    from dtune.space import Categorical, Integer, Real, SearchSpace
+    from dtune.storage import InMemoryStorage, SQLiteStorage
+    from dtune.study import Study, load_study
 
 __version__ = "0.1.0"
 
-# Names whose modules import heavy packages (Dask's distributed), loaded on first use.
-_LAZY = {"LocalGPUCluster": "dtune.cluster", "retrain_best": "dtune.retrain"}
+# Public names whose modules import heavy packages, loaded on first use.
+_LAZY = {
+    "Categorical": "dtune.space",
+    "InMemoryStorage": "dtune.storage",
+    "Integer": "dtune.space",
+    "LocalGPUCluster": "dtune.cluster",
+    "OptimizerSettings": "dtune.optimizer",
+    "Real": "dtune.space",
+    "SQLiteStorage": "dtune.storage",
+    "SearchSpace": "dtune.space",
+    "Study": "dtune.study",
+    "load_study": "dtune.study",
+    "retrain_best": "dtune.retrain",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dtune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
@@ -42,6 +61,7 @@ __all__ = [
     "InMemoryStorage",
     "Integer",
     "LocalGPUCluster",
+    "OptimizerSettings",
     "Real",
     "SQLiteStorage",
     "SearchSpace",

@@ -1,50 +1,72 @@
-"""The asynchronous search loop: submit trials as Dask futures, record and tell each
-result the moment its future completes, and refill that slot at once.
+"""The asynchronous search loop: start trials on a backend, record each result the
+moment its run ends, and refill that slot at once.
 
-For each finished future the driver commits the trial to the store, passes the result
-to the suggestion process (:mod:`dtune.suggest`), takes a suggestion that process
-computed ahead, records it as RUNNING, submits it and adds it to ``as_completed``. The
-driver never waits for a model fit, so a worker's gap between trials is bookkeeping
-plus Dask's own round trip.
+The loop works through public surfaces only: the :class:`~dtune.ledger.Ledger` (every
+change of a trial's state, store first), a :class:`~dtune.suggest.Suggester` (points;
+it listens to the ledger, so it learns of results from there), and a
+:class:`~dtune.execution.Backend` (a Dask cluster, or a simulated one with a simulated
+clock: the same loop, no Dask, for tests and quality benchmarks)::
+
+    optimize ─▶ claim, sync ─▶ refill: suggester.suggest ─▶ ledger.start ─▶ backend.submit
+                               ▲                                                │
+                               └── ledger.finish ◀── backend.wait (as each ends) ┘
+
+For each finished run the driver commits the trial (and the ledger tells the
+suggester), checks the failure limits, refills the free slots, and only then does
+bookkeeping that talks to the store or the scheduler (the claim, the workers of
+running trials), so a worker's gap between trials is the refill alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import pickle
 import secrets
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dtune.cluster import cluster_slots, connect
-from dtune.exceptions import SchedulerLostError, StudyInUseError, TooManyFailuresError
-from dtune.optimizer import Point
+from dtune.exceptions import SchedulerLostError, TooManyFailuresError
+from dtune.execution import Backend, DaskBackend, TrialRun
+from dtune.ledger import Ledger
 from dtune.storage import driver_owner
-from dtune.suggest import SuggestionEngine
+from dtune.suggest import Suggester
 from dtune.trial import Trial, TrialState
-from dtune.worker import Outcome, run_trial
 
 if TYPE_CHECKING:
-    from distributed import Client, Future, as_completed
+    from distributed import Client
 
-    from dtune.study import Study
-
-__all__ = ["Callback", "SearchSettings", "run_search"]
+__all__ = ["BackendFactory", "Callback", "SearchSettings", "run_search"]
 
 logger = logging.getLogger("dtune")
 
-Callback = Callable[["Study", Trial], None]
-_SLOT_REFRESH_S = 1.0
-# A driver renews its claim on the study this often; another may take over a claim
-# not renewed for _CLAIM_STALE_S.
-_CLAIM_RENEW_S = 5.0
-_CLAIM_STALE_S = 30.0
-# How long the driver waits for its client to reconnect to a scheduler that went away.
-_RECONNECT_S = 10.0
+# The loop wakes at least this often (budgets, the claim) when no run ends.
+_TICK_S = 1.0
+Callback = Callable[[Any, Trial], None]
+
+
+class BackendFactory(Protocol):
+    """Something that opens a backend for one search, such as
+    :class:`dtune.sim.SimulatedCluster`; pass it as ``optimize(client=...)``."""
+
+    def open(self, run: TrialRun) -> contextlib.AbstractContextManager[Backend]:
+        """A backend running ``run``'s trials, for a ``with`` block."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How one ``optimize`` call runs; see :meth:`dtune.Study.optimize`."""
+
+    n_trials: int
+    gpus_per_trial: int = 1
+    timeout: float | None = None
+    trial_timeout: float | None = None
+    isolate: bool = False
+    max_failures: int | None = None
+    max_consecutive_failures: int | None = 10
+    callbacks: Sequence[Callable[[Trial], None]] = ()
+    progress: bool = True
 
 
 def _check_picklable(objective: Callable[..., Any]) -> None:
@@ -61,40 +83,97 @@ def _check_picklable(objective: Callable[..., Any]) -> None:
         ) from exc
 
 
-def _wait_for_completion(ac: as_completed, timeout: float) -> list[Future]:
-    """Every future done so far; waits up to ``timeout`` s for the first one."""
-    # as_completed notifies thread_condition after queueing each finished future.
-    with ac.thread_condition:
-        if not ac.has_ready():
-            ac.thread_condition.wait(timeout)
-    return list(ac.next_batch(block=False)) if ac.has_ready() else []
+@contextlib.contextmanager
+def _open_backend(
+    client: Client | str | BackendFactory | None,
+    run: TrialRun,
+    key_prefix: str,
+    n_workers: int | None,
+    announce: bool,
+) -> Iterator[Backend]:
+    if client is not None and callable(getattr(client, "open", None)):
+        with client.open(run) as backend:  # type: ignore[union-attr]
+            yield backend
+        return
+    from dtune.cluster import connect
+
+    with connect(client, n_workers=n_workers, announce=announce) as dask_client:  # type: ignore[arg-type]
+        yield DaskBackend(dask_client, run, key_prefix)
 
 
-def _outcome_of(future: Future) -> Outcome:
-    if future.status == "finished":
-        outcome = future.result()
-        if isinstance(outcome, Outcome):
-            return outcome
-    if future.status == "error":
-        exc = future.exception()
-        return Outcome(value=None, error=f"Dask could not run the trial: {exc!r}")
-    return Outcome(value=None, error=f"the trial's Dask future ended as {future.status!r}")
+def run_search(
+    ledger: Ledger,
+    suggester: Suggester,
+    objective: Callable[..., Any],
+    settings: SearchSettings,
+    *,
+    objective_key: str | None = None,
+    client: Client | str | BackendFactory | None = None,
+    n_workers: int | None = None,
+    services: Callable[[str | None], contextlib.AbstractContextManager[Any]] | None = None,
+) -> None:
+    """Run ``settings.n_trials`` more trials; see :meth:`dtune.Study.optimize`.
+
+    ``suggester`` is entered (its process started) after the claim and the sync with the
+    store, and listens to ``ledger`` while the search runs. ``services(dashboard_link)``
+    is held open while the backend is up (the study's dashboard).
+    """
+    _check_picklable(objective)
+    owner = driver_owner()
+    ledger.claim(owner)
+    try:
+        ledger.sync()
+        run = TrialRun(
+            objective=objective,
+            objective_key=objective_key,
+            gpus_per_trial=settings.gpus_per_trial,
+            isolate=settings.isolate,
+            timeout=settings.trial_timeout,
+        )
+        # Dask treats equal keys as one task: two drivers using the same study name on
+        # one cluster, or a retried trial, must not share keys.
+        key_prefix = f"dtune-{ledger.name}-{secrets.token_hex(3)}"
+        with (
+            suggester,
+            ledger.listening(suggester),
+            _open_backend(client, run, key_prefix, n_workers, settings.progress) as backend,
+            services(backend.dashboard_link) if services else contextlib.nullcontext(),
+        ):
+            _Search(ledger, suggester, backend, settings, owner).run()
+        _log_summary(suggester.summary())
+    finally:
+        ledger.release(owner)
+
+
+def _log_summary(stats: dict[str, Any]) -> None:
+    if "asks" not in stats:
+        return
+    logger.info(
+        "dtune: %d suggestion batches (median %.0f ms, max %.0f ms to compute), %d refits "
+        "(%.1f s in all); the driver waited for a suggestion %d times (%.1f s in all), "
+        "drew %d model points itself; %d suggestion process restarts",
+        stats["asks"], stats["ask_median_ms"], stats["ask_max_ms"], stats["fits"],
+        stats["fit_total_s"], stats["waits"], stats["wait_total_s"], stats["drawn_in_driver"],
+        stats["restarts"], extra={"dtune_suggest": stats},
+    )  # fmt: skip
 
 
 class _Progress:
-    def __init__(self, study: Study, total: int, enabled: bool) -> None:
+    def __init__(self, ledger: Ledger, total: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
-        self._study = study
-        self._bar = tqdm(total=total, desc=f"dtune {study.name}", unit="trial", disable=not enabled)
+        self._ledger = ledger
+        self._bar = tqdm(
+            total=total, desc=f"dtune {ledger.name}", unit="trial", disable=not enabled
+        )
         self.failed = 0
 
     def update(self, finished: Sequence[Trial], running: int) -> None:
         self.failed += sum(t.state is TrialState.FAILED for t in finished)
         postfix: dict[str, Any] = {"running": running, "failed": self.failed}
-        best = self._study._best_value_or_none()
-        if best is not None:
-            postfix["best"] = f"{best:.6g}"
+        best = self._ledger.top(1)
+        if best and best[0].value is not None:
+            postfix["best"] = f"{best[0].value:.6g}"
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(len(finished))
 
@@ -102,151 +181,48 @@ class _Progress:
         self._bar.close()
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    """How one ``optimize`` call runs; see :meth:`dtune.Study.optimize`."""
-
-    n_trials: int
-    gpus_per_trial: int = 1
-    timeout: float | None = None
-    trial_timeout: float | None = None
-    isolate: bool = False
-    max_failures: int | None = None
-    max_consecutive_failures: int | None = 10
-    callbacks: Sequence[Callback] = ()
-    progress: bool = True
-    dashboard: bool | int = False
-
-
-def run_search(
-    study: Study,
-    objective: Callable[..., Any],
-    settings: SearchSettings,
-    *,
-    client: Client | str | None = None,
-    n_workers: int | None = None,
-) -> None:
-    """Run ``settings.n_trials`` more trials of ``study``; see :meth:`dtune.Study.optimize`."""
-    _check_picklable(objective)
-    owner = driver_owner()
-    _claim(study, owner)
-    try:
-        study._sync_with_store()
-        # The suggestion process starts (imports, initial design) while the cluster does.
-        with (
-            SuggestionEngine(study._optimizer) as engine,
-            connect(client, n_workers=n_workers, announce=settings.progress) as dask_client,
-            _dashboard(study, settings, dask_client),
-        ):
-            _Search(study, objective, settings, dask_client, owner).run(engine)
-        stats = engine.summary()
-        logger.info(
-            "dtune: %d suggestions (median %.0f ms, max %.0f ms to compute), %d refits "
-            "(%.1f s in all); the driver waited for a suggestion %d times (%.1f s in all)",
-            stats["asks"], stats["ask_median_ms"], stats["ask_max_ms"], stats["fits"],
-            stats["fit_total_s"], stats["waits"], stats["wait_total_s"],
-            extra={"dtune_suggest": stats},
-        )  # fmt: skip
-    finally:
-        study._storage.release(study.name, owner)
-
-
-@contextlib.contextmanager
-def _dashboard(study: Study, settings: SearchSettings, client: Client) -> Iterator[None]:
-    """Serve dtune's dashboard for the length of the search, if asked to."""
-    if settings.dashboard is False:
-        yield
-        return
-    from dtune.dashboard import serve_dashboard
-
-    port = 0 if settings.dashboard is True else int(settings.dashboard)
-    server = serve_dashboard(
-        study._storage, study.name, port=port, dask_dashboard=client.dashboard_link
-    )
-    _announce(server)
-    try:
-        yield
-    finally:
-        server.stop()
-
-
-def _announce(server: Any) -> None:
-    """Print the dashboard's URL: a clickable link in a notebook, text elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-
-        if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
-            display(server)
-            return
-    except ImportError:
-        pass
-    print(f"dtune: dashboard at {server.url}", flush=True)
-
-
-def _claim(study: Study, owner: str) -> None:
-    holder = study._storage.claim(study.name, owner, stale_after=_CLAIM_STALE_S)
-    if holder is not None:
-        raise StudyInUseError(
-            f"study {study.name!r} in {study._storage!r} is being searched by another "
-            f"driver ({holder}). Wait for it, stop it, or use another study name. A driver "
-            f"that died gives the study up after {_CLAIM_STALE_S:g} s (at once on its own host)"
-        )
-
-
 class _Search:
-    """One call of ``optimize``: owns the futures, the failure counts and the bar."""
+    """One call of ``optimize``: the running trials, the budget, the failure counts."""
 
     def __init__(
         self,
-        study: Study,
-        objective: Callable[..., Any],
+        ledger: Ledger,
+        suggester: Suggester,
+        backend: Backend,
         settings: SearchSettings,
-        client: Client,
         owner: str,
     ) -> None:
-        self.study = study
-        self.objective = objective
+        self.ledger = ledger
+        self.suggester = suggester
+        self.backend = backend
         self.settings = settings
-        self.client = client
         self.owner = owner
-        self.claimed = time.monotonic()
-        self.deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-        self.running: dict[Future, Trial] = {}
-        self.drawn: list[Point] = []  # drawn by the driver's model for free slots
-        self.n_submitted = 0
+        self.deadline = None if settings.timeout is None else backend.now() + settings.timeout
+        self.running: set[int] = set()
+        self.retry: list[int] = []
+        self.n_started = 0
         self.failures = self.consecutive_failures = 0
-        self.slots, self.use_gpus = 0, False
-        self.slots_checked = self.workers_noted = -float("inf")
-        # Dask treats equal keys as one task: two drivers using the same study name on
-        # one cluster, or a retried trial, must not share keys.
-        self.token = secrets.token_hex(3)
 
-    def run(self, engine: SuggestionEngine) -> None:
-        from distributed import as_completed
-
-        self.engine = engine
+    def run(self) -> None:
         # Points left running by a driver that died are evaluated again first.
-        retry = self.study._take_interrupted()
-        bar = _Progress(self.study, self.settings.n_trials, self.settings.progress)
-        ac = as_completed(loop=self.client.loop, with_results=False)
+        self.retry = [t.number for t in self.ledger.take_interrupted()]
+        bar = _Progress(self.ledger, self.settings.n_trials, self.settings.progress)
         try:
-            self._refill(ac, engine, retry)
+            self._refill()
             while self.running:
-                done = _wait_for_completion(ac, _SLOT_REFRESH_S)
-                finished = self._record(done, engine, retry)
+                finished = self._record(self.backend.wait(_TICK_S))
                 # A lost scheduler cancels every future: record them interrupted first.
-                self._check_scheduler()
+                self._check_backend()
                 self._check_failures(finished)
-                self._refill(ac, engine, retry)
+                self._refill()
                 # Bookkeeping that talks to the store or the scheduler waits until the
                 # free workers have their next trials.
-                self._renew_claim()
-                self._note_workers()
+                self.ledger.renew_claim(self.owner)
+                self.ledger.place(self.backend.placements())
                 bar.update(finished, len(self.running))
                 for trial in finished:
                     for callback in self.settings.callbacks:
-                        callback(self.study, trial)
+                        callback(trial)
         except BaseException:
             self._interrupt()
             raise
@@ -254,120 +230,38 @@ class _Search:
             bar.close()
 
     def _budget_left(self) -> bool:
-        in_time = self.deadline is None or time.monotonic() < self.deadline
-        return in_time and self.n_submitted < self.settings.n_trials
+        in_time = self.deadline is None or self.backend.now() < self.deadline
+        return in_time and self.n_started < self.settings.n_trials
 
-    def _note_workers(self) -> None:
-        """Record which worker each new running trial went to, so that live views (the
-        dashboard's timeline) can place it before it finishes; at most once a second."""
-        now = time.monotonic()
-        unplaced = {f.key: f for f, t in self.running.items() if t.worker is None}
-        if not unplaced or now - self.workers_noted < _SLOT_REFRESH_S:
-            return
-        self.workers_noted = now
-        names = {
-            address: str(info.get("name", address))
-            for address, info in self.client.scheduler_info(n_workers=-1)["workers"].items()
-        }
-        for address, keys in self.client.processing().items():
-            for key in keys:
-                future = unplaced.get(key)
-                if future is not None:
-                    self.running[future] = self.study._place_trial(
-                        self.running[future], names.get(address, address)
-                    )
-
-    def _free_slots(self) -> int:
-        now = time.monotonic()
-        if now - self.slots_checked > _SLOT_REFRESH_S:
-            gpus = self.settings.gpus_per_trial
-            self.slots, self.use_gpus = cluster_slots(self.client, gpus)
-            self.slots_checked = now
-            # Enough suggestions ready for the results that arrive while the next batch
-            # of them is computed.
-            self.engine.set_depth(max(2, math.ceil(self.slots / 4)))
-            if self.slots == 0 and not self.running:
-                logger.info("dtune: waiting for Dask workers to join")
-                self.client.wait_for_workers(1)
-                self.slots, self.use_gpus = cluster_slots(self.client, gpus)
-        return self.slots - len(self.running)
-
-    def _refill(self, ac: as_completed, engine: SuggestionEngine, retry: list[Trial]) -> None:
-        while self._budget_left() and self._free_slots() > 0:
-            initial = False
-            if retry:
-                trial = self.study._restart_trial(retry.pop(0))
-                point = self.study.space.to_point(trial.params)
-            elif self.study._optimizer.in_initial_design or not engine.serving:
-                point = self._draw_here(engine)
-                trial = self.study._start_trial(point)
-                initial = True
+    def _refill(self) -> None:
+        while self._budget_left():
+            slots = self.backend.slots()
+            self.suggester.set_slots(slots)
+            free = slots - len(self.running)
+            if free <= 0:
+                return
+            now = self.backend.now()
+            if self.retry:
+                trial = self.ledger.restart(self.retry.pop(0), submitted=now)
             else:
-                point = engine.take()
-                trial = self.study._start_trial(point, suggested_elsewhere=True)
-            engine.submitted(trial.number, point, initial=initial)
-            future = self.client.submit(
-                run_trial,
-                self.objective,
-                trial.params,
-                self.study.objective_key,
-                isolate=self.settings.isolate,
-                timeout=self.settings.trial_timeout,
-                key=f"dtune-{self.study.name}-{trial.number}-{self.token}",
-                resources={"GPU": self.settings.gpus_per_trial} if self.use_gpus else None,
-                pure=False,
-            )
-            self.running[future] = trial
-            self.n_submitted += 1
-            ac.add(future)
+                point = self.suggester.suggest(min(free, self.settings.n_trials - self.n_started))
+                trial = self.ledger.start(self.ledger.space.to_params(point), submitted=now)
+            self.backend.submit(trial)
+            self.running.add(trial.number)
+            self.n_started += 1
 
-    def _draw_here(self, engine: SuggestionEngine) -> Point:
-        """A point drawn in the driver: the initial design (cheap, no model), then, until
-        the suggestion process is up (it takes seconds to import scikit-optimize),
-        batches from the driver's own model for every free slot at once."""
-        optimizer = self.study._optimizer
-        running = [self.study.space.to_point(t.params) for t in self.running.values()]
-        if optimizer.in_initial_design:
-            return optimizer.ask_initial(pending=running)
-        if not self.drawn:
-            # The first fit may have seen two results: refit each time the results have
-            # doubled since (short histories this early: a fit takes tens of ms).
-            if optimizer.n_told >= 2 * optimizer.fitted_on:
-                optimizer.fit(force=True)
-            wanted = min(self._free_slots(), self.settings.n_trials - self.n_submitted)
-            self.drawn = optimizer.ask_batch(running, max(1, wanted))
-        return self.drawn.pop(0)
-
-    def _record(
-        self, done: list[Future], engine: SuggestionEngine, retry: list[Trial]
-    ) -> list[Trial]:
-        # A future cancelled by someone else (client.cancel, a restart, a lost scheduler)
-        # or whose result can no longer be fetched did not fail: its trial runs again,
-        # under its own number.
-        outcomes, lost = [], []
-        for future in done:
-            if future.status == "cancelled":
-                lost.append(future)
-                continue
-            try:
-                outcomes.append((future, _outcome_of(future)))
-            except OSError:  # the connection to the scheduler went while fetching
-                lost.append(future)
-        if lost:
-            interrupted = [self.running.pop(f) for f in lost]
-            self.study._interrupt_trials(interrupted)
-            engine.finished([(t.number, None) for t in interrupted])
-            retry.extend(interrupted)
-            self.n_submitted -= len(interrupted)
-        if not outcomes:
+    def _record(self, done: list[tuple[int, Any]]) -> list[Trial]:
+        lost = [number for number, outcome in done if outcome is None]
+        if lost:  # cancelled by someone else, or unreachable: run again, same number
+            self.ledger.interrupt(lost)
+            self.running.difference_update(lost)
+            self.retry.extend(lost)
+            self.n_started -= len(lost)
+        results = [(number, outcome) for number, outcome in done if outcome is not None]
+        if not results:
             return []
-        finished = self.study._finish_trials([(self.running.pop(f), o) for f, o in outcomes])
-        done = [f for f, _ in outcomes]
-        for future in done:
-            # Recorded: let Dask forget the result, or it would rerun the trial to get it
-            # back if the worker holding it died.
-            future.release()
-        engine.finished([(t.number, self.study._told_value(t)) for t in finished])
+        self.running.difference_update(number for number, _ in results)
+        finished = self.ledger.finish(results)
         for trial in finished:
             if trial.state is TrialState.FAILED:
                 logger.warning(
@@ -384,57 +278,36 @@ class _Search:
                 continue
             self.failures += 1
             self.consecutive_failures += 1
-            for count, limit, what in (
-                (self.failures, self.settings.max_failures, "trials failed"),
+            for count, limit, name, what in (
+                (self.failures, self.settings.max_failures, "max_failures", "trials failed"),
                 (
                     self.consecutive_failures,
                     self.settings.max_consecutive_failures,
+                    "max_consecutive_failures",
                     "trials failed in a row",
                 ),
             ):
                 if limit is not None and count >= limit:
-                    name = "max_failures" if what == "trials failed" else "max_consecutive_failures"
                     raise TooManyFailuresError(
-                        f"stopping study {self.study.name!r}: {count} {what} ({name}={limit}). "
+                        f"stopping study {self.ledger.name!r}: {count} {what} ({name}={limit}). "
                         f"The last one, trial {trial.number} with {trial.params}, failed "
                         f"with:\n{trial.error}"
                     )
 
-    def _check_scheduler(self) -> None:
-        """Raise SchedulerLostError unless the client is (again) connected."""
-        deadline = time.monotonic() + _RECONNECT_S
-        while self.client.status == "connecting" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.client.status == "running":
-            return
-        address = getattr(self.client.scheduler, "address", None)
-        raise SchedulerLostError(
-            f"lost the Dask scheduler at {address} (the client is {self.client.status!r} "
-            f"after {_RECONNECT_S:g} s). Every finished trial is in {self.study._storage!r}; "
-            "the trials that were running are marked interrupted and run first when the "
-            "study resumes on a new cluster"
-        )
-
-    def _renew_claim(self) -> None:
-        if time.monotonic() - self.claimed < _CLAIM_RENEW_S:
-            return
-        holder = self.study._storage.claim(self.study.name, self.owner, _CLAIM_STALE_S)
-        if holder is not None:
-            raise StudyInUseError(
-                f"driver {holder} took study {self.study.name!r} over while this one did "
-                f"not renew its claim for over {_CLAIM_STALE_S:g} s"
-            )
-        self.claimed = time.monotonic()
+    def _check_backend(self) -> None:
+        try:
+            self.backend.check()
+        except SchedulerLostError as exc:
+            raise SchedulerLostError(
+                f"{exc}. Every finished trial is in {self.ledger.storage!r}; the trials that "
+                "were running are marked interrupted and run first when the study resumes "
+                "on a new cluster"
+            ) from None
 
     def _interrupt(self) -> None:
         """Cancel what runs and mark it INTERRUPTED, so a resumed study retries it."""
         if not self.running:
             return
-        futures = list(self.running)
-        if self.client.status == "running":
-            try:
-                self.client.cancel(futures)
-            except Exception:  # the scheduler may be going; the store matters more
-                logger.exception("dtune: could not cancel running trials")
-        self.study._interrupt_trials(list(self.running.values()))
+        self.backend.cancel()
+        self.ledger.interrupt(sorted(self.running))
         self.running.clear()

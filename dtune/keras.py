@@ -38,6 +38,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from dtune.jsonable import jsonable
+
 if TYPE_CHECKING:
     from dtune.trial import Trial
 
@@ -49,6 +51,9 @@ _configured = False
 
 
 def _tensorflow() -> Any:
+    # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on every worker, unless the
+    # user asked for them by setting the level themselves.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
     except ImportError as exc:
@@ -82,10 +87,6 @@ def _load(load_data: Callable[[], Data]) -> Data:
             )
         _DATA[key] = (data[0], data[1], data[2], data[3])
     return _DATA[key]
-
-
-def _plain(value: Any) -> Any:
-    return float(value) if hasattr(value, "__float__") else value
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class KerasObjective:
         series = history[self.monitor]
         pick = min if mode == "min" else max
         best = series.index(pick(series))
-        result: dict[str, Any] = {k: _plain(v[best]) for k, v in history.items()}
+        result: dict[str, Any] = {k: jsonable(v[best]) for k, v in history.items()}
         result.update(best_epoch=best + 1, epochs=len(series))
         path = self.model_path(params)
         if path is not None:

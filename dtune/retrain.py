@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dtune.execution import TrialRun, submit_trial
 from dtune.trial import Trial
-from dtune.worker import run_trial
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -66,15 +66,14 @@ def retrain_best(
     with connect(client, n_workers=n_workers, announce=False) as dask_client:
         dask_client.wait_for_workers(1)
         _, use_gpus = cluster_slots(dask_client, gpus_per_trial)
+        run = TrialRun(objective, study.objective_key, gpus_per_trial=gpus_per_trial)
         futures = [
-            dask_client.submit(
-                run_trial,
-                objective,
+            submit_trial(
+                dask_client,
+                run,
                 trial.params,
-                study.objective_key,
                 key=f"dtune-{study.name}-retrain-{trial.number}",
-                resources={"GPU": gpus_per_trial} if use_gpus else None,
-                pure=False,
+                use_gpus=use_gpus,
             )
             for trial in best
         ]

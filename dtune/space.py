@@ -14,10 +14,18 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from skopt import space as skspace
 
-__all__ = ["Categorical", "Integer", "Real", "SearchSpace"]
+from dtune.jsonable import jsonable
+
+__all__ = [
+    "Categorical",
+    "Integer",
+    "Real",
+    "SearchSpace",
+    "normalized_dimensions",
+    "point_key",
+]
 
 Params = dict[str, Any]
 _PRIORS = ("uniform", "log-uniform")
@@ -125,8 +133,23 @@ def _check_dimension(name: Any, dim: Any) -> skspace.Dimension:
     return dim
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+def point_key(point: Sequence[Any]) -> tuple[Any, ...]:
+    """A hashable key for an optimizer point, equal for equal values whether they are
+    numpy or Python scalars.
+
+    Examples
+    --------
+    >>> point_key([np.float64(0.5), "relu"]) == point_key([0.5, np.str_("relu")])
+    True
+    """
+    return tuple(jsonable(v) for v in point)
+
+
+def normalized_dimensions(space: SearchSpace) -> list[skspace.Dimension]:
+    """The dimensions scaled to the unit cube, as skopt's Gaussian process expects."""
+    from skopt.utils import normalize_dimensions
+
+    return list(normalize_dimensions(space.dimensions))
 
 
 class SearchSpace:
@@ -198,7 +221,7 @@ class SearchSpace:
             missing = sorted(set(self._dims) - set(params))
             extra = sorted(set(params) - set(self._dims))
             raise ValueError(f"params do not match the space: missing {missing}, unknown {extra}")
-        point = [_plain(params[name]) for name in self._dims]
+        point = [jsonable(params[name]) for name in self._dims]
         for (name, dim), value in zip(self._dims.items(), point, strict=True):
             if value not in dim:
                 raise ValueError(f"parameter {name!r}={value!r} is outside {dim!r}")
@@ -214,10 +237,10 @@ class SearchSpace:
                 kind = "Integer" if isinstance(dim, skspace.Integer) else "Real"
                 out[name] = {
                     "type": kind,
-                    "low": _plain(dim.low),
-                    "high": _plain(dim.high),
+                    "low": jsonable(dim.low),
+                    "high": jsonable(dim.high),
                     "prior": dim.prior,
-                    "base": _plain(dim.base),
+                    "base": jsonable(dim.base),
                 }
         return out
 

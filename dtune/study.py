@@ -1,32 +1,34 @@
-"""A :class:`Study`: a search space, an objective's direction, a store of trials and a
-pending-aware optimizer rebuilt from that store. :func:`load_study` resumes one."""
+"""A :class:`Study`: the facade users touch. It builds a study's ledger (its trials,
+store first) and suggester (its optimizer), and offers ask/tell, ``optimize`` and the
+views of results; :func:`load_study` resumes one from its store."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import platform
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dtune.driver import BackendFactory, Callback, SearchSettings, run_search
 from dtune.exceptions import StudyNotFoundError
-from dtune.optimizer import PendingAwareOptimizer, Point
+from dtune.execution import Outcome, parse_result
+from dtune.ledger import Ledger
+from dtune.optimizer import OptimizerSettings
 from dtune.space import SearchSpace
 from dtune.storage import BaseStorage, StudyRecord, open_storage
-from dtune.trial import Trial, TrialState
-from dtune.worker import Outcome, parse_result
+from dtune.suggest import InProcessSuggester, ProcessSuggester
+from dtune.trial import Trial
 
 if TYPE_CHECKING:
     import pandas as pd
     from distributed import Client
     from skopt.space import Dimension
-
-    from dtune.driver import Callback
 
 __all__ = ["Study", "load_study"]
 
@@ -77,16 +79,19 @@ class Study:
         refuses; True adopts the new space, and the earlier complete trials whose
         parameters lie inside it are told to the optimizer (all stay in the store).
     **optimizer_options
-        Passed through to the scikit-optimize machinery: ``base_estimator``,
+        The optimizer's settings (:class:`~dtune.optimizer.OptimizerSettings`), passed
+        through to the scikit-optimize machinery: ``base_estimator``,
         ``n_initial_points``, ``initial_point_generator``, ``acq_func``, ``acq_optimizer``,
-        ``acq_func_kwargs``, ``acq_optimizer_kwargs``, ``random_state``; and
-        ``refit_growth`` (how often the GP's hyperparameters are refit, see
-        :class:`~dtune.optimizer.PendingAwareOptimizer`).
+        ``acq_func_kwargs``, ``acq_optimizer_kwargs``, ``random_state``, and
+        ``refit_growth`` (how often the GP's hyperparameters are refit). An unknown name
+        raises ``TypeError`` naming it.
 
     Notes
     -----
-    Trials are written to the store before the optimizer is told of them. Reading
-    properties is safe while :meth:`optimize` runs in another thread.
+    A facade: every change of a trial goes through the study's
+    :class:`~dtune.ledger.Ledger` (the store first, then the model), whether it comes
+    from :meth:`tell` or from :meth:`optimize`'s loop. Reading properties is safe while
+    :meth:`optimize` runs in another thread.
 
     Examples
     --------
@@ -130,28 +135,25 @@ class Study:
         self.direction = direction
         self.objective_key = objective_key
         self.failure_value = failure_value
-        self._optimizer_options = {"liar": liar, **optimizer_options}
-        try:
-            self._optimizer = PendingAwareOptimizer(self.space, **self._optimizer_options)
-        except TypeError as exc:
-            raise TypeError(f"unknown optimizer option: {exc}") from None
-        self._storage = open_storage(storage)
-        self._lock = threading.RLock()
-        self._create_or_check(allow_space_change)
-        self._trials: dict[int, Trial] = {t.number: t for t in self._storage.get_trials(name)}
-        self._next_number = max(self._trials, default=-1) + 1
-        self._rebuild_optimizer()
+        self.settings = OptimizerSettings.from_options({"liar": liar, **optimizer_options})
+        storage = open_storage(storage)
+        self._create_or_check(storage, allow_space_change)
+        self._ledger = Ledger(storage, name, self.space, direction, failure_value)
+        # The study's own optimizer copy: ask/tell use it, optimize starts from it.
+        self._suggester = InProcessSuggester(self.space, self.settings)
+        self._suggester.reset(self._ledger.model_state())
+        self._ledger.subscribe(self._suggester)
 
-    def _create_or_check(self, allow_space_change: bool) -> None:
-        record = self._storage.get_study(self.name)
+    def _create_or_check(self, storage: BaseStorage, allow_space_change: bool) -> None:
+        record = storage.get_study(self.name)
         if record is None:
-            self._storage.create_study(
+            storage.create_study(
                 StudyRecord(
                     name=self.name,
                     direction=self.direction,
                     objective_key=self.objective_key,
                     space=self.space.to_json(),
-                    optimizer={**self._optimizer.settings, "failure_value": self.failure_value},
+                    optimizer={**self.settings.to_json(), "failure_value": self.failure_value},
                     created=time.time(),
                     versions=_versions(),
                 )
@@ -161,69 +163,33 @@ class Study:
         if stored_space != self.space:
             if not allow_space_change:
                 raise ValueError(
-                    f"study {self.name!r} in {self._storage!r} has a different space: stored "
+                    f"study {self.name!r} in {storage!r} has a different space: stored "
                     f"{stored_space!r}, given {self.space!r}. Use another name (or store) "
                     "for a new search, or pass allow_space_change=True to adopt the new space"
                 )
             logger.warning(
                 "dtune: study %r now searches %r (was %r)", self.name, self.space, stored_space
             )
-            self._storage.update_study(replace(record, space=self.space.to_json()))
+            storage.update_study(replace(record, space=self.space.to_json()))
         for what, stored, given in (
             ("direction", record.direction, self.direction),
             ("objective_key", record.objective_key, self.objective_key),
         ):
             if stored != given:
                 raise ValueError(
-                    f"study {self.name!r} in {self._storage!r} has {what}={stored!r}, not {given!r}"
+                    f"study {self.name!r} in {storage!r} has {what}={stored!r}, not {given!r}"
                 )
-        logger.info("dtune: continuing study %r from %r", self.name, self._storage)
+        logger.info("dtune: continuing study %r from %r", self.name, storage)
 
-    def _rebuild_optimizer(self) -> None:
-        self._optimizer.skip_initial(len(self._trials))
-        self._tell_optimizer(self._trials.values())
-
-    def _sync_with_store(self) -> None:
-        """Catch up with trials another driver (or Study object) wrote to the store since
-        this one read it: the store, not this object, is the record of truth."""
-        with self._lock:
-            stored = {t.number: t for t in self._storage.get_trials(self.name)}
-            if stored == self._trials:
-                return
-            self._trials = stored
-            self._next_number = max(stored, default=-1) + 1
-            self._optimizer = PendingAwareOptimizer(self.space, **self._optimizer_options)
-            self._rebuild_optimizer()
-
-    def _tell_optimizer(self, trials: Iterable[Trial]) -> None:
-        """Tell the optimizer what it should know of these finished trials."""
-        told = []
-        for trial in trials:
-            value = self._told_value(trial)
-            if value is None:
-                continue
-            try:
-                told.append((self.space.to_point(trial.params), value))
-            except ValueError:  # outside a space changed since (allow_space_change)
-                continue
-        if told:
-            self._optimizer.tell([p for p, _ in told], [v for _, v in told])
-
-    def _told_value(self, trial: Trial) -> float | None:
-        """What the optimizer (which minimizes) is told about a trial, if anything."""
-        if trial.state is TrialState.COMPLETE:
-            return self._to_minimize(trial.value)
-        if trial.state is not TrialState.FAILED or self.failure_value is None:
-            return None
-        if self.failure_value == "worst":
-            seen = [self._to_minimize(t.value) for t in self._complete()]
-            return max(seen) if seen else None
-        return self._to_minimize(float(self.failure_value))
+    @property
+    def storage(self) -> BaseStorage:
+        """The store this study's trials live in."""
+        return self._ledger.storage
 
     def __repr__(self) -> str:
         return (
             f"Study(name={self.name!r}, direction={self.direction!r}, "
-            f"trials={len(self._trials)}, storage={self._storage!r})"
+            f"trials={len(self.trials)}, storage={self.storage!r})"
         )
 
     # -- running a search -----------------------------------------------------------------
@@ -233,7 +199,7 @@ class Study:
         objective: Callable[..., Any],
         n_trials: int,
         *,
-        client: Client | str | None = None,
+        client: Client | str | BackendFactory | None = None,
         n_workers: int | None = None,
         gpus_per_trial: int = 1,
         timeout: float | None = None,
@@ -263,6 +229,8 @@ class Study:
         client
             A ``distributed.Client``, a scheduler address, or None: the client in use,
             else an embedded ``LocalCluster`` for this call (its dashboard link printed).
+            A :class:`dtune.sim.SimulatedCluster` runs the same loop on simulated
+            workers and clock (tests, benchmarks), with suggestions drawn in-process.
         n_workers
             Workers of the embedded cluster (default: one per core).
         gpus_per_trial
@@ -309,8 +277,6 @@ class Study:
         Trials still running when the search stops for any reason (Ctrl-C included) are
         cancelled and marked ``INTERRUPTED``; the next ``optimize`` runs them first.
         """
-        from dtune.driver import SearchSettings, run_search
-
         for what, number in (
             ("n_trials", n_trials),
             ("gpus_per_trial", gpus_per_trial),
@@ -338,11 +304,41 @@ class Study:
             isolate=isolate,
             max_failures=max_failures,
             max_consecutive_failures=max_consecutive_failures,
-            callbacks=tuple(callbacks),
+            callbacks=tuple(_bind(callback, self) for callback in callbacks),
             progress=progress,
-            dashboard=dashboard,
         )
-        run_search(self, objective, settings, client=client, n_workers=n_workers)
+        # Simulated workers on a simulated clock: suggestions in-process, so a seed
+        # gives the same search every time.
+        simulated = getattr(client, "simulated", False)
+        run_search(
+            self._ledger,
+            self._suggester if simulated else ProcessSuggester(self._suggester),
+            objective,
+            settings,
+            objective_key=self.objective_key,
+            client=client,
+            n_workers=n_workers,
+            services=None if dashboard is False else self._dashboard_service(dashboard),
+        )
+
+    def _dashboard_service(
+        self, dashboard: bool | int
+    ) -> Callable[[str | None], contextlib.AbstractContextManager[Any]]:
+        @contextlib.contextmanager
+        def serve(dask_dashboard: str | None) -> Iterator[None]:
+            from dtune.dashboard import announce, serve_dashboard
+
+            port = 0 if dashboard is True else int(dashboard)
+            server = serve_dashboard(
+                self.storage, self.name, port=port, dask_dashboard=dask_dashboard
+            )
+            announce(server)
+            try:
+                yield
+            finally:
+                server.stop()
+
+        return serve
 
     def ask(self) -> Trial:
         """Start a trial at a new point, for users who evaluate the objective themselves.
@@ -350,15 +346,8 @@ class Study:
         The point accounts for every trial still ``RUNNING``; finish each with
         :meth:`tell`.
         """
-        with self._lock:
-            pending = [
-                self.space.to_point(t.params)
-                for t in self._trials.values()
-                if t.state is TrialState.RUNNING
-            ]
-            self._optimizer.fit()
-            point = self._optimizer.ask(pending=pending)
-            return self._start_trial(point)
+        point = self._suggester.suggest()
+        return self._ledger.start(self.space.to_params(point))
 
     def tell(self, trial: Trial | int, value: Any = None, *, error: str | None = None) -> Trial:
         """Finish a trial started by :meth:`ask` with what the objective returned.
@@ -367,143 +356,38 @@ class Study:
         ``value=None`` (and optionally ``error=``) for a trial that failed. A bad value
         raises ``ValueError``/``TypeError`` and leaves the trial running.
         """
-        with self._lock:
-            number = trial.number if isinstance(trial, Trial) else trial
-            current = self._trials.get(number)
-            if current is None:
-                raise ValueError(f"trial {number!r} is not in study {self.name!r}")
-            if current.state is not TrialState.RUNNING:
-                raise ValueError(f"trial {number} is already {current.state.value}")
-            result, metrics = (
-                (None, {}) if value is None else parse_result(value, self.objective_key)
-            )
-            outcome = Outcome(
-                value=result,
-                metrics=metrics,
-                error=(error or "told as failed") if value is None else None,
-                started=current.submitted,
-                finished=time.time(),
-            )
-            (finished,) = self._finish_trials([(current, outcome)])
-            return finished
-
-    # -- bookkeeping used by the driver (all under the lock, store first) -----------------
-
-    def _to_minimize(self, value: float | None) -> float:
-        """The value as the optimizer sees it (it minimizes); failed trials have none."""
-        if value is None:
-            raise ValueError("a trial without a value cannot be told to the optimizer")
-        return -value if self.direction == "maximize" else value
-
-    def _start_trial(self, point: Point, *, suggested_elsewhere: bool = False) -> Trial:
-        with self._lock:
-            if suggested_elsewhere:  # by the suggestion process: keep our copy in step
-                self._optimizer.skip_initial(1)
-            trial = Trial(
-                number=self._next_number,
-                state=TrialState.RUNNING,
-                params=self.space.to_params(point),
-                submitted=time.time(),
-            )
-            self._storage.put_trial(self.name, trial)
-            self._trials[trial.number] = trial
-            self._next_number += 1
-            return trial
-
-    def _finish_trials(self, results: Sequence[tuple[Trial, Outcome]]) -> list[Trial]:
-        finished = [
-            Trial(
-                number=trial.number,
-                state=TrialState.FAILED if outcome.error else TrialState.COMPLETE,
-                params=trial.params,
-                value=outcome.value,
-                metrics=outcome.metrics,
-                worker=outcome.worker,
-                host=outcome.host,
-                device=outcome.device,
-                submitted=trial.submitted,
-                started=outcome.started,
-                finished=outcome.finished,
-                error=outcome.error,
-            )
-            for trial, outcome in results
-        ]
-        with self._lock:
-            self._storage.put_trials(self.name, finished)
-            self._trials.update((t.number, t) for t in finished)
-            self._tell_optimizer(finished)
+        number = trial.number if isinstance(trial, Trial) else trial
+        current = self._ledger.get(number)
+        if current is None:
+            raise ValueError(f"trial {number!r} is not in study {self.name!r}")
+        result, metrics = (None, {}) if value is None else parse_result(value, self.objective_key)
+        outcome = Outcome(
+            value=result,
+            metrics=metrics,
+            error=(error or "told as failed") if value is None else None,
+            started=current.submitted,
+            finished=time.time(),
+        )
+        (finished,) = self._ledger.finish([(number, outcome)])
         return finished
-
-    def _interrupt_trials(self, trials: Sequence[Trial]) -> None:
-        with self._lock:
-            marked = [
-                Trial(
-                    number=t.number,
-                    state=TrialState.INTERRUPTED,
-                    params=t.params,
-                    submitted=t.submitted,
-                    error="interrupted: the driver stopped while this trial ran",
-                )
-                for t in trials
-            ]
-            self._storage.put_trials(self.name, marked)
-            self._trials.update((t.number, t) for t in marked)
-
-    def _take_interrupted(self) -> list[Trial]:
-        """Trials a stopped driver left RUNNING or INTERRUPTED: to be run again first."""
-        with self._lock:
-            stale = [t for t in self._trials.values() if t.state is TrialState.RUNNING]
-            if stale:
-                self._interrupt_trials(stale)
-            return [t for t in self.trials if t.state is TrialState.INTERRUPTED]
-
-    def _place_trial(self, trial: Trial, worker: str) -> Trial:
-        """Record the worker a running trial was given to (before it finishes)."""
-        with self._lock:
-            placed = replace(trial, worker=worker)
-            self._storage.put_trial(self.name, placed)
-            self._trials[placed.number] = placed
-            return placed
-
-    def _restart_trial(self, trial: Trial) -> Trial:
-        """Run an interrupted trial again, under its own number."""
-        with self._lock:
-            again = Trial(
-                number=trial.number,
-                state=TrialState.RUNNING,
-                params=trial.params,
-                submitted=time.time(),
-            )
-            self._storage.put_trial(self.name, again)
-            self._trials[again.number] = again
-            return again
 
     # -- results ----------------------------------------------------------------------------
 
     @property
     def trials(self) -> list[Trial]:
         """Every trial, by number (a snapshot)."""
-        with self._lock:
-            return [self._trials[n] for n in sorted(self._trials)]
-
-    def _complete(self) -> list[Trial]:
-        return [t for t in self.trials if t.state is TrialState.COMPLETE]
+        return self._ledger.trials
 
     def top(self, n: int = 5) -> list[Trial]:
         """The ``n`` best complete trials, best first."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r} must be a positive int")
-        ranked = sorted(self._complete(), key=lambda t: self._to_minimize(t.value))
-        return ranked[:n]
-
-    def _best_value_or_none(self) -> float | None:
-        best = self.top(1)
-        return best[0].value if best else None
+        return self._ledger.top(n)
 
     @property
     def best_trial(self) -> Trial:
         """The best complete trial; ``ValueError`` if there is none yet."""
-        best = self.top(1)
+        best = self._ledger.top(1)
         if not best:
             raise ValueError(f"study {self.name!r} has no complete trial yet")
         return best[0]
@@ -549,13 +433,16 @@ class Study:
         return frame
 
     def as_skopt_result(self) -> Any:
-        """The complete trials as a scikit-optimize ``OptimizeResult``, so that
-        ``skopt.plots.plot_convergence(study.as_skopt_result())`` and friends work.
+        """The results the optimizer was told, as a scikit-optimize ``OptimizeResult``,
+        so that ``skopt.plots.plot_convergence(study.as_skopt_result())`` and friends work.
 
         Values are as the optimizer sees them: negated when ``direction="maximize"``.
         """
-        with self._lock:
-            return self._optimizer.result()
+        return self._suggester.optimizer.result()
+
+
+def _bind(callback: Callback, study: Study) -> Callable[[Trial], None]:
+    return lambda trial: callback(study, trial)
 
 
 def load_study(
@@ -572,7 +459,7 @@ def load_study(
     name
         The study; may be left out when the store holds exactly one.
     **optimizer_options
-        Override the optimizer options the study was created with.
+        Override the optimizer settings the study was created with.
 
     Examples
     --------
@@ -594,22 +481,17 @@ def load_study(
         raise StudyNotFoundError(
             f"no study named {name!r} in {store!r}; it holds {names if names else 'none'}"
         )
-    options = {
-        k: v
-        for k, v in record.optimizer.items()
-        if v is not None or k in ("random_state", "failure_value")
-    }
-    if record.optimizer.get("base_estimator") is None and "base_estimator" not in optimizer_options:
-        raise ValueError(
-            f"study {name!r} was created with a custom base_estimator object, which a store "
-            "cannot hold; pass it again: load_study(..., base_estimator=...)"
-        )
-    options.update(optimizer_options)
+    try:
+        settings = OptimizerSettings.from_json(record.optimizer, **optimizer_options)
+    except ValueError as exc:
+        raise ValueError(f"study {name!r}: {exc}") from None
     return Study(
         SearchSpace.from_json(record.space),
         name=name,
         storage=store,
         direction=record.direction,
         objective_key=record.objective_key,
-        **options,
+        failure_value=record.optimizer.get("failure_value"),
+        **{k: v for k, v in settings.to_json().items() if k != "base_estimator"},
+        base_estimator=settings.base_estimator,
     )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from dtune.storage import BaseStorage
 
-__all__ = ["DashboardServer", "serve_dashboard"]
+__all__ = ["DashboardServer", "announce", "serve_dashboard"]
 
 logger = logging.getLogger("dtune")
 
@@ -153,3 +153,17 @@ def serve_dashboard(
     url = f"http://{host}:{port}/"
     logger.info("dtune: dashboard of study %r at %s", study, url)
     return DashboardServer(box["server"], thread, url)
+
+
+def announce(server: DashboardServer) -> None:
+    """Print the dashboard's URL: a clickable link in a notebook, text elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
+            display(server)
+            return
+    except ImportError:
+        pass
+    print(f"dtune: dashboard at {server.url}", flush=True)

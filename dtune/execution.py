@@ -1,0 +1,425 @@
+"""How trials execute. On a worker: :func:`run_trial` calls the objective once and
+reports its value, metrics, timings, worker, host and device, or the error it raised.
+On the driver: :func:`submit_trial` (shared by the search and ``retrain_best``) and
+:class:`DaskBackend`, the search loop's view of a Dask cluster.
+
+Nothing here raises for a failing objective: the failure travels back as data, so the
+driver records it with its traceback and the search goes on.
+
+A worker that runs a trial imports this module and :mod:`dtune.jsonable` only: no
+scikit-optimize, scikit-learn, scipy, numpy, bokeh or pandas, so a fresh worker starts
+its first trial at once (``tests/test_execution.py`` checks what a trial imports).
+
+With ``isolate=True`` or a ``timeout`` the objective runs in a fresh child process of
+the worker (``python .../dtune/_isolated.py``, run by path so that it does not import
+the dtune package), not in the worker's thread: a thread cannot be stopped, but a
+process (and anything it started) can be killed when it runs past its time, and
+everything it held, GPU memory included, is freed when it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dtune import _isolated
+from dtune.exceptions import SchedulerLostError
+from dtune.jsonable import jsonable
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from dtune.trial import Trial
+
+__all__ = [
+    "Backend",
+    "DaskBackend",
+    "Outcome",
+    "TrialRun",
+    "parse_result",
+    "run_trial",
+    "submit_trial",
+]
+
+# How often the Dask backend looks again at the cluster's slots and running trials' workers.
+_REFRESH_S = 1.0
+# How long the driver waits for its client to reconnect to a scheduler that went away.
+_RECONNECT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call of the objective produced, as the worker saw it."""
+
+    value: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+    host: str | None = None
+    device: str | None = None
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+
+
+def _as_objective_value(value: Any, what: str) -> float:
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} is {value!r} ({type(value).__name__}); expected a finite float")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is {number!r}; expected a finite float")
+    return number
+
+
+def parse_result(result: Any, objective_key: str | None) -> tuple[float, dict[str, Any]]:
+    """Split what an objective returned into the value to optimize and all its metrics.
+
+    Parameters
+    ----------
+    result
+        A number, or a mapping of metric names to values holding ``objective_key``.
+    objective_key
+        Which metric is the objective when ``result`` is a mapping.
+
+    Returns
+    -------
+    (value, metrics)
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the bad value: None, a string, NaN or inf, a mapping without the key.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> parse_result({"val_loss": 0.25, "acc": np.float32(0.5)}, "val_loss")
+    (0.25, {'val_loss': 0.25, 'acc': 0.5})
+    >>> parse_result(1.5, None)
+    (1.5, {})
+    """
+    if isinstance(result, Mapping):
+        metrics = jsonable(result)
+        if objective_key is None:
+            raise ValueError(
+                f"the objective returned a dict with keys {sorted(metrics)}; tell the Study "
+                "which one to optimize with objective_key=..."
+            )
+        if objective_key not in result:
+            raise KeyError(
+                f"the objective returned a dict without the objective key {objective_key!r}; "
+                f"its keys are {sorted(metrics)}"
+            )
+        value = _as_objective_value(result[objective_key], f"metric {objective_key!r}")
+        metrics[objective_key] = value
+        return value, metrics
+    value = _as_objective_value(result, "the objective's return value")
+    return value, ({objective_key: value} if objective_key else {})
+
+
+def _worker_name() -> str | None:
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().name)
+    except ValueError:  # not inside a Dask worker: manual or sequential evaluation
+        return None
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _call_in_child(
+    objective: Callable[..., Any], params: Mapping[str, Any], timeout: float | None
+) -> tuple[Any, str | None]:
+    """:func:`_isolated.call` in a fresh Python process, killed (with any process it
+    started) after ``timeout`` seconds."""
+    import cloudpickle
+
+    with tempfile.TemporaryDirectory(prefix="dtune-trial-") as folder:
+        result_path = os.path.join(folder, "result.pickle")
+        # The child imports what the objective refers to from the worker's own path.
+        payload = pickle.dumps(sys.path) + cloudpickle.dumps((objective, dict(params)))
+        child = subprocess.Popen(
+            [sys.executable, _isolated.__file__, result_path],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # its own process group: a timeout kills all of it
+        )
+        assert child.stdin is not None
+        with child.stdin:
+            child.stdin.write(payload)
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            return None, (
+                f"TrialTimeout: the trial ran past trial_timeout={timeout:g} s; its process "
+                "was killed"
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # anything it left running
+        if code != 0 or not os.path.exists(result_path):
+            return None, f"the trial's process {_describe_exit(code)} before returning a result"
+        with open(result_path, "rb") as file:
+            result: tuple[Any, str | None] = pickle.load(file)
+        return result
+
+
+def run_trial(
+    objective: Callable[..., Any],
+    params: Mapping[str, Any],
+    objective_key: str | None,
+    *,
+    isolate: bool = False,
+    timeout: float | None = None,
+) -> Outcome:
+    """Call ``objective(**params)`` and report how it went. Runs on a Dask worker.
+
+    Parameters
+    ----------
+    objective, params, objective_key
+        What to call, with what, and which metric is the objective.
+    isolate
+        Call it in a fresh child process, which exits afterwards (freeing its memory).
+    timeout
+        Kill that child process after this many seconds (implies ``isolate``); the trial
+        then fails with a ``TrialTimeout`` error.
+
+    Examples
+    --------
+    >>> out = run_trial(lambda x: x**2, {"x": 3.0}, None)
+    >>> out.value, out.error
+    (9.0, None)
+    >>> run_trial(lambda x: None, {"x": 3.0}, None).error
+    "TypeError: the objective's return value is None (NoneType); expected a finite float"
+    """
+    started = time.time()
+    value: float | None = None
+    metrics: dict[str, Any] = {}
+    if isolate or timeout is not None:
+        raw, error = _call_in_child(objective, params, timeout)
+    else:
+        raw, error = _isolated.call(objective, params)
+    if error is None:
+        try:
+            value, metrics = parse_result(raw, objective_key)
+        except (TypeError, ValueError, KeyError) as exc:
+            error = f"{type(exc).__name__}: {exc.args[0]}"
+            metrics = jsonable(raw) if isinstance(raw, Mapping) else {}
+    finished = time.time()
+    return Outcome(
+        value=value,
+        metrics=metrics,
+        error=error,
+        started=started,
+        finished=finished,
+        worker=_worker_name(),
+        host=socket.gethostname(),
+        device=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """What every trial of one search runs, and how."""
+
+    objective: Callable[..., Any]
+    objective_key: str | None = None
+    gpus_per_trial: int = 1
+    isolate: bool = False
+    timeout: float | None = None
+
+
+def submit_trial(
+    client: Client, run: TrialRun, params: Mapping[str, Any], *, key: str, use_gpus: bool
+) -> Future:
+    """Submit one :func:`run_trial` to Dask under ``key`` (Dask treats equal keys as one
+    task), asking for ``run.gpus_per_trial`` GPUs when the workers advertise GPUs."""
+    return client.submit(
+        run_trial,
+        run.objective,
+        dict(params),
+        run.objective_key,
+        isolate=run.isolate,
+        timeout=run.timeout,
+        key=key,
+        resources={"GPU": run.gpus_per_trial} if use_gpus else None,
+        pure=False,
+    )
+
+
+class Backend(Protocol):
+    """Where the search loop runs trials: a Dask cluster (:class:`DaskBackend`) or a
+    simulation (:class:`dtune.sim.SimulatedBackend`). Used from one thread."""
+
+    dashboard_link: str | None
+
+    def now(self) -> float:
+        """The clock trials are timed by (UNIX seconds, or simulated ones)."""
+
+    def slots(self) -> int:
+        """How many trials can run at once now (waits for a first worker if none)."""
+
+    def submit(self, trial: Trial) -> None:
+        """Start running ``trial``."""
+
+    def wait(self, timeout: float) -> list[tuple[int, Outcome | None]]:
+        """Trials finished so far, waiting up to ``timeout`` s for a first one. A None
+        outcome: the run was lost (cancelled by someone else, its result unreachable)
+        and the trial should run again."""
+
+    def placements(self) -> dict[int, str]:
+        """Workers of running trials, where known."""
+
+    def check(self) -> None:
+        """Raise :class:`~dtune.exceptions.SchedulerLostError` if the cluster is gone."""
+
+    def cancel(self) -> list[int]:
+        """Stop every running trial; their numbers."""
+
+
+class DaskBackend:
+    """Trials as Dask futures on ``client``, collected with ``as_completed``.
+
+    Parameters
+    ----------
+    client
+        The Dask client.
+    run
+        What each trial runs.
+    key_prefix
+        Task keys are ``<key_prefix>-<trial number>``.
+    """
+
+    def __init__(self, client: Client, run: TrialRun, key_prefix: str) -> None:
+        from distributed import as_completed
+
+        self.client = client
+        self.run = run
+        self.key_prefix = key_prefix
+        self.dashboard_link: str | None = client.dashboard_link
+        self._ac = as_completed(loop=client.loop, with_results=False)
+        self._running: dict[Future, int] = {}
+        self._slots, self._use_gpus = 0, False
+        self._slots_checked = self._placed = -math.inf
+
+    def now(self) -> float:
+        return time.time()
+
+    def slots(self) -> int:
+        from dtune.cluster import cluster_slots
+
+        if time.monotonic() - self._slots_checked > _REFRESH_S:
+            self._slots, self._use_gpus = cluster_slots(self.client, self.run.gpus_per_trial)
+            self._slots_checked = time.monotonic()
+            if self._slots == 0 and not self._running:
+                self.client.wait_for_workers(1)
+                self._slots, self._use_gpus = cluster_slots(self.client, self.run.gpus_per_trial)
+        return self._slots
+
+    def submit(self, trial: Trial) -> None:
+        key = f"{self.key_prefix}-{trial.number}"
+        future = submit_trial(self.client, self.run, trial.params, key=key, use_gpus=self._use_gpus)
+        self._running[future] = trial.number
+        self._ac.add(future)
+
+    def wait(self, timeout: float) -> list[tuple[int, Outcome | None]]:
+        ac = self._ac
+        # as_completed notifies thread_condition after queueing each finished future.
+        with ac.thread_condition:
+            if not ac.has_ready():
+                ac.thread_condition.wait(timeout)
+        done = list(ac.next_batch(block=False)) if ac.has_ready() else []
+        results: list[tuple[int, Outcome | None]] = []
+        for future in done:
+            number = self._running.pop(future)
+            results.append((number, self._outcome(future)))
+            # Its result is in hand: let Dask forget it, or it would rerun the trial to
+            # get it back if the worker holding it died.
+            future.release()
+        return results
+
+    @staticmethod
+    def _outcome(future: Future) -> Outcome | None:
+        # A future cancelled by someone else (client.cancel, a restart, a lost scheduler)
+        # or whose result can no longer be fetched did not fail: its trial runs again.
+        if future.status == "cancelled":
+            return None
+        try:
+            if future.status == "finished":
+                outcome = future.result()
+                if isinstance(outcome, Outcome):
+                    return outcome
+            if future.status == "error":
+                exc = future.exception()
+                return Outcome(value=None, error=f"Dask could not run the trial: {exc!r}")
+        except OSError:  # the connection to the scheduler went while fetching
+            return None
+        return Outcome(value=None, error=f"the trial's Dask future ended as {future.status!r}")
+
+    def placements(self) -> dict[int, str]:
+        # At most once a second: it asks the scheduler.
+        if not self._running or time.monotonic() - self._placed < _REFRESH_S:
+            return {}
+        self._placed = time.monotonic()
+        keys = {f.key: n for f, n in self._running.items()}
+        names = {
+            address: str(info.get("name", address))
+            for address, info in self.client.scheduler_info(n_workers=-1)["workers"].items()
+        }
+        return {
+            keys[key]: names.get(address, address)
+            for address, processing in self.client.processing().items()
+            for key in processing
+            if key in keys
+        }
+
+    def check(self) -> None:
+        deadline = time.monotonic() + _RECONNECT_S
+        while self.client.status == "connecting" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.client.status == "running":
+            return
+        address = getattr(self.client.scheduler, "address", None)
+        raise SchedulerLostError(
+            f"lost the Dask scheduler at {address} (the client is {self.client.status!r} "
+            f"after {_RECONNECT_S:g} s)"
+        )
+
+    def cancel(self) -> list[int]:
+        futures = list(self._running)
+        if futures and self.client.status == "running":
+            try:
+                self.client.cancel(futures)
+            except Exception:  # the scheduler may be going; the store matters more
+                import logging
+
+                logging.getLogger("dtune").exception("dtune: could not cancel running trials")
+        numbers = list(self._running.values())
+        self._running.clear()
+        return numbers

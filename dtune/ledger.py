@@ -1,0 +1,392 @@
+"""The ledger of a study's trials: the only place where a trial changes state.
+
+Every change goes the same way: **the store first** (committed), then the in-memory view,
+then the listeners (the suggesters, which feed the model)::
+
+    Study.ask / driver ──▶ start ────┐
+    Study.tell / driver ─▶ finish ───┤   store.put_trials   ──▶ view ──▶ listener.started
+    driver ─────────────▶ interrupt ─┤   (committed, synced)            listener.finished
+    driver ─────────────▶ restart ───┘                                  listener.reset (sync)
+
+So a result reaches the store and the model one way only, whoever reports it. The
+ledger also numbers trials, holds the driver's claim on the study, catches up with
+trials other processes wrote (:meth:`Ledger.sync`), and applies the direction and
+failure-value rules that decide what the model is told (:meth:`Ledger.told_value`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from dtune.exceptions import StudyInUseError
+from dtune.execution import Outcome
+from dtune.space import SearchSpace
+from dtune.storage import BaseStorage
+from dtune.trial import Trial, TrialState
+
+__all__ = ["CLAIM_STALE_S", "Ledger", "LedgerListener", "ModelState"]
+
+logger = logging.getLogger("dtune")
+
+Point = list[Any]
+# A claim not renewed for this long may be taken over by another driver.
+CLAIM_STALE_S = 30.0
+_CLAIM_RENEW_S = 5.0
+
+
+class ModelState:
+    """What a model needs to know of a study: told results, running points, and how
+    many trials were ever started (where the initial design stands)."""
+
+    def __init__(
+        self,
+        told: Sequence[tuple[Point, float]],
+        running: Sequence[tuple[int, Point]],
+        n_started: int,
+    ) -> None:
+        self.told = list(told)
+        self.running = list(running)
+        self.n_started = n_started
+
+
+class LedgerListener(Protocol):
+    """Told of every change, after it is in the store. Called under the ledger's lock:
+    keep it quick (the suggesters only queue or send messages)."""
+
+    def started(self, number: int, point: Point) -> None:
+        """Trial ``number`` is now running at ``point``."""
+
+    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
+        """Trials no longer running; a None value is not told to the model (a failure
+        without a ``failure_value``, an interrupted trial)."""
+
+    def reset(self, state: ModelState) -> None:
+        """Start over from ``state`` (the store changed under this process)."""
+
+
+class Ledger:
+    """The trials of one study in one store, and every change to them.
+
+    Parameters
+    ----------
+    storage
+        The store (the record of truth); the study's record must exist in it.
+    name, space, direction
+        The study.
+    failure_value
+        What the model is told about a failed trial: None (nothing), ``"worst"`` (the
+        worst complete value so far) or a number in the objective's units.
+
+    Notes
+    -----
+    Thread-safe: every method takes the ledger's lock, so a notebook may read views
+    while a search runs in another thread.
+
+    Examples
+    --------
+    >>> from dtune.storage import InMemoryStorage, StudyRecord
+    >>> from dtune.space import Real
+    >>> store = InMemoryStorage()
+    >>> store.create_study(StudyRecord("s", "minimize", None, {}, {}, 0.0))
+    >>> ledger = Ledger(store, "s", SearchSpace({"x": Real(0.0, 1.0)}), "minimize")
+    >>> trial = ledger.start({"x": 0.5})
+    >>> done, = ledger.finish([(trial.number, Outcome(value=0.25))])
+    >>> done.state.value, store.get_trials("s")[0].value
+    ('COMPLETE', 0.25)
+    """
+
+    def __init__(
+        self,
+        storage: BaseStorage,
+        name: str,
+        space: SearchSpace,
+        direction: str,
+        failure_value: str | float | None = None,
+    ) -> None:
+        self.storage = storage
+        self.name = name
+        self.space = space
+        self.direction = direction
+        self.failure_value = failure_value
+        self._lock = threading.RLock()
+        self._listeners: list[LedgerListener] = []
+        self._trials: dict[int, Trial] = {}
+        self._next_number = 0
+        self._claimed_at = -math.inf
+        self._load()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.name!r}, {self.storage!r}, trials={len(self._trials)})"
+
+    def _load(self) -> None:
+        self._trials = {t.number: t for t in self.storage.get_trials(self.name)}
+        self._next_number = max(self._trials, default=-1) + 1
+
+    # -- views ----------------------------------------------------------------------------
+
+    @property
+    def trials(self) -> list[Trial]:
+        """Every trial, by number (a snapshot)."""
+        with self._lock:
+            return [self._trials[n] for n in sorted(self._trials)]
+
+    def get(self, number: int) -> Trial | None:
+        """Trial ``number``, or None."""
+        with self._lock:
+            return self._trials.get(number)
+
+    def in_state(self, state: TrialState) -> list[Trial]:
+        """The trials in ``state``, by number."""
+        return [t for t in self.trials if t.state is state]
+
+    def to_minimize(self, value: float) -> float:
+        """A value as the model sees it: the model minimizes."""
+        return -value if self.direction == "maximize" else value
+
+    def top(self, n: int) -> list[Trial]:
+        """The ``n`` best complete trials, best first."""
+        complete = self.in_state(TrialState.COMPLETE)
+        return sorted(complete, key=lambda t: self.to_minimize(t.value or 0.0))[:n]
+
+    def told_value(self, trial: Trial) -> float | None:
+        """What the model (which minimizes) is told about a finished trial, if anything."""
+        if trial.state is TrialState.COMPLETE and trial.value is not None:
+            return self.to_minimize(trial.value)
+        if trial.state is not TrialState.FAILED or self.failure_value is None:
+            return None
+        if self.failure_value == "worst":
+            seen = [self.to_minimize(t.value or 0.0) for t in self.in_state(TrialState.COMPLETE)]
+            return max(seen) if seen else None
+        return self.to_minimize(float(self.failure_value))
+
+    def point(self, trial: Trial) -> Point | None:
+        """The trial's point in the model's terms; None if it lies outside the space (a
+        space changed since, with ``allow_space_change``)."""
+        try:
+            return self.space.to_point(trial.params)
+        except ValueError:
+            return None
+
+    def model_state(self) -> ModelState:
+        """What a model rebuilt now should know."""
+        with self._lock:
+            told, running = [], []
+            for trial in self.trials:
+                point = self.point(trial)
+                if point is None:
+                    continue
+                if trial.state is TrialState.RUNNING:
+                    running.append((trial.number, point))
+                    continue
+                value = self.told_value(trial)
+                if value is not None:
+                    told.append((point, value))
+            return ModelState(told, running, len(self._trials))
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def subscribe(self, listener: LedgerListener) -> None:
+        """Tell ``listener`` of every change from now on."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: LedgerListener) -> None:
+        """Stop telling ``listener``."""
+        with self._lock:
+            self._listeners.remove(listener)
+
+    @contextlib.contextmanager
+    def listening(self, listener: LedgerListener) -> Iterator[None]:
+        """``listener`` subscribed for the length of a ``with`` block (if it was not
+        already)."""
+        with self._lock:
+            if any(listener is known for known in self._listeners):
+                yield
+                return
+            self.subscribe(listener)
+        try:
+            yield
+        finally:
+            self.unsubscribe(listener)
+
+    # -- changes: store first, then the view, then the listeners ---------------------------
+
+    def _commit(self, trials: Sequence[Trial]) -> None:
+        self.storage.put_trials(self.name, trials)
+        self._trials.update((t.number, t) for t in trials)
+
+    def _started(self, trial: Trial) -> None:
+        point = self.space.to_point(trial.params)
+        for listener in self._listeners:
+            listener.started(trial.number, point)
+
+    def _ended(self, trials: Sequence[Trial]) -> None:
+        results = []
+        for t in trials:
+            point = self.point(t)
+            if point is not None:
+                told = self.told_value(t) if t.state.is_finished() else None
+                results.append((t.number, point, told))
+        for listener in self._listeners:
+            listener.finished(results)
+
+    def start(self, params: dict[str, Any], *, submitted: float | None = None) -> Trial:
+        """A new RUNNING trial at ``params``, under the next number."""
+        with self._lock:
+            trial = Trial(
+                number=self._next_number,
+                state=TrialState.RUNNING,
+                params=params,
+                submitted=time.time() if submitted is None else submitted,
+            )
+            self._commit([trial])
+            self._next_number += 1
+            self._started(trial)
+            return trial
+
+    def restart(self, number: int, *, submitted: float | None = None) -> Trial:
+        """Run an INTERRUPTED trial again, under its own number and point."""
+        with self._lock:
+            old = self._trials[number]
+            if old.state is not TrialState.INTERRUPTED:
+                raise ValueError(f"trial {number} is {old.state.value}, not INTERRUPTED")
+            trial = Trial(
+                number=number,
+                state=TrialState.RUNNING,
+                params=old.params,
+                submitted=time.time() if submitted is None else submitted,
+            )
+            self._commit([trial])
+            self._started(trial)
+            return trial
+
+    def place(self, placements: dict[int, str]) -> None:
+        """Record the workers running trials were given to (before they finish), so live
+        views (the dashboard's timeline) can place them."""
+        with self._lock:
+            placed = [
+                replace(self._trials[n], worker=worker)
+                for n, worker in placements.items()
+                if n in self._trials
+                and self._trials[n].state is TrialState.RUNNING
+                and self._trials[n].worker != worker
+            ]
+            if placed:
+                self._commit(placed)
+
+    def finish(self, results: Sequence[tuple[int, Outcome]]) -> list[Trial]:
+        """Finish RUNNING trials with what their runs produced: COMPLETE, or FAILED when
+        the outcome carries an error. Raises ``ValueError`` for a trial that is not
+        running, before anything is written."""
+        with self._lock:
+            finished = []
+            for number, outcome in results:
+                trial = self._trials.get(number)
+                if trial is None:
+                    raise ValueError(f"trial {number!r} is not in study {self.name!r}")
+                if trial.state is not TrialState.RUNNING:
+                    raise ValueError(f"trial {number} is already {trial.state.value}")
+                failed = outcome.error is not None or outcome.value is None
+                finished.append(
+                    Trial(
+                        number=number,
+                        state=TrialState.FAILED if failed else TrialState.COMPLETE,
+                        params=trial.params,
+                        value=outcome.value,
+                        metrics=outcome.metrics,
+                        worker=outcome.worker or trial.worker,
+                        host=outcome.host,
+                        device=outcome.device,
+                        submitted=trial.submitted,
+                        started=outcome.started,
+                        finished=outcome.finished,
+                        error=(outcome.error or "no value") if failed else None,
+                    )
+                )
+            if finished:
+                self._commit(finished)
+                self._ended(finished)
+            return finished
+
+    def interrupt(self, numbers: Sequence[int]) -> list[Trial]:
+        """Mark running trials INTERRUPTED: their points run again first, under their
+        own numbers (:meth:`restart`), in this search or when the study resumes."""
+        with self._lock:
+            marked = [
+                Trial(
+                    number=n,
+                    state=TrialState.INTERRUPTED,
+                    params=self._trials[n].params,
+                    submitted=self._trials[n].submitted,
+                    error="interrupted: the driver stopped while this trial ran",
+                )
+                for n in numbers
+                if self._trials[n].state is TrialState.RUNNING
+            ]
+            if marked:
+                self._commit(marked)
+                self._ended(marked)
+            return marked
+
+    def take_interrupted(self) -> list[Trial]:
+        """Trials a stopped driver left RUNNING (marked INTERRUPTED now) or INTERRUPTED:
+        the ones to run again first."""
+        with self._lock:
+            self.interrupt([t.number for t in self.in_state(TrialState.RUNNING)])
+            return self.in_state(TrialState.INTERRUPTED)
+
+    def sync(self) -> bool:
+        """Catch up with trials another driver (or Study object) wrote to the store
+        since this ledger read it; listeners start over if anything changed."""
+        with self._lock:
+            stored = {t.number: t for t in self.storage.get_trials(self.name)}
+            if stored == self._trials:
+                return False
+            self._load()
+            state = self.model_state()
+            for listener in self._listeners:
+                listener.reset(state)
+            return True
+
+    # -- the driver's claim -----------------------------------------------------------------
+
+    def claim(self, owner: str) -> None:
+        """Make ``owner`` the one driver of this study, or renew its claim.
+
+        Raises
+        ------
+        StudyInUseError
+            When another live driver holds it.
+        """
+        holder = self.storage.claim(self.name, owner, stale_after=CLAIM_STALE_S)
+        if holder is not None:
+            raise StudyInUseError(
+                f"study {self.name!r} in {self.storage!r} is being searched by another "
+                f"driver ({holder}). Wait for it, stop it, or use another study name. A "
+                f"driver that died gives the study up after {CLAIM_STALE_S:g} s (at once on "
+                "its own host)"
+            )
+        self._claimed_at = time.monotonic()
+
+    def renew_claim(self, owner: str) -> None:
+        """Renew ``owner``'s claim if it is due (every few seconds)."""
+        if time.monotonic() - self._claimed_at < _CLAIM_RENEW_S:
+            return
+        holder = self.storage.claim(self.name, owner, CLAIM_STALE_S)
+        if holder is not None:
+            raise StudyInUseError(
+                f"driver {holder} took study {self.name!r} over while this one did not "
+                f"renew its claim for over {CLAIM_STALE_S:g} s"
+            )
+        self._claimed_at = time.monotonic()
+
+    def release(self, owner: str) -> None:
+        """Give up ``owner``'s claim."""
+        self.storage.release(self.name, owner)

@@ -1,0 +1,391 @@
+"""The optimizer's core: its history of results, the refit schedule of the surrogate,
+the initial design, and batches of pending-aware suggestions.
+
+skopt's ``Optimizer`` refits its surrogate (kernel hyperparameters included) and
+searches the acquisition function inside every ``tell``, and its ``ask()`` returns one
+cached point until the next ``tell``; ``ask(n_points=K)`` makes K deep copies and K
+refits. None of that suits workers that free up one at a time. This keeps skopt's
+models, acquisition functions and initial designs but splits the work:
+
+- :meth:`PendingAwareOptimizer.tell` only records results (microseconds);
+- :meth:`PendingAwareOptimizer.fit` refits the surrogate's hyperparameters on a
+  schedule (``refit_growth``), on at most ``_FIT_MAX_POINTS`` results; it can be
+  prepared here and run in another thread (:meth:`~PendingAwareOptimizer.prepare_fit`);
+- :meth:`PendingAwareOptimizer.ask_batch` conditions the last fitted Gaussian process,
+  its kernel held fixed, on every told result *and* the points still being evaluated
+  (believed at the model's own mean by default, or a constant liar), predicts a set of
+  candidates once (:mod:`~dtune.optimizer.candidates`), and picks K points by rank-one
+  "fantasy" updates of that prediction (:mod:`~dtune.optimizer.posterior`).
+
+Only the latest surrogate is kept (skopt's ``model_queue_size`` list has no
+counterpart), so memory stays flat however long the search. The optimizer minimizes;
+the study negates values for ``direction="maximize"``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
+from skopt.learning import GaussianProcessRegressor
+from skopt.space import Space
+from skopt.utils import cook_estimator, cook_initial_point_generator, create_result
+
+from dtune.optimizer.candidates import CandidateSampler
+from dtune.optimizer.posterior import HEDGE, Posterior, acquisition
+from dtune.optimizer.settings import OptimizerSettings
+from dtune.space import SearchSpace, normalized_dimensions, point_key
+
+__all__ = ["PendingAwareOptimizer", "Point"]
+
+Point = list[Any]
+# Hyperparameter refits use at most this many results (a random subset): the fit costs
+# O(n^3) per iteration, and the hyperparameters barely move past a few hundred points.
+# Every result still conditions every suggestion.
+_FIT_MAX_POINTS = 400
+# Candidates drawn per suggestion round shrink as the history grows past ~220 results,
+# to hold the O(n^2) per candidate cost of the posterior variance near this many flops.
+_CANDIDATE_FLOPS = 1e8
+_MIN_CANDIDATES = 500
+
+
+class PendingAwareOptimizer:
+    """Suggests points for an asynchronous parallel search, in batches of any size.
+
+    Parameters
+    ----------
+    space
+        The search space.
+    settings
+        How points are picked (:class:`~dtune.optimizer.OptimizerSettings`).
+
+    Notes
+    -----
+    Not thread-safe: one thread at a time may call it. Only the function returned by
+    :meth:`prepare_fit` may run in another thread meanwhile (it works on a snapshot).
+
+    Examples
+    --------
+    >>> from dtune.space import Real
+    >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(-2.0, 2.0)}),
+    ...                             OptimizerSettings(n_initial_points=3, random_state=0))
+    >>> first = opt.ask_batch([], 3)
+    >>> opt.tell(first, [x[0] ** 2 for x in first])
+    >>> a, b = opt.ask_batch([], 2)
+    >>> a != b
+    True
+    """
+
+    def __init__(self, space: SearchSpace, settings: OptimizerSettings | None = None) -> None:
+        self.space = space
+        self.settings = settings = settings or OptimizerSettings()
+        self._rng = check_random_state(settings.random_state)
+        self._estimator = self._cook_estimator(settings.base_estimator)
+        self._gp = isinstance(self._estimator, GaussianProcessRegressor)
+        self._acq_optimizer = (
+            "local" if self._gp and settings.acq_optimizer != "sampling" else ("sampling")
+        )
+        # skopt samples 10,000; with the local search after it, 2,000 find as good
+        # points at a fifth of the cost (scripts/bench_optimizer.py, docs/PERFORMANCE.md).
+        self._n_points = int(settings.acq_optimizer_kwargs.get("n_points", 2000))
+        self._n_restarts = int(settings.acq_optimizer_kwargs.get("n_restarts_optimizer", 5))
+        dims = normalized_dimensions(space) if self._gp else space.dimensions
+        self._skspace = Space(dims)
+        self._sampler = CandidateSampler(self._skspace, self._rng)
+        self._initial = self._initial_design(settings.initial_point_generator)
+        self._X: list[Point] = []
+        self._y: list[float] = []
+        self._told: set[tuple[Any, ...]] = set()
+        self._model: Any = None
+        self._model_n_told = 0
+        self._n_asked = 0
+        self._gains = np.zeros(len(HEDGE))
+        self._last_candidates: list[np.ndarray] | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _cook_estimator(self, base_estimator: Any) -> Any:
+        if not isinstance(base_estimator, str):
+            return base_estimator
+        if base_estimator.upper() == "DUMMY":
+            return None
+        return cook_estimator(
+            base_estimator.upper(),
+            space=self.space.dimensions,
+            random_state=self._rng.randint(0, np.iinfo(np.int32).max),
+        )
+
+    def _initial_design(self, name: str) -> list[Point] | None:
+        n_initial = self.settings.n_initial_points
+        generator = cook_initial_point_generator(name)
+        if generator is None or n_initial == 0:
+            return None
+        design_space = Space(self._skspace.dimensions)
+        # skopt's generators replace the dimensions' transformers as a side effect.
+        points = generator.generate(
+            design_space.dimensions,
+            n_initial,
+            random_state=self._rng.randint(0, np.iinfo(np.int32).max),
+        )
+        return [list(p) for p in points]
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def n_told(self) -> int:
+        """How many results the optimizer has been told."""
+        return len(self._y)
+
+    @property
+    def history(self) -> tuple[list[Point], list[float]]:
+        """Copies of the told points and their values, in the order told."""
+        return [list(p) for p in self._X], list(self._y)
+
+    @property
+    def needs_fit(self) -> bool:
+        """True when enough results arrived since the surrogate's hyperparameters were last
+        fit: at least one, and at least ``refit_growth`` times the results it was fit on.
+
+        Between refits every result is still used: :meth:`ask_batch` conditions the last
+        fitted kernel on all of them. Only the kernel's hyperparameters wait, which keeps
+        the refit cost (cubic in the history) from growing per result on long searches.
+        """
+        if self._estimator is None or self.n_told < 2:
+            return False
+        new = self.n_told - self._model_n_told
+        return new >= max(1, math.ceil(self.settings.refit_growth * self._model_n_told))
+
+    @property
+    def fitted_on(self) -> int:
+        """How many results the surrogate's hyperparameters were last fit on."""
+        return self._model_n_told
+
+    @property
+    def has_model(self) -> bool:
+        """True once a surrogate has been fitted."""
+        return self._model is not None
+
+    @property
+    def in_initial_design(self) -> bool:
+        """True while :meth:`ask_batch` draws from the initial design (or at random): no
+        surrogate is used, so asking is cheap anywhere."""
+        return (
+            self._n_asked < self.settings.n_initial_points
+            or self._estimator is None
+            or self.n_told < 2
+        )
+
+    def skip_initial(self, n: int) -> None:
+        """Count ``n`` points as already asked (a resumed study's earlier trials)."""
+        self._n_asked += n
+
+    def tell(self, points: Sequence[Point], values: Sequence[float]) -> None:
+        """Record results. Cheap: the surrogate is refit by :meth:`fit`."""
+        if len(points) != len(values):
+            raise ValueError(f"{len(points)} points but {len(values)} values")
+        for point, value in zip(points, values, strict=True):
+            if not math.isfinite(value):
+                raise ValueError(f"cannot tell a non-finite value {value!r} for {point!r}")
+            self._X.append(list(point))
+            self._y.append(float(value))
+            self._told.add(point_key(point))
+
+    def fit(self, force: bool = False) -> None:
+        """Refit the surrogate, hyperparameters included, when :attr:`needs_fit` (or,
+        with ``force``, whenever there are new results)."""
+        fresh = self._estimator is not None and self.n_told >= 2
+        if self.needs_fit or (force and fresh and self._model_n_told != self.n_told):
+            self.adopt_fit(self.prepare_fit()())
+
+    def prepare_fit(self) -> Callable[[], tuple[Any, int]]:
+        """A fit of the surrogate on a snapshot of the results, to run in any thread;
+        pass what it returns to :meth:`adopt_fit`. Results told meanwhile are kept.
+
+        Past ``_FIT_MAX_POINTS`` results a random subset of them fits the hyperparameters.
+        """
+        X, y, n_told = list(self._X), list(self._y), self.n_told
+        estimator = clone(self._estimator)
+        subset = None
+        if n_told > _FIT_MAX_POINTS:
+            subset = self._rng.choice(n_told, _FIT_MAX_POINTS, replace=False)
+        transform = self._skspace.transform
+
+        def fit() -> tuple[Any, int]:
+            Xt, yt = transform(X), np.asarray(y)
+            if subset is not None:
+                Xt, yt = Xt[subset], yt[subset]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                estimator.fit(Xt, yt)
+            return estimator, n_told
+
+        return fit
+
+    def adopt_fit(self, fitted: tuple[Any, int]) -> None:
+        """Use a surrogate fitted by :meth:`prepare_fit`'s function."""
+        model, n_told = fitted
+        if self.settings.acq_func == "gp_hedge" and self._last_candidates is not None:
+            self._gains -= model.predict(np.vstack(self._last_candidates))
+        self._model = model
+        self._model_n_told = n_told
+
+    # -- suggestions ----------------------------------------------------------------------
+
+    def ask_batch(self, pending: Sequence[Point], n: int) -> list[Point]:
+        """``n`` new points at once, each accounting for the ones before it as pending.
+
+        Initial-design points come first; then the surrogate, conditioned on the
+        ``pending`` points, picks points by the acquisition function that are neither
+        told nor pending (unless the space has none left). With a Gaussian process, the
+        batch costs one posterior over the candidates and a rank-one update per point,
+        not one refit per point.
+
+        Examples
+        --------
+        >>> from dtune.space import Real
+        >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(-2.0, 2.0)}),
+        ...                             OptimizerSettings(n_initial_points=4, random_state=0))
+        >>> first = opt.ask_batch([], 4)
+        >>> opt.tell(first, [x[0] ** 2 for x in first])
+        >>> batch = opt.ask_batch(pending=[], n=3)
+        >>> len({tuple(p) for p in batch + first})
+        7
+        """
+        seen = self._told | {point_key(p) for p in pending}
+        points: list[Point] = []
+        while len(points) < n and self.in_initial_design:
+            points.append(self._next_initial(seen))
+            seen.add(point_key(points[-1]))
+            self._n_asked += 1
+        if len(points) == n:
+            return points
+        if self._model is None:
+            self.fit(force=True)
+        busy = [*pending, *points]
+        if self._gp:
+            batch = self._next_batch_gp(busy, seen, n - len(points))
+        else:
+            batch = []
+            for _ in range(n - len(points)):
+                batch.append(self._next_from_model([*busy, *batch], seen))
+                seen.add(point_key(batch[-1]))
+        self._n_asked += len(batch)
+        return points + batch
+
+    def _next_initial(self, seen: set[tuple[Any, ...]]) -> Point:
+        if self._initial is not None and self._n_asked < len(self._initial):
+            point = self._initial[self._n_asked]
+            if point_key(point) not in seen:
+                return point
+        return self._random_unseen(seen)
+
+    def _random_unseen(self, seen: set[tuple[Any, ...]]) -> Point:
+        candidates = self._skspace.rvs(n_samples=100, random_state=self._rng)
+        for point in candidates:
+            if point_key(point) not in seen:
+                return list(point)
+        return list(candidates[0])  # a small discrete space, every point evaluated
+
+    def _lie(self) -> float:
+        """The constant liar's value (for "believer", the mean: RF and ET)."""
+        ys = np.asarray(self._y)
+        if self.settings.liar == "cl_min":
+            return float(ys.min())
+        return float(ys.max() if self.settings.liar == "cl_max" else ys.mean())
+
+    def _acquisitions(self, mu: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
+        y_opt = float(np.min(self._y))
+        func = self.settings.acq_func
+        funcs = HEDGE if func == "gp_hedge" else (func,)
+        return [acquisition(f, mu, std, y_opt, self.settings.acq_func_kwargs) for f in funcs]
+
+    def _hedge_choice(self) -> int:
+        """Which acquisition function to follow (gp_hedge draws one by past gains)."""
+        if self.settings.acq_func != "gp_hedge":
+            return 0
+        logits = self._gains - self._gains.max()
+        probs = np.exp(self.settings.acq_func_kwargs.get("eta", 1.0) * logits)
+        return int(np.argmax(self._rng.multinomial(1, probs / probs.sum())))
+
+    def _to_point(self, x: np.ndarray) -> Point:
+        return list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
+
+    def _next_batch_gp(
+        self, pending: Sequence[Point], seen: set[tuple[Any, ...]], n: int
+    ) -> list[Point]:
+        X = self._skspace.transform(self._X + [list(p) for p in pending])
+        told = np.asarray(self._y)
+        believer = self.settings.liar == "believer"
+        lies = np.full(len(pending), self._lie()) if not believer else np.zeros(0)
+        if believer and pending:  # each pending point believed at the model's mean
+            lies = Posterior(self._model, X[: len(told)], told).add_candidates(X[len(told) :])[0]
+        posterior = Posterior(self._model, X, np.concatenate([told, lies]))
+        budget = int(_CANDIDATE_FLOPS / max(1, len(X)) ** 2)
+        candidates = self._sampler.sample(min(self._n_points, max(_MIN_CANDIDATES, budget)))
+        values = self._acquisitions(*posterior.add_candidates(candidates))
+        self._last_candidates = [candidates[np.argmin(v)] for v in values]
+        choice = self._hedge_choice()
+        if self._acq_optimizer == "local":
+            best = np.argsort(values[choice])[: self._n_restarts]
+            self._sampler.local_search(
+                posterior.C[best],
+                values[choice][best],
+                lambda local: self._acquisitions(*posterior.add_candidates(local))[choice],
+            )
+        batch: list[Point] = []
+        taken: list[int] = []
+        for k in range(n):
+            if k:
+                choice = self._hedge_choice()
+            acq = self._acquisitions(*posterior.mean_std())[choice]
+            acq[taken] = np.inf
+            point = None
+            for i in np.argsort(acq)[:100]:
+                candidate = self._to_point(posterior.C[i])
+                if point_key(candidate) not in seen:
+                    point = candidate
+                    break
+            if point is None:
+                point = self._random_unseen(seen)
+            else:
+                taken.append(int(i))
+                if k + 1 < n:
+                    believed = posterior.mean_std()[0][i] if believer else self._lie()
+                    posterior.fantasize(int(i), float(believed))
+            batch.append(point)
+            seen.add(point_key(point))
+        return batch
+
+    def _next_from_model(self, pending: Sequence[Point], seen: set[tuple[Any, ...]]) -> Point:
+        """One point from a surrogate without a posterior covariance (RF, ET): refit
+        (hyperparameters fixed) on told + pending points at the liar's value."""
+        model = clone(self._model)
+        X = self._skspace.transform(self._X + [list(p) for p in pending])
+        y = np.concatenate([self._y, np.full(len(pending), self._lie())])
+        candidates = self._sampler.sample(self._n_points)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y)
+            mu, std = model.predict(candidates, return_std=True)
+        values = self._acquisitions(mu, std)
+        self._last_candidates = [candidates[np.argmin(v)] for v in values]
+        for x in candidates[np.argsort(values[self._hedge_choice()])]:
+            point = self._to_point(x)
+            if point_key(point) not in seen:
+                return point
+        return self._random_unseen(seen)
+
+    # -- views ----------------------------------------------------------------------------
+
+    def result(self) -> Any:
+        """The told results as a skopt ``OptimizeResult`` (for ``skopt.plots``)."""
+        if not self._y:
+            raise ValueError("no results told yet: nothing to show")
+        self.fit(force=True)
+        models = [self._model] if self._model is not None else []
+        return create_result(self._X, self._y, self._skspace, self._rng, models=models)

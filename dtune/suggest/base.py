@@ -1,0 +1,55 @@
+"""The suggester interface: where the search loop gets its points.
+
+A suggester holds the optimizer copies (the initial design and any stopgap included);
+the loop only asks it for points. It listens to the :class:`~dtune.ledger.Ledger`, so it
+is told of every trial that starts or ends the moment the store has it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+from dtune.ledger import ModelState
+from dtune.optimizer import Point
+
+__all__ = ["Suggester"]
+
+
+class Suggester(abc.ABC):
+    """Points for free slots, accounting for every running trial.
+
+    A context manager: entering starts whatever it runs (a process), leaving stops it.
+    Used from the thread that runs the search (the ledger tells it under its lock).
+    """
+
+    @abc.abstractmethod
+    def suggest(self, free: int = 1) -> Point:
+        """A point for a free slot; ``free`` slots are free now (a batch may be made for
+        all of them at once)."""
+
+    @abc.abstractmethod
+    def started(self, number: int, point: Point) -> None:
+        """Trial ``number`` now runs at ``point``."""
+
+    @abc.abstractmethod
+    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
+        """Trials ended; a value (to minimize) is told to the model, None is not."""
+
+    @abc.abstractmethod
+    def reset(self, state: ModelState) -> None:
+        """Start over from ``state``."""
+
+    def set_slots(self, slots: int) -> None:  # noqa: B027 (a hint some suggesters ignore)
+        """How many trials run at once (suggesters that compute ahead keep more ready)."""
+
+    def summary(self) -> dict[str, Any]:
+        """Figures about the suggestions made (for the driver's log)."""
+        return {}
+
+    def __enter__(self) -> Suggester:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,87 @@
+"""Suggestions computed in the calling thread, from one optimizer copy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from dtune.ledger import ModelState
+from dtune.optimizer import OptimizerSettings, PendingAwareOptimizer, Point
+from dtune.space import SearchSpace, point_key
+from dtune.suggest.base import Suggester
+
+__all__ = ["InProcessSuggester"]
+
+
+class InProcessSuggester(Suggester):
+    """Fits and asks its optimizer in the calling thread.
+
+    Used by ``Study.ask``, by simulated searches (deterministic per seed), and by the
+    process-backed suggester for the initial design, until its process is up, and when
+    it is gone. Free slots are filled from one batch (one posterior) at a time; a batch
+    is dropped when a result arrives.
+
+    Examples
+    --------
+    >>> from dtune.space import Real
+    >>> space = SearchSpace({"x": Real(0.0, 1.0)})
+    >>> s = InProcessSuggester(space, OptimizerSettings(random_state=0))
+    >>> p = s.suggest()
+    >>> s.started(0, p); s.finished([(0, p, 0.5)])
+    >>> s.optimizer.n_told
+    1
+    """
+
+    def __init__(self, space: SearchSpace, settings: OptimizerSettings) -> None:
+        self.space = space
+        self.settings = settings
+        self.optimizer = PendingAwareOptimizer(space, settings)
+        self.pending: dict[int, Point] = {}
+        self._batch: list[Point] = []
+        self.ask_seconds: list[float] = []
+
+    @property
+    def in_initial_design(self) -> bool:
+        """True while points come from the initial design (no model is needed)."""
+        return self.optimizer.in_initial_design
+
+    def reset(self, state: ModelState) -> None:
+        self.optimizer = PendingAwareOptimizer(self.space, self.settings)
+        self.optimizer.skip_initial(state.n_started)
+        if state.told:
+            self.optimizer.tell([p for p, _ in state.told], [v for _, v in state.told])
+        self.pending = dict(state.running)
+        self._batch = []
+
+    def suggest(self, free: int = 1) -> Point:
+        if not self._batch:
+            started = time.perf_counter()
+            if not self.optimizer.in_initial_design:
+                self.optimizer.fit()
+            n = 1 if self.optimizer.in_initial_design else max(1, free)
+            self._batch = self.optimizer.ask_batch(list(self.pending.values()), n)
+            self.ask_seconds.append(time.perf_counter() - started)
+        return self._batch.pop(0)
+
+    def started(self, number: int, point: Point) -> None:
+        key = point_key(point)
+        self._batch = [p for p in self._batch if point_key(p) != key]
+        self.pending[number] = point
+
+    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
+        told = []
+        for number, point, value in results:
+            self.pending.pop(number, None)
+            if value is not None:
+                told.append((point, value))
+        if told:
+            self.optimizer.tell([p for p, _ in told], [v for _, v in told])
+            self._batch = []  # computed without these results
+
+    def summary(self) -> dict[str, float]:
+        asks = sorted(self.ask_seconds) or [0.0]
+        return {
+            "asks_here": len(self.ask_seconds),
+            "ask_here_median_ms": 1000 * asks[len(asks) // 2],
+            "ask_here_max_ms": 1000 * asks[-1],
+        }

@@ -1,0 +1,301 @@
+"""Suggestions computed ahead in a process of its own, with the driver's own optimizer
+copy as the initial design, the stopgap while the process starts, and the fallback when
+it dies.
+
+The process is a plain child running ``dtune/suggest/_server.py`` by path over a socket
+pair (see :mod:`dtune.suggest.service` for the protocol): it never imports the driver's
+``__main__``, so a search runs the same from a script without a main guard, standard
+input, ``python -c`` or a notebook. If it exits, is killed (the OOM killer picks the
+driver's biggest process first) or stops answering, the search goes on with suggestions
+from the driver's copy, one warning says what happened, and a new process is started,
+at most ``max_restarts`` times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from dtune.ledger import ModelState
+from dtune.optimizer import Point
+from dtune.space import point_key
+from dtune.suggest import _server
+from dtune.suggest.base import Suggester
+from dtune.suggest.local import InProcessSuggester
+
+__all__ = ["ProcessSuggester"]
+
+logger = logging.getLogger("dtune")
+
+# How long the driver waits for a fresh suggestion before it draws one itself; it waits
+# again only once the process has sent something since.
+_WAIT_S = 1.0
+
+
+class ProcessSuggester(Suggester):
+    """The driver's side of the suggestion process.
+
+    Parameters
+    ----------
+    local
+        The driver's in-process suggester (subscribed to the ledger on its own): it
+        draws the initial design, covers the process's start-up, and takes over when
+        the process is gone; a restarted process starts from its state.
+    depth
+        How many fresh suggestions the process keeps ready (see :meth:`set_slots`).
+    max_restarts
+        New processes started after the first one is lost, at most.
+    answer_timeout
+        A process that says nothing for this long while suggestions are wanted is
+        taken for hung, killed and replaced.
+    start_timeout
+        A process that is not up after this long is killed and replaced.
+
+    Notes
+    -----
+    Used from one thread (the driver loop). Leaving the ``with`` block stops the process.
+    """
+
+    def __init__(
+        self,
+        local: InProcessSuggester,
+        *,
+        depth: int = 2,
+        max_restarts: int = 3,
+        answer_timeout: float = 20.0,
+        start_timeout: float = 120.0,
+    ) -> None:
+        self.local = local
+        self.depth = depth
+        self.max_restarts = max_restarts
+        self.answer_timeout = answer_timeout
+        self.start_timeout = start_timeout
+        self.restarts = 0
+        self.failures: list[str] = []
+        self._conn: Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._ready: list[tuple[int, Point]] = []
+        self._up = False
+        self._model_wanted = False
+        self._spawned = self._heard = 0.0
+        self._starved_since: float | None = None
+        self.ask_seconds: list[float] = []  # each batch's compute time, in the process
+        self.fit_seconds: list[float] = []  # each hyperparameter refit, in the process
+        self.wait_seconds: list[float] = []  # each time the driver waited for a suggestion
+        self.drawn_here = 0  # model points the driver drew itself (start-up, fallback)
+
+    # -- the process ----------------------------------------------------------------------
+
+    def __enter__(self) -> ProcessSuggester:
+        self._spawn()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    @property
+    def alive(self) -> bool:
+        """True while a suggestion process is running (it may still be starting)."""
+        return self._conn is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The suggestion process's id, while there is one."""
+        return self._process.pid if self._process is not None and self.alive else None
+
+    def _spawn(self) -> None:
+        parent_end, child_end = socket.socketpair()
+        with child_end:
+            self._process = subprocess.Popen(
+                [sys.executable, _server.__file__, str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C in the terminal goes to the driver only (the
+                # process exits when the driver's end of the socket closes).
+                start_new_session=True,
+            )
+        self._conn = Connection(parent_end.detach())
+        self._up = False
+        self._ready = []
+        self._spawned = self._heard = time.monotonic()
+        self._starved_since = None
+        told_points, told_values = self.local.optimizer.history
+        state = (
+            "init",
+            self.local.space,
+            self.local.settings,
+            list(zip(told_points, told_values, strict=True)),
+            list(self.local.pending.items()),
+            self.depth if self._model_wanted else 0,
+        )
+        self._send(sys.path)
+        self._send(state)
+
+    def _stop(self) -> None:
+        conn, process = self._conn, self._process
+        self._conn = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+            conn.close()
+        if process is not None:
+            # It holds nothing worth waiting for: one still importing, or in the middle
+            # of a long refit, is killed rather than let the search's end wait on it.
+            try:
+                process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _lost(self, what: str) -> None:
+        """The process is gone or useless: say so once, carry on here, start another."""
+        if self._conn is None:
+            return
+        self.failures.append(what)
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        self._stop()
+        if self.restarts < self.max_restarts:
+            self.restarts += 1
+            plan = f"starting a new one ({self.restarts} of at most {self.max_restarts})"
+        else:
+            plan = "not starting another: the driver draws every suggestion from now on"
+        logger.warning(
+            "dtune: the suggestion process %s; the search goes on with suggestions drawn "
+            "in the driver; %s",
+            what,
+            plan,
+        )
+        if plan.startswith("starting"):
+            self._spawn()
+
+    def _send(self, message: Any) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.send(message)
+        except OSError:
+            self._lost(f"went away ({self._exit_status()})")
+
+    def _exit_status(self) -> str:
+        if self._process is None:
+            return "no process"
+        try:
+            code = self._process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return "its connection closed"
+        return f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
+
+    def _receive(self, timeout: float = 0.0) -> None:
+        """Take in every message waiting, waiting up to ``timeout`` s for a first one."""
+        while self._conn is not None:
+            try:
+                if not self._conn.poll(timeout):
+                    return
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                self._lost(f"went away ({self._exit_status()})")
+                return
+            timeout = 0.0
+            self._heard = time.monotonic()
+            self._handle(message)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "hello":
+            self._up = True
+        elif kind == "ready":
+            self._ready.extend((message[1], p) for p in message[2])
+            self.ask_seconds.append(message[3])
+            self._starved_since = None
+        elif kind == "fitted":
+            self.fit_seconds.append(message[1])
+        elif kind == "drop":
+            dropped = set(message[1])
+            self._ready = [(g, p) for g, p in self._ready if point_key(p) not in dropped]
+            # Any of them taken already was reported as submitted before this ack.
+            self._send(("dropped", message[1]))
+        elif kind == "error":
+            self._lost(f"failed:\n{message[1]}")
+
+    # -- the suggester --------------------------------------------------------------------
+
+    def suggest(self, free: int = 1) -> Point:
+        if self.local.in_initial_design:
+            return self.local.suggest(free)
+        if not self._model_wanted:
+            self._model_wanted = True
+            self._send(("depth", self.depth))
+        self._receive()
+        if not self._ready and self._up and self._starved_since is None:
+            started = time.perf_counter()
+            self._receive(timeout=_WAIT_S)
+            self.wait_seconds.append(time.perf_counter() - started)
+        if self._ready:
+            newest = max(range(len(self._ready)), key=lambda i: (self._ready[i][0], -i))
+            return self._ready.pop(newest)[1]
+        self._check_responsive()
+        self.drawn_here += 1
+        return self.local.suggest(free)
+
+    def _check_responsive(self) -> None:
+        now = time.monotonic()
+        if self._conn is None:
+            return
+        if not self._up:
+            if now - self._spawned > self.start_timeout:
+                self._lost(f"did not start within {self.start_timeout:g} s")
+            return
+        if self._starved_since is None:
+            self._starved_since = now
+        silent = now - max(self._heard, self._starved_since)
+        if now - self._starved_since > self.answer_timeout and silent > self.answer_timeout:
+            self._lost(f"did not answer for {self.answer_timeout:g} s")
+
+    def started(self, number: int, point: Point) -> None:
+        key = point_key(point)
+        self._ready = [(g, p) for g, p in self._ready if point_key(p) != key]
+        self._send(("submitted", number, point))
+
+    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
+        self._send(("finished", [(number, value) for number, _, value in results]))
+
+    def reset(self, state: ModelState) -> None:
+        # The driver's copy was reset first (it subscribed first): start from it.
+        self._stop()
+        self._spawn()
+
+    def set_slots(self, slots: int) -> None:
+        """Keep enough suggestions ready for the results that arrive while the next
+        batch is computed (a quarter of the slots, at least 2)."""
+        depth = max(2, math.ceil(slots / 4))
+        if depth != self.depth:
+            self.depth = depth
+            if self._model_wanted:
+                self._send(("depth", depth))
+
+    def summary(self) -> dict[str, Any]:
+        asks, fits, waits = self.ask_seconds or [0.0], self.fit_seconds or [0.0], self.wait_seconds
+        return {
+            "asks": len(self.ask_seconds),
+            "ask_median_ms": 1000 * statistics.median(asks),
+            "ask_max_ms": 1000 * max(asks),
+            "fits": len(self.fit_seconds),
+            "fit_max_s": max(fits),
+            "fit_total_s": sum(fits),
+            "waits": len(waits),
+            "wait_max_ms": 1000 * max(waits, default=0.0),
+            "wait_total_s": sum(waits),
+            "drawn_in_driver": self.drawn_here,
+            "restarts": self.restarts,
+            **self.local.summary(),
+        }
