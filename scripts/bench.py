@@ -411,14 +411,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def refill_gaps(rows: list[tuple]) -> list[float]:
-    by_worker: dict[str, list[tuple]] = {}
-    for row in rows:
-        by_worker.setdefault(row[2], []).append(row)
-    gaps = []
-    for runs in by_worker.values():
-        runs.sort()
-        gaps.extend(b[0] - a[1] for a, b in itertools.pairwise(runs))
-    return gaps
+    """Each worker's gaps between trials (dtune.stats.refill_latencies on the rows)."""
+    from dtune import Trial, TrialState
+    from dtune.stats import refill_latencies
+
+    return refill_latencies(
+        Trial(i, TrialState.COMPLETE, {}, worker=row[2], started=row[0], finished=row[1])
+        for i, row in enumerate(rows)
+    )
 
 
 def window_utilization(rows: list[tuple], slots: int, size: int = 100) -> list[float]:

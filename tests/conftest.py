@@ -29,6 +29,14 @@ def client() -> Iterator[Client]:
         yield c
 
 
+def n_told(study: Any) -> int:
+    """How many results the study's optimizer has been told (through its public view)."""
+    try:
+        return len(study.as_skopt_result().func_vals)
+    except ValueError:  # none yet
+        return 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

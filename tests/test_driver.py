@@ -9,6 +9,7 @@ import pytest
 
 from dtune import Integer, Real, Study, TrialState, load_study
 from tests import objectives
+from tests.conftest import n_told
 
 BRANIN = {"x1": Real(-5.0, 10.0), "x2": Real(0.0, 15.0)}
 
@@ -17,7 +18,7 @@ def test_a_slow_trial_does_not_hold_back_the_others(client, tmp_path):
     told = []  # (when, trial, results told so far), as each trial is recorded
 
     def watch(study, trial):
-        told.append((time.time(), trial.number, study._optimizer.n_told))
+        told.append((time.time(), trial.number, n_told(study)))
 
     study = Study({"x": Real(0.0, 1.0)}, storage=tmp_path / "s.db", random_state=0)
     marker = str(tmp_path / "slow")
@@ -99,7 +100,7 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(client, tmp_path):
         assert expected[kind] in message
     assert "Traceback" in messages.get(0, "Traceback")
     # failed points are never told to the optimizer as numbers
-    assert study._optimizer.n_told == len(complete)
+    assert n_told(study) == len(complete)
     assert all(t.worker and t.host and t.started <= t.finished for t in trials)
     assert load_study(tmp_path / "s.db").trials == trials
 
@@ -118,7 +119,7 @@ def test_a_study_resumes_from_its_store_and_continues_numbering(client, tmp_path
     assert [t.number for t in trials] == list(range(12))
     assert all(t.state is TrialState.COMPLETE for t in trials)
     assert trials[orphan.number].params == orphan.params
-    assert resumed._optimizer.n_told == 12
+    assert n_told(resumed) == 12
 
 
 def test_an_unpicklable_objective_is_refused_before_anything_runs(client):

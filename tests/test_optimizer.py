@@ -7,7 +7,10 @@ import pytest
 import skopt
 
 from dtune import Categorical, Integer, Real, SearchSpace
-from dtune.optimizer import PendingAwareOptimizer
+from dtune.optimizer import OptimizerSettings, PendingAwareOptimizer
+from dtune.optimizer.candidates import CandidateSampler
+from dtune.optimizer.core import FIT_MAX_POINTS
+from dtune.optimizer.posterior import Posterior
 
 MIXED = SearchSpace(
     {"x": Real(-2.0, 2.0), "n": Integer(0, 20), "act": Categorical(["relu", "tanh", "elu"])}
@@ -25,10 +28,12 @@ def test_every_supported_surrogate_runs_with_the_pinned_libraries(estimator):
     assert skopt.__version__.startswith("0.10.")
     opt = PendingAwareOptimizer(
         MIXED,
-        base_estimator=estimator,
-        n_initial_points=4,
-        random_state=0,
-        acq_optimizer_kwargs={"n_points": 500},
+        OptimizerSettings(
+            base_estimator=estimator,
+            n_initial_points=4,
+            random_state=0,
+            acq_optimizer_kwargs={"n_points": 500},
+        ),
     )
     for _ in range(8):
         pending = [opt.ask(pending=[]) for _ in range(2)]
@@ -41,7 +46,7 @@ def test_every_supported_surrogate_runs_with_the_pinned_libraries(estimator):
 
 def test_gbrt_is_refused_with_the_reason():
     with pytest.raises(ValueError, match=r"GBRT.*broken.*scikit-learn") as info:
-        PendingAwareOptimizer(MIXED, base_estimator="GBRT")
+        OptimizerSettings(base_estimator="GBRT")
     assert "use 'GP', 'RF' or 'ET'" in str(info.value)
 
 
@@ -57,13 +62,13 @@ def test_gbrt_is_refused_with_the_reason():
 )
 def test_bad_optimizer_options_are_named(options, needle):
     with pytest.raises((ValueError, TypeError)) as info:
-        PendingAwareOptimizer(MIXED, **options)
+        OptimizerSettings.from_options(options)
     assert needle in str(info.value)
 
 
 def test_asks_with_pending_points_never_repeat_a_running_point():
     """skopt's plain ask() returns one cached point until the next tell; this must not."""
-    opt = PendingAwareOptimizer(MIXED, n_initial_points=3, random_state=1)
+    opt = PendingAwareOptimizer(MIXED, OptimizerSettings(n_initial_points=3, random_state=1))
     first = [opt.ask(pending=[]) for _ in range(3)]
     opt.tell(first, [_objective(p) for p in first])
     opt.fit()
@@ -76,7 +81,7 @@ def test_asks_with_pending_points_never_repeat_a_running_point():
 
 def test_small_discrete_space_is_covered_without_duplicates():
     space = SearchSpace({"k": Integer(0, 9)})
-    opt = PendingAwareOptimizer(space, n_initial_points=2, random_state=0)
+    opt = PendingAwareOptimizer(space, OptimizerSettings(n_initial_points=2, random_state=0))
     seen, pending = [], []
     for i in range(10):
         point = opt.ask(pending=pending)
@@ -92,7 +97,10 @@ def test_small_discrete_space_is_covered_without_duplicates():
 def test_same_seed_same_points_when_sequential():
     def run():
         opt = PendingAwareOptimizer(
-            MIXED, n_initial_points=4, random_state=7, acq_optimizer_kwargs={"n_points": 500}
+            MIXED,
+            OptimizerSettings(
+                n_initial_points=4, random_state=7, acq_optimizer_kwargs={"n_points": 500}
+            ),
         )
         points = []
         for _ in range(8):
@@ -105,24 +113,43 @@ def test_same_seed_same_points_when_sequential():
     assert run() == run()
 
 
-def test_conditioning_on_pending_points_keeps_the_kernel_fixed():
+def _refit_with_fixed_kernel(opt, X, y):
+    """skopt's GP refit on (X, y) with the fitted kernel held fixed: the reference the
+    posterior's own maths must match."""
+    from sklearn.base import clone
+
+    model = clone(opt.model).set_params(
+        kernel=opt.model.kernel_,
+        alpha=opt.model.alpha + (opt.model.noise_ or 0.0),
+        noise=None,
+        optimizer=None,
+    )
+    return model.fit(X, y)
+
+
+def test_conditioning_on_a_pending_point_at_the_liars_value_keeps_the_kernel_fixed():
     space = SearchSpace({"x": Real(-2.0, 2.0)})
-    opt = PendingAwareOptimizer(space, n_initial_points=5, random_state=0)
+    opt = PendingAwareOptimizer(space, OptimizerSettings(n_initial_points=5, random_state=0))
     pts = [opt.ask(pending=[]) for _ in range(5)]
     opt.tell(pts, [np.sin(3 * p[0]) for p in pts])
     opt.fit()
-    conditioned = opt._conditioned_model([[0.123]])
-    assert conditioned.kernel_ == opt._model.kernel_
-    x = opt._skspace.transform([[0.123]])
-    before_mean, before_std = opt._model.predict(x, return_std=True)
-    after_mean, after_std = conditioned.predict(x, return_std=True)
-    # the pending point now looks evaluated, at about the liar's value (cl_min)
+    told_X, told_y = opt.history
+    X = opt.transformed_space.transform(told_X)
+    x = opt.transformed_space.transform([[0.123]])
+    lie = min(told_y)  # cl_min
+    before_mean, before_std = Posterior(opt.model, X, np.asarray(told_y)).add_candidates(x)
+    after_mean, after_std = Posterior(
+        opt.model, np.vstack([X, x]), np.append(told_y, lie)
+    ).add_candidates(x)
+    # the pending point now looks evaluated, at about the liar's value
     assert after_std[0] < 0.5 * before_std[0]
-    assert abs(after_mean[0] - min(opt._y)) < abs(before_mean[0] - min(opt._y))
+    assert abs(after_mean[0] - lie) < abs(before_mean[0] - lie)
 
 
 def _fitted(space, n=20, seed=0, **options):
-    opt = PendingAwareOptimizer(space, n_initial_points=n, random_state=seed, **options)
+    opt = PendingAwareOptimizer(
+        space, OptimizerSettings(n_initial_points=n, random_state=seed, **options)
+    )
     points = opt.ask_batch([], n)
     opt.tell(points, [_objective(p) if len(p) == 3 else np.sin(3 * p[0]) for p in points])
     opt.fit()
@@ -131,15 +158,14 @@ def _fitted(space, n=20, seed=0, **options):
 
 def test_candidate_posterior_matches_the_gp_conditioned_on_the_same_points():
     """dtune's own posterior over candidates is skopt's GP, numbers and all."""
-    from dtune.optimizer import _Posterior
 
     opt = _fitted(MIXED, liar="cl_mean")
     pending = opt.ask_batch([], 3)
-    X = opt._skspace.transform(opt._X + pending)
-    y = np.concatenate([opt._y, np.full(3, np.mean(opt._y))])
-    candidates = opt._candidates(300)
-    mean, std = _Posterior(opt._model, X, y).add_candidates(candidates)
-    expected_mean, expected_std = opt._conditioned_model(pending).predict(
+    X = opt.transformed_space.transform(opt.history[0] + pending)
+    y = np.concatenate([opt.history[1], np.full(3, np.mean(opt.history[1]))])
+    candidates = CandidateSampler(opt.transformed_space, np.random.RandomState(1)).sample(300)
+    mean, std = Posterior(opt.model, X, y).add_candidates(candidates)
+    expected_mean, expected_std = _refit_with_fixed_kernel(opt, X, y).predict(
         candidates, return_std=True
     )
     np.testing.assert_allclose(mean, expected_mean, atol=1e-8)
@@ -153,13 +179,11 @@ def test_a_fantasy_is_exact_gp_conditioning():
     from skopt.learning import GaussianProcessRegressor
     from skopt.learning.gaussian_process.kernels import Matern
 
-    from dtune.optimizer import _Posterior
-
     rng = np.random.RandomState(0)
     X, C = rng.uniform(size=(15, 2)), rng.uniform(size=(200, 2))
     y = np.sin(4 * X[:, 0]) + X[:, 1]
     model = GaussianProcessRegressor(Matern(0.3), alpha=1e-3, optimizer=None).fit(X, y)
-    posterior = _Posterior(model, X, y)
+    posterior = Posterior(model, X, y)
     posterior.add_candidates(C)
     posterior.fantasize(7, 0.5)
     posterior.fantasize(42, -0.2)
@@ -179,44 +203,58 @@ def test_a_batch_is_distinct_and_avoids_told_and_pending_points(liar):
     batch = opt.ask_batch(pending, 8)
     keys = [tuple(p) for p in batch]
     assert len(set(keys)) == 8
-    assert not set(keys) & {tuple(p) for p in pending + opt._X}
+    assert not set(keys) & {tuple(p) for p in pending + opt.history[0]}
     # spread out, not eight copies of one optimum nudged apart
     spread = max(np.ptp([p[0] for p in batch]), np.ptp([p[1] for p in batch]))
     assert spread > 0.1
 
 
 def test_believer_keeps_the_mean_at_pending_points_and_shrinks_their_uncertainty():
-    from dtune.optimizer import _Posterior
 
     space = SearchSpace({"x": Real(-2.0, 2.0)})
     opt = _fitted(space, n=6)
-    told = opt._skspace.transform(opt._X)
-    at = opt._skspace.transform([[0.123]])
-    before = _Posterior(opt._model, told, np.asarray(opt._y)).add_candidates(at)
+    told = opt.transformed_space.transform(opt._X)
+    at = opt.transformed_space.transform([[0.123]])
+    before = Posterior(opt.model, told, np.asarray(opt.history[1])).add_candidates(at)
     believed = before[0][0]
-    after = _Posterior(
-        opt._model, np.vstack([told, at]), np.append(opt._y, believed)
+    after = Posterior(
+        opt.model, np.vstack([told, at]), np.append(opt.history[1], believed)
     ).add_candidates(at)
     assert after[1][0] < 0.5 * before[1][0]
-    assert abs(after[0][0] - believed) < 0.05 * (max(opt._y) - min(opt._y))
+    assert abs(after[0][0] - believed) < 0.05 * (max(opt.history[1]) - min(opt.history[1]))
 
 
 def test_candidates_are_snapped_onto_integers_and_categories():
-    opt = PendingAwareOptimizer(MIXED, random_state=0)
-    raw = opt._rng.uniform(size=(500, opt._skspace.transformed_n_dims))
-    expected = opt._skspace.transform(opt._skspace.inverse_transform(raw))
-    np.testing.assert_allclose(opt._snap(raw), expected)
+    space = PendingAwareOptimizer(MIXED).transformed_space
+    rng = np.random.RandomState(0)
+    sampler = CandidateSampler(space, rng)
+    raw = rng.uniform(size=(500, space.transformed_n_dims))
+    expected = space.transform(space.inverse_transform(raw))
+    np.testing.assert_allclose(sampler.snap(raw), expected)
     # log-uniform integers and two categories: every snapped point is a point of the space
     other = PendingAwareOptimizer(
-        SearchSpace({"b": Categorical(["x", "y"]), "k": Integer(1, 1000, prior="log-uniform")}),
-        random_state=0,
-    )
-    snapped = other._snap(other._rng.uniform(size=(500, other._skspace.transformed_n_dims)))
-    again = other._skspace.transform(other._skspace.inverse_transform(snapped))
-    np.testing.assert_allclose(snapped, again)
-    points = opt._skspace.inverse_transform(opt._candidates(3000))
+        SearchSpace({"b": Categorical(["x", "y"]), "k": Integer(1, 1000, prior="log-uniform")})
+    ).transformed_space
+    snapped = CandidateSampler(other, rng).snap(rng.uniform(size=(500, other.transformed_n_dims)))
+    np.testing.assert_allclose(snapped, other.transform(other.inverse_transform(snapped)))
+    points = space.inverse_transform(sampler.sample(3000))
     assert {p[2] for p in points} == {"relu", "tanh", "elu"}
     assert {p[1] for p in points} == set(range(21))
+
+
+def test_optimizer_settings_round_trip_through_json_and_name_unknown_options():
+    settings = OptimizerSettings(acq_func="LCB", acq_func_kwargs={"kappa": 3.0}, random_state=4)
+    assert OptimizerSettings.from_json(settings.to_json()) == settings
+    assert OptimizerSettings.from_json(settings.to_json(), liar="cl_max").liar == "cl_max"
+    with pytest.raises(TypeError, match="unknown optimizer option 'n_initial'"):
+        OptimizerSettings.from_options({"n_initial": 3})
+    # a regressor object cannot be stored: it must be given again
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    custom = OptimizerSettings(base_estimator=ExtraTreesRegressor()).to_json()
+    assert custom["base_estimator"] is None
+    with pytest.raises(ValueError, match="custom base_estimator"):
+        OptimizerSettings.from_json(custom)
 
 
 def test_a_refit_prepared_now_runs_later_and_keeps_results_told_meanwhile():
@@ -227,19 +265,17 @@ def test_a_refit_prepared_now_runs_later_and_keeps_results_told_meanwhile():
     opt.tell([[1.7], [-1.1]], [0.2, 0.3])  # while the fit runs elsewhere
     opt.adopt_fit(fit())
     assert opt.n_told == 9
-    assert opt._model_n_told == 7
-    assert opt._model.X_train_.shape[0] == 7
+    assert opt.fitted_on == 7
+    assert opt.model.X_train_.shape[0] == 7
 
 
 def test_hyperparameter_refits_use_a_bounded_subset_of_a_long_history():
-    from dtune import optimizer as module
-
     space = SearchSpace({"x": Real(-2.0, 2.0)})
-    opt = PendingAwareOptimizer(space, n_initial_points=0, random_state=0)
-    xs = np.linspace(-2, 2, module._FIT_MAX_POINTS + 50)
+    opt = PendingAwareOptimizer(space, OptimizerSettings(n_initial_points=0, random_state=0))
+    xs = np.linspace(-2, 2, FIT_MAX_POINTS + 50)
     opt.tell([[x] for x in xs], list(np.sin(3 * xs)))
     opt.fit()
-    assert opt._model.X_train_.shape[0] == module._FIT_MAX_POINTS
+    assert opt.model.X_train_.shape[0] == FIT_MAX_POINTS
     # ...while suggestions condition on every result
     point = opt.ask(pending=[])
     assert tuple(point) not in {(x,) for x in xs}

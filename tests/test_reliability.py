@@ -4,6 +4,7 @@ failing trials, two drivers on one study, TLS. Each test is a row of docs/RELIAB
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 import os
 import signal
@@ -22,7 +23,7 @@ from distributed.comm import connect
 from dtune import Real, Study, TrialState, load_study
 from dtune.exceptions import SchedulerLostError, StudyInUseError, TooManyFailuresError
 from tests import objectives
-from tests.conftest import start_dask_scheduler, start_dask_workers
+from tests.conftest import n_told, start_dask_scheduler, start_dask_workers
 
 SPACE = {"x": Real(0.0, 1.0)}
 SEARCH_FILE = str(Path(__file__).parent / "data" / "search_file.py")
@@ -283,12 +284,12 @@ def test_failed_points_can_be_told_as_the_worst_value_seen(client, tmp_path):
     failed = [t for t in study.trials if t.state is TrialState.FAILED]
     assert failed
     # once a value has been seen, failed points are told too
-    assert study._optimizer.n_told > len(study.trials) - len(failed)
+    assert n_told(study) > len(study.trials) - len(failed)
     resumed = load_study(tmp_path / "s.db")
     assert resumed.failure_value == "worst"
-    assert resumed._optimizer.n_told == len(study.trials)
+    assert n_told(resumed) == len(study.trials)
     worst = max(t.value for t in study.trials if t.state is TrialState.COMPLETE)
-    assert max(resumed._optimizer._y) == pytest.approx(worst)
+    assert max(resumed.as_skopt_result().func_vals) == pytest.approx(worst)
 
 
 @pytest.mark.parametrize(
@@ -336,7 +337,7 @@ def test_a_changed_space_is_refused_unless_allowed(tmp_path):
         Study({"x": Real(0.0, 0.5)}, storage=store)
     wider = Study({"x": Real(0.0, 0.5)}, storage=store, allow_space_change=True)
     inside = [x for x in points if x <= 0.5]
-    assert wider._optimizer.n_told == len(inside)
+    assert n_told(wider) == len(inside)
     assert len(wider.trials) == 2  # nothing recorded is lost
     assert load_study(store).space == wider.space
 
@@ -426,3 +427,89 @@ def test_racing_drivers_claim_a_study_once(tmp_path):
     for t in threads:
         t.join()
     assert len(winners) == 1
+
+
+# -- the suggestion process ----------------------------------------------------------------
+
+_SEARCH_SCRIPT = """
+import logging, time
+import dtune
+from dtune import Real
+
+logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def objective(x, y):
+    time.sleep(0.1)
+    return (x - 0.3) ** 2 + (y - 0.7) ** 2
+
+
+study = dtune.Study({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)}, storage=STORE,
+                    random_state=0, n_initial_points=4)
+study.optimize(objective, 24, client=ADDRESS, progress=False)
+points = {tuple(t.params.values()) for t in study.trials}
+print("DONE", len(study.trials), len(points), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["stdin", "-c", "script without a main guard"])
+def test_a_search_runs_from_stdin_c_or_an_unguarded_script_on_a_remote_cluster(
+    how, scheduler, tmp_path
+):
+    """The suggestion process never imports or re-runs the driver's __main__."""
+    code = _SEARCH_SCRIPT.replace("STORE", repr(str(tmp_path / "s.db")))
+    code = code.replace("ADDRESS", repr(scheduler))
+    workers = start_dask_workers(scheduler, 3)
+    try:
+        with Client(scheduler, timeout=60) as client:
+            client.wait_for_workers(3, timeout=120)
+        if how == "stdin":
+            command, stdin = [sys.executable, "-"], code
+        elif how == "-c":
+            command, stdin = [sys.executable, "-c", code], None
+        else:
+            (tmp_path / "search.py").write_text(code)
+            command, stdin = [sys.executable, str(tmp_path / "search.py")], None
+        done = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
+    finally:
+        workers.terminate()
+        workers.wait(timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DONE 24 24" in done.stdout  # every trial, no point twice
+    assert "Traceback" not in done.stderr
+    assert "0 suggestion process restarts" in done.stderr  # the process served throughout
+
+
+def _suggestion_processes() -> list[int]:
+    import psutil
+
+    return [
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if any("_server.py" in part for part in p.cmdline())
+    ]
+
+
+def test_a_killed_suggestion_process_does_not_stop_the_search(client, tmp_path, caplog):
+    killed: list[int] = []
+
+    def kill_it(study, trial):
+        if trial.number == 10 and not killed:
+            (pid,) = _suggestion_processes()
+            os.kill(pid, signal.SIGKILL)  # what the OOM killer does
+            killed.append(pid)
+
+    study = Study(SPACE, storage=tmp_path / "s.db", random_state=0, n_initial_points=4)
+    with caplog.at_level(logging.WARNING, logger="dtune"):
+        study.optimize(objectives.nap, 40, client=client, callbacks=[kill_it], progress=False)
+    assert killed
+    assert _states(study) == {"COMPLETE": 40}
+    assert len({t.params["x"] for t in study.trials}) == 40
+    warnings = [r.getMessage() for r in caplog.records if "suggestion process" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "killed by signal 9" in warnings[0]
+    assert "starting a new one" in warnings[0]
+    assert _suggestion_processes() == []  # the replacement stopped with the search

@@ -115,3 +115,31 @@ def test_one_driver_at_a_time_claims_a_study(store):
     assert store.claim("s", f"{host}:{dead}:d", stale_after=0.0) is None
     assert store.claim("s", f"{host}:{os.getpid()}:e", stale_after=30) is None
     assert store.claim("s", f"{host}:{os.getpid()}:f", stale_after=30) == f"{host}:{os.getpid()}:e"
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_trials(tmp_path):
+    """Files the first release wrote (schema 1) open, gain the drivers table, keep data."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE studies (name TEXT PRIMARY KEY, direction TEXT NOT NULL, "
+            "objective_key TEXT, space TEXT NOT NULL, optimizer TEXT NOT NULL, "
+            "created REAL NOT NULL, versions TEXT NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE trials (study TEXT NOT NULL, number INTEGER NOT NULL, state TEXT "
+            "NOT NULL, params TEXT NOT NULL, value REAL, metrics TEXT NOT NULL, worker TEXT, "
+            "host TEXT, device TEXT, submitted REAL, started REAL, finished REAL, error TEXT, "
+            "PRIMARY KEY (study, number))"
+        )
+        conn.execute("INSERT INTO studies VALUES ('s', 'minimize', NULL, '{}', '{}', 1.0, '{}')")
+        conn.execute(
+            "INSERT INTO trials VALUES ('s', 0, 'COMPLETE', '{\"x\": 1}', 0.5, '{}', "
+            "NULL, NULL, NULL, 1.0, 2.0, 3.0, NULL)"
+        )
+        conn.execute("PRAGMA user_version=1")
+    store = SQLiteStorage(path)
+    assert store.get_trials("s")[0].value == 0.5
+    assert store.claim("s", "host:1:x", stale_after=30.0) is None
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2

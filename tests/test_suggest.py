@@ -1,12 +1,21 @@
-"""The suggestion process (dtune.suggest): batches ahead, initial design, stats."""
+"""Suggesters: in-process batches, and the suggestion process on real processes, killed,
+stopped and restarted."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
 import time
 
+import pytest
+
 from dtune import Real, SearchSpace
-from dtune.optimizer import PendingAwareOptimizer, _point_key
-from dtune.suggest import SuggestionEngine
+from dtune.ledger import ModelState
+from dtune.optimizer import OptimizerSettings
+from dtune.space import point_key
+from dtune.suggest import InProcessSuggester, ProcessSuggester
 
 SPACE = SearchSpace({"x": Real(-2.0, 2.0), "y": Real(-2.0, 2.0)})
 
@@ -15,57 +24,140 @@ def _value(point):
     return (point[0] - 0.5) ** 2 + (point[1] + 0.3) ** 2
 
 
-def test_the_driver_draws_the_initial_design_and_the_process_takes_over_after_it():
-    driver_side = PendingAwareOptimizer(SPACE, n_initial_points=4, random_state=0)
-    with SuggestionEngine(driver_side, depth=3) as engine:
-        initial = []
-        for number in range(4):  # what the driver does while the process starts
-            point = driver_side.ask(pending=initial)
-            initial.append(point)
-            engine.submitted(number, point, initial=True)
-        time.sleep(1.0)
-        engine._receive(block=False)
-        assert engine._ready == []  # nothing is computed before a model can be fit
-        engine.finished([(n, _value(p)) for n, p in enumerate(initial)])
-        taken = []
-        for number in range(4, 12):
-            point = engine.take()
-            taken.append(point)
-            engine.submitted(number, point)
-        keys = {_point_key(p) for p in initial + taken}
-        assert len(keys) == 12  # no running or told point is suggested again
-        deadline = time.monotonic() + 30
-        while len(engine._ready) < 3 and time.monotonic() < deadline:
-            engine._receive(block=True)
-        assert len(engine._ready) >= 3  # the depth asked for is kept ready
-        stats = engine.summary()
-    assert stats["asks"] >= 1
-    assert stats["fits"] >= 1
-    assert stats["ask_max_ms"] > 0
+class _Loop:
+    """The driver's part, by hand: start points, finish them, as the ledger would tell."""
+
+    def __init__(self, local, suggester):
+        self.listeners = [local] if suggester is local else [local, suggester]
+        self.suggester = suggester
+        self.number = 0
+        self.points = []
+
+    def start(self, free=1):
+        point = self.suggester.suggest(free)
+        for listener in self.listeners:
+            listener.started(self.number, point)
+        self.points.append(point)
+        self.number += 1
+        return self.number - 1, point
+
+    def finish(self, number, point):
+        for listener in self.listeners:
+            listener.finished([(number, point, _value(point))])
 
 
-def _wait_for(engine, condition, seconds=30.0):
+def test_an_in_process_batch_fills_free_slots_with_distinct_points_and_is_dropped_on_a_result():
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=3, random_state=0))
+    loop = _Loop(local, local)
+    first = [loop.start() for _ in range(3)]
+    for number, point in first:
+        loop.finish(number, point)
+    batch = [loop.start(free=4) for _ in range(4)]
+    assert local.summary()["asks_here"] == 4  # three initial points, then one batch of four
+    loop.finish(*batch[0])
+    loop.start(free=1)
+    assert local.summary()["asks_here"] == 5  # the rest of the batch was computed without it
+    assert len({point_key(p) for p in loop.points}) == len(loop.points)
+
+
+def _wait_until(condition, seconds=60.0):
     deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        engine._receive(block=False)
-        time.sleep(0.01)
-    return condition()
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
-def test_results_make_ready_suggestions_stale_and_fresh_ones_replace_them():
-    driver_side = PendingAwareOptimizer(SPACE, n_initial_points=3, random_state=1)
-    with SuggestionEngine(driver_side, depth=2) as engine:
-        first = [driver_side.ask(pending=[]) for _ in range(3)]
-        for number, point in enumerate(first):
-            engine.submitted(number, point, initial=True)
-        engine.finished([(n, _value(p)) for n, p in enumerate(first)])
-        assert _wait_for(engine, lambda: len(engine._ready) >= 2)
-        before = max(g for g, _ in engine._ready)
-        point = engine.take()
-        engine.submitted(3, point)
-        engine.finished([(3, _value(point))])
-        # the ones computed before that result are dropped once fresh ones are ready
-        assert _wait_for(
-            engine,
-            lambda: len(engine._ready) >= 2 and min(g for g, _ in engine._ready) > before,
-        )
+def _search(suggester, local, n, running=4):
+    """An asynchronous search of ``n`` points by hand, ``running`` at once."""
+    loop = _Loop(local, suggester)
+    live = [loop.start(free=running) for _ in range(running)]
+    while live:
+        loop.finish(*live.pop(0))
+        if loop.number < n:
+            live.append(loop.start())
+    return loop.points
+
+
+def test_the_process_serves_the_model_after_the_driver_drew_the_initial_design():
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=0))
+    with ProcessSuggester(local, depth=3) as suggester:
+        _wait_until(lambda: suggester.suggest is not None and _up(suggester))
+        points = _search(suggester, local, 24)
+        stats = suggester.summary()
+    assert len({point_key(p) for p in points}) == 24  # no running or told point twice
+    assert stats["asks"] >= 1  # batches came from the process
+    assert stats["fits"] >= 1
+    assert stats["restarts"] == 0
+
+
+def _up(suggester):
+    suggester._receive()  # noqa: SLF001 (a test may peek at the protocol)
+    return suggester._up  # noqa: SLF001
+
+
+def _child_exits(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=1))
+    with ProcessSuggester(local, depth=2, max_restarts=1) as suggester:
+        first = suggester.pid
+        _wait_until(lambda: _up(suggester))
+        points = _search(suggester, local, 8)
+        with caplog.at_level(logging.WARNING, logger="dtune"):
+            os.kill(first, signal.SIGKILL)
+            points += _search(suggester, local, 8)
+        assert suggester.restarts == 1
+        second = suggester.pid
+        assert second is not None and second != first
+        assert "killed by signal 9" in caplog.text
+        assert "starting a new one (1 of at most 1)" in caplog.text
+        # the second loss is the last one allowed: the driver carries on alone
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dtune"):
+            os.kill(second, signal.SIGKILL)
+            points += _search(suggester, local, 8)
+        assert "not starting another" in caplog.text
+        assert suggester.pid is None
+    assert len({point_key(p) for p in points}) == len(points) == 24
+
+
+def test_a_suggestion_process_that_stops_answering_is_replaced():
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=3, random_state=2))
+    with ProcessSuggester(local, depth=2, answer_timeout=1.0) as suggester:
+        _wait_until(lambda: _up(suggester))
+        stopped = suggester.pid
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            points = _search(suggester, local, 6)
+            deadline = time.monotonic() + 30
+            while suggester.restarts == 0 and time.monotonic() < deadline:
+                points += _search(suggester, local, 2)
+                time.sleep(0.2)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # killed and reaped already
+                os.kill(stopped, signal.SIGCONT)
+        assert suggester.restarts == 1
+        assert suggester.failures == ["did not answer for 1 s"]
+        assert _child_exits(stopped)
+    assert len({point_key(p) for p in points}) == len(points)
+
+
+@pytest.mark.parametrize("told", [0, 5])
+def test_a_reset_starts_the_process_again_from_the_drivers_copy(told):
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=2, random_state=3))
+    state = ModelState(
+        [([0.1 * i, 0.0], float(i)) for i in range(told)], [(told, [1.0, 1.0])], told + 1
+    )
+    with ProcessSuggester(local) as suggester:
+        before = suggester.pid
+        local.reset(state)
+        suggester.reset(state)
+        assert suggester.pid != before
+        assert suggester.restarts == 0  # a reset is not a failure
+        assert local.pending == {told: [1.0, 1.0]}

@@ -9,7 +9,7 @@ models, acquisition functions and initial designs but splits the work:
 
 - :meth:`PendingAwareOptimizer.tell` only records results (microseconds);
 - :meth:`PendingAwareOptimizer.fit` refits the surrogate's hyperparameters on a
-  schedule (``refit_growth``), on at most ``_FIT_MAX_POINTS`` results; it can be
+  schedule (``refit_growth``), on at most ``FIT_MAX_POINTS`` results; it can be
   prepared here and run in another thread (:meth:`~PendingAwareOptimizer.prepare_fit`);
 - :meth:`PendingAwareOptimizer.ask_batch` conditions the last fitted Gaussian process,
   its kernel held fixed, on every told result *and* the points still being evaluated
@@ -41,13 +41,13 @@ from dtune.optimizer.posterior import HEDGE, Posterior, acquisition
 from dtune.optimizer.settings import OptimizerSettings
 from dtune.space import SearchSpace, normalized_dimensions, point_key
 
-__all__ = ["PendingAwareOptimizer", "Point"]
+__all__ = ["FIT_MAX_POINTS", "PendingAwareOptimizer", "Point"]
 
 Point = list[Any]
 # Hyperparameter refits use at most this many results (a random subset): the fit costs
 # O(n^3) per iteration, and the hyperparameters barely move past a few hundred points.
 # Every result still conditions every suggestion.
-_FIT_MAX_POINTS = 400
+FIT_MAX_POINTS = 400
 # Candidates drawn per suggestion round shrink as the history grows past ~220 results,
 # to hold the O(n^2) per candidate cost of the posterior variance near this many flops.
 _CANDIDATE_FLOPS = 1e8
@@ -147,6 +147,11 @@ class PendingAwareOptimizer:
         return [list(p) for p in self._X], list(self._y)
 
     @property
+    def told_keys(self) -> frozenset[tuple[Any, ...]]:
+        """The :func:`~dtune.space.point_key` of every told point."""
+        return frozenset(self._told)
+
+    @property
     def needs_fit(self) -> bool:
         """True when enough results arrived since the surrogate's hyperparameters were last
         fit: at least one, and at least ``refit_growth`` times the results it was fit on.
@@ -159,6 +164,16 @@ class PendingAwareOptimizer:
             return False
         new = self.n_told - self._model_n_told
         return new >= max(1, math.ceil(self.settings.refit_growth * self._model_n_told))
+
+    @property
+    def model(self) -> Any:
+        """The last fitted surrogate (None before the first fit). Do not modify it."""
+        return self._model
+
+    @property
+    def transformed_space(self) -> Space:
+        """The skopt ``Space`` the surrogate works in (normalized for a GP)."""
+        return self._skspace
 
     @property
     def fitted_on(self) -> int:
@@ -206,13 +221,13 @@ class PendingAwareOptimizer:
         """A fit of the surrogate on a snapshot of the results, to run in any thread;
         pass what it returns to :meth:`adopt_fit`. Results told meanwhile are kept.
 
-        Past ``_FIT_MAX_POINTS`` results a random subset of them fits the hyperparameters.
+        Past ``FIT_MAX_POINTS`` results a random subset of them fits the hyperparameters.
         """
         X, y, n_told = list(self._X), list(self._y), self.n_told
         estimator = clone(self._estimator)
         subset = None
-        if n_told > _FIT_MAX_POINTS:
-            subset = self._rng.choice(n_told, _FIT_MAX_POINTS, replace=False)
+        if n_told > FIT_MAX_POINTS:
+            subset = self._rng.choice(n_told, FIT_MAX_POINTS, replace=False)
         transform = self._skspace.transform
 
         def fit() -> tuple[Any, int]:
@@ -235,6 +250,10 @@ class PendingAwareOptimizer:
         self._model_n_told = n_told
 
     # -- suggestions ----------------------------------------------------------------------
+
+    def ask(self, pending: Sequence[Point]) -> Point:
+        """One new point: :meth:`ask_batch` of one."""
+        return self.ask_batch(pending, 1)[0]
 
     def ask_batch(self, pending: Sequence[Point], n: int) -> list[Point]:
         """``n`` new points at once, each accounting for the ones before it as pending.

@@ -45,6 +45,13 @@ class InProcessSuggester(Suggester):
         """True while points come from the initial design (no model is needed)."""
         return self.optimizer.in_initial_design
 
+    def knows(self, point: Point) -> bool:
+        """True if ``point`` is running or its result was told: not to be suggested."""
+        key = point_key(point)
+        return key in self.optimizer.told_keys or any(
+            point_key(p) == key for p in self.pending.values()
+        )
+
     def reset(self, state: ModelState) -> None:
         self.optimizer = PendingAwareOptimizer(self.space, self.settings)
         self.optimizer.skip_initial(state.n_started)

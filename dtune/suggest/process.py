@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from dtune.ledger import ModelState
-from dtune.optimizer import Point
+from dtune.optimizer import OptimizerSettings, Point
 from dtune.space import point_key
 from dtune.suggest import _server
 from dtune.suggest.base import Suggester
@@ -132,13 +132,22 @@ class ProcessSuggester(Suggester):
         state = (
             "init",
             self.local.space,
-            self.local.settings,
+            self._process_settings(),
             list(zip(told_points, told_values, strict=True)),
             list(self.local.pending.items()),
             self.depth if self._model_wanted else 0,
         )
         self._send(sys.path)
         self._send(state)
+
+    def _process_settings(self) -> OptimizerSettings:
+        """The driver's settings with a random stream of the process's own: the same
+        stream would propose the driver's own stopgap points again."""
+        settings = self.local.settings
+        seed = settings.random_state
+        if isinstance(seed, int):
+            return settings.replace(random_state=(seed * 7919 + 1 + self.restarts) % 2**31)
+        return settings
 
     def _stop(self) -> None:
         conn, process = self._conn, self._process
@@ -240,6 +249,9 @@ class ProcessSuggester(Suggester):
             started = time.perf_counter()
             self._receive(timeout=_WAIT_S)
             self.wait_seconds.append(time.perf_counter() - started)
+        # One the process computed before it heard of a point the driver drew itself
+        # (start-up, fallback) may be that same point.
+        self._ready = [(g, p) for g, p in self._ready if not self.local.knows(p)]
         if self._ready:
             newest = max(range(len(self._ready)), key=lambda i: (self._ready[i][0], -i))
             return self._ready.pop(newest)[1]

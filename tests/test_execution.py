@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from dtune.worker import parse_result, run_trial
+from dtune.execution import parse_result, run_trial
 
 
 @pytest.mark.parametrize(
@@ -52,3 +54,21 @@ def test_an_exception_is_caught_with_its_traceback_and_timings():
     assert "Traceback" in outcome.error
     assert "RuntimeError: diverged at x=2.0" in outcome.error
     assert outcome.started <= outcome.finished
+
+
+def test_running_a_trial_imports_nothing_heavy(tmp_path):
+    """A fresh worker unpickles run_trial and calls it: no scikit-optimize, scikit-learn,
+    scipy, numpy, pandas or bokeh, so its first trial starts at once."""
+    import cloudpickle
+
+    task = tmp_path / "task.pickle"
+    task.write_bytes(cloudpickle.dumps((run_trial, (lambda x: x * 2), {"x": 2.0})))
+    code = (
+        "import pickle, sys\n"
+        f"function, objective, params = pickle.load(open({str(task)!r}, 'rb'))\n"
+        "assert function(objective, params, None).value == 4.0\n"
+        "heavy = ['skopt', 'sklearn', 'scipy', 'numpy', 'pandas', 'bokeh', 'tensorflow']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
