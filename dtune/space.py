@@ -139,6 +139,7 @@ def point_key(point: Sequence[Any]) -> tuple[Any, ...]:
 
     Examples
     --------
+    >>> import numpy as np
     >>> point_key([np.float64(0.5), "relu"]) == point_key([0.5, np.str_("relu")])
     True
     """
@@ -163,6 +164,7 @@ class SearchSpace:
 
     Examples
     --------
+    >>> import numpy as np
     >>> space = SearchSpace({"lr": Real(1e-4, 1.0, prior="log-uniform"),
     ...                      "pool": Categorical(["max", "avg"])})
     >>> space.to_params([np.float64(0.01), np.str_("avg")])

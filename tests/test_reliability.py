@@ -4,8 +4,8 @@ failing trials, two drivers on one study, TLS. Each test is a row of docs/RELIAB
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
+import logging
 import os
 import signal
 import sqlite3

@@ -6,8 +6,8 @@ import matplotlib
 import pytest
 
 import dtune
-from tests.conftest import n_told
 from dtune import Categorical, Integer, Real, Study, StudyNotFoundError, TrialState, load_study
+from tests.conftest import n_told
 
 matplotlib.use("Agg")
 

@@ -91,8 +91,8 @@ def test_the_process_serves_the_model_after_the_driver_drew_the_initial_design()
 
 
 def _up(suggester):
-    suggester._receive()  # noqa: SLF001 (a test may peek at the protocol)
-    return suggester._up  # noqa: SLF001
+    suggester._receive()
+    return suggester._up
 
 
 def _child_exits(pid):
@@ -114,7 +114,8 @@ def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
             points += _search(suggester, local, 8)
         assert suggester.restarts == 1
         second = suggester.pid
-        assert second is not None and second != first
+        assert second is not None
+        assert second != first
         assert "killed by signal 9" in caplog.text
         assert "starting a new one (1 of at most 1)" in caplog.text
         # the second loss is the last one allowed: the driver carries on alone
