@@ -31,6 +31,7 @@ instead: 1,000 trials on one worker process with 32 threads sleeping 1-3 s.
     python scripts/bench.py --loops dtune,random,liar-copy     # liar-copy is opt-in
     python scripts/bench.py --scale 10 --loops dtune,random --seeds 2
     python scripts/bench.py --long
+    python scripts/bench.py --fresh --loops dtune,random   # each search on a new cluster
     python scripts/bench.py --smoke                   # a minute; checks it all works
 """
 
@@ -390,9 +391,17 @@ def figures(job: Job, result: dict) -> dict[str, float]:
     if last_start > start:
         busy_before = sum(max(0.0, min(r[1], last_start) - r[0]) for r in rows)
         out["util_to_last_start"] = busy_before / (result["workers"] * (last_start - start))
+    # As a user feels it: from the optimize call to the last result.
+    out["util_from_call"] = busy / (result["workers"] * (max(r[1] for r in rows) - result["began"]))
+    firsts: dict[str, float] = {}
+    for r in rows:
+        firsts[r[2]] = min(firsts.get(r[2], math.inf), r[0])
+    out["last_first_start_s"] = max(firsts.values()) - result["began"]  # every worker busy
     gaps = refill_gaps(rows)
     out["refill_ms"] = 1000 * statistics.median(gaps) if gaps else math.nan
     out["refill_p90_ms"] = 1000 * percentile(gaps, 0.9) if gaps else math.nan
+    out["gap_mean_ms"] = 1000 * statistics.mean(gaps) if gaps else math.nan
+    out["gap_p99_ms"] = 1000 * percentile(gaps, 0.99) if gaps else math.nan
     out["cpu_ms_per_trial"] = 1000 * result["cpu_s"] / len(rows)
     out["peak_mb"] = result["peak_mb"]
     for t in (5, 10, 20):
@@ -436,8 +445,9 @@ def window_utilization(rows: list[tuple], slots: int, size: int = 100) -> list[f
 
 
 @contextlib.contextmanager
-def dask_cluster(n_workers: int, nthreads: int) -> Iterator[str]:
-    """A ``dask scheduler`` and ``n_workers`` single-process workers on 127.0.0.1."""
+def dask_cluster(n_workers: int, nthreads: int, warm: bool = True) -> Iterator[str]:
+    """A ``dask scheduler`` and ``n_workers`` single-process workers on 127.0.0.1;
+    ``warm``: after one small search, as a long-lived cluster would be."""
     from distributed import Client
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -464,10 +474,11 @@ def dask_cluster(n_workers: int, nthreads: int) -> Iterator[str]:
             with Client(scheduler_file=scheduler_file) as client:
                 client.wait_for_workers(n_workers, timeout=120)
                 address = client.scheduler.address
-            # The workers' first trials take seconds (imports, first deserialization):
-            # one small search first, as on a long-lived cluster, so the first loop
-            # measured does not pay for it.
-            run_in_subprocess(Job("dtune", "branin", 0, 2 * n_workers * nthreads, 0, 0, address))
+            # The workers' first trials pay for imports and first deserializations: one
+            # small search first, as on a long-lived cluster, unless that is measured.
+            if warm:
+                job = Job("dtune", "branin", 0, 2 * n_workers * nthreads, 0, 0, address)
+                run_in_subprocess(job)
             yield address
         finally:
             for proc in reversed(procs):
@@ -527,12 +538,19 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     low, high = 0.3 * args.scale, 1.5 * args.scale
     raw: dict[str, dict[str, list]] = {p: {loop: [] for loop in loops} for p in problems}
     trial_rows: dict[str, dict[str, list]] = {p: {loop: [] for loop in loops} for p in problems}
-    with dask_cluster(args.workers, 1) as address:
+    with contextlib.ExitStack() as stack:
+        # --fresh: every search gets a cluster of its own, just started (workers up and
+        # connected, no task run yet), as `optimize` without a client gives a new user.
+        shared = None if args.fresh else stack.enter_context(dask_cluster(args.workers, 1))
         for seed in range(args.seeds):
             for problem in problems:
                 for loop in loops:
-                    job = Job(loop, problem, seed, args.trials, low, high, address)
-                    result = run_in_subprocess(job)
+                    with contextlib.ExitStack() as own:
+                        address = shared or own.enter_context(
+                            dask_cluster(args.workers, 1, warm=False)
+                        )
+                        job = Job(loop, problem, seed, args.trials, low, high, address)
+                        result = run_in_subprocess(job)
                     raw[problem][loop].append(figures(job, result))
                     trial_rows[problem][loop].append(result["trials"])
                     print(
@@ -588,6 +606,9 @@ def main() -> None:
     parser.add_argument("--loops", default=",".join(DEFAULT_LOOPS), help=f"from {LOOPS}")
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--long", action="store_true", help="the long-history case")
+    parser.add_argument(
+        "--fresh", action="store_true", help="each search on a cluster just started (no warm-up)"
+    )
     parser.add_argument("--json", help="also write the raw figures here")
     parser.add_argument("--smoke", action="store_true", help="a small run that checks it works")
     args = parser.parse_args()

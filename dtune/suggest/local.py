@@ -19,7 +19,7 @@ class InProcessSuggester(Suggester):
     Used by ``Study.ask``, by simulated searches (deterministic per seed), and by the
     process-backed suggester for the initial design, until its process is up, and when
     it is gone. Free slots are filled from one batch (one posterior) at a time; a batch
-    is dropped when a result arrives.
+    is dropped when a result arrives (kept by :meth:`stopgap`).
 
     Examples
     --------
@@ -38,6 +38,7 @@ class InProcessSuggester(Suggester):
         self.optimizer = PendingAwareOptimizer(space, settings)
         self.pending: dict[int, Point] = {}
         self._batch: list[Point] = []
+        self._stale = False
         self.ask_seconds: list[float] = []
 
     @property
@@ -59,14 +60,33 @@ class InProcessSuggester(Suggester):
             self.optimizer.tell([p for p, _ in state.told], [v for _, v in state.told])
         self.pending = dict(state.running)
         self._batch = []
+        self._stale = False
 
     def suggest(self, free: int = 1) -> Point:
+        return self._take(free, stopgap=False)
+
+    def stopgap(self, free: int = 1) -> Point:
+        """A point while the suggestion process is not serving: as :meth:`suggest`, but
+        the model is refit only when its results have doubled since its last fit (a
+        fit here sits on the refill path)."""
+        return self._take(free, stopgap=True)
+
+    def _take(self, free: int, stopgap: bool) -> Point:
+        # A stopgap uses up a batch computed before the latest results (stale, but free);
+        # a suggestion from the model is fresh.
+        if self._stale and not stopgap:
+            self._batch = []
         if not self._batch:
+            self._stale = False
             started = time.perf_counter()
-            if not self.optimizer.in_initial_design:
-                self.optimizer.fit()
-            n = 1 if self.optimizer.in_initial_design else max(1, free)
-            self._batch = self.optimizer.ask_batch(list(self.pending.values()), n)
+            optimizer = self.optimizer
+            if not optimizer.in_initial_design:
+                if not stopgap:
+                    optimizer.fit()
+                elif not optimizer.has_model or optimizer.n_told >= 2 * optimizer.fitted_on:
+                    optimizer.fit(force=True)
+            n = 1 if optimizer.in_initial_design else max(1, free)
+            self._batch = optimizer.ask_batch(list(self.pending.values()), n)
             self.ask_seconds.append(time.perf_counter() - started)
         return self._batch.pop(0)
 
@@ -83,7 +103,7 @@ class InProcessSuggester(Suggester):
                 told.append((point, value))
         if told:
             self.optimizer.tell([p for p, _ in told], [v for _, v in told])
-            self._batch = []  # computed without these results
+            self._stale = True  # the batch was computed without these results
 
     def summary(self) -> dict[str, float]:
         asks = sorted(self.ask_seconds) or [0.0]

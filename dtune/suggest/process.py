@@ -257,7 +257,8 @@ class ProcessSuggester(Suggester):
             return self._ready.pop(newest)[1]
         self._check_responsive()
         self.drawn_here += 1
-        return self.local.suggest(free)
+        # Starting, restarting or slow: a stopgap; gone for good: the driver's model.
+        return self.local.stopgap(free) if self._conn is not None else self.local.suggest(free)
 
     def _check_responsive(self) -> None:
         now = time.monotonic()
