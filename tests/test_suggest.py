@@ -81,18 +81,13 @@ def _search(suggester, local, n, running=4):
 def test_the_process_serves_the_model_after_the_driver_drew_the_initial_design():
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=0))
     with ProcessSuggester(local, depth=3) as suggester:
-        _wait_until(lambda: suggester.suggest is not None and _up(suggester))
+        _wait_until(lambda: suggester.up)
         points = _search(suggester, local, 24)
         stats = suggester.summary()
     assert len({point_key(p) for p in points}) == 24  # no running or told point twice
     assert stats["asks"] >= 1  # batches came from the process
     assert stats["fits"] >= 1
     assert stats["restarts"] == 0
-
-
-def _up(suggester):
-    suggester._receive()
-    return suggester._up
 
 
 def _child_exits(pid):
@@ -107,7 +102,7 @@ def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=1))
     with ProcessSuggester(local, depth=2, max_restarts=1) as suggester:
         first = suggester.pid
-        _wait_until(lambda: _up(suggester))
+        _wait_until(lambda: suggester.up)
         points = _search(suggester, local, 8)
         with caplog.at_level(logging.WARNING, logger="dtune"):
             os.kill(first, signal.SIGKILL)
@@ -131,7 +126,7 @@ def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
 def test_a_suggestion_process_that_stops_answering_is_replaced():
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=3, random_state=2))
     with ProcessSuggester(local, depth=2, answer_timeout=1.0) as suggester:
-        _wait_until(lambda: _up(suggester))
+        _wait_until(lambda: suggester.up)
         stopped = suggester.pid
         os.kill(stopped, signal.SIGSTOP)
         try:

@@ -108,6 +108,13 @@ class ProcessSuggester(Suggester):
         return self._conn is not None
 
     @property
+    def up(self) -> bool:
+        """True once the process has imported what it needs and answered (takes in the
+        messages waiting first)."""
+        self._receive()
+        return self._up
+
+    @property
     def pid(self) -> int | None:
         """The suggestion process's id, while there is one."""
         return self._process.pid if self._process is not None and self.alive else None
