@@ -114,9 +114,10 @@ def run_search(
 ) -> None:
     """Run ``settings.n_trials`` more trials; see :meth:`dtune.Study.optimize`.
 
-    ``suggester`` is entered (its process started) after the claim and the sync with the
-    store, and listens to ``ledger`` while the search runs. ``services(dashboard_link)``
-    is held open while the backend is up (the study's dashboard).
+    ``suggester`` is started (its process, unless it runs already) after the claim and the
+    sync with the store, and listens to ``ledger`` while the search runs; it is not
+    closed afterwards (its owner, the study, keeps it for the next call).
+    ``services(dashboard_link)`` is held open while the backend is up (the dashboard).
     """
     _check_picklable(objective)
     owner = driver_owner()
@@ -133,8 +134,8 @@ def run_search(
         # Dask treats equal keys as one task: two drivers using the same study name on
         # one cluster, or a retried trial, must not share keys.
         key_prefix = f"dtune-{ledger.name}-{secrets.token_hex(3)}"
+        suggester.start()
         with (
-            suggester,
             ledger.listening(suggester),
             _open_backend(client, run, key_prefix, n_workers, settings.progress) as backend,
             services(backend.dashboard_link) if services else contextlib.nullcontext(),

@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -143,6 +144,7 @@ class Study:
         self._suggester = InProcessSuggester(self.space, self.settings)
         self._suggester.reset(self._ledger.model_state())
         self._ledger.subscribe(self._suggester)
+        self._process: ProcessSuggester | None = None
 
     def _create_or_check(self, storage: BaseStorage, allow_space_change: bool) -> None:
         record = storage.get_study(self.name)
@@ -312,7 +314,7 @@ class Study:
         simulated = getattr(client, "simulated", False)
         run_search(
             self._ledger,
-            self._suggester if simulated else ProcessSuggester(self._suggester),
+            self._suggester if simulated else self._suggestion_process(),
             objective,
             settings,
             objective_key=self.objective_key,
@@ -320,6 +322,15 @@ class Study:
             n_workers=n_workers,
             services=None if dashboard is False else self._dashboard_service(dashboard),
         )
+
+    def _suggestion_process(self) -> ProcessSuggester:
+        """The study's suggestion process, kept across optimize calls (stopped when the
+        study is collected or Python exits), so a second call is served at once."""
+        if self._process is None:
+            self._process = ProcessSuggester(self._suggester)
+            self._ledger.subscribe(self._process)
+            weakref.finalize(self, self._process.close)
+        return self._process
 
     def _dashboard_service(
         self, dashboard: bool | int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -512,4 +513,23 @@ def test_a_killed_suggestion_process_does_not_stop_the_search(client, tmp_path, 
     assert len(warnings) == 1
     assert "killed by signal 9" in warnings[0]
     assert "starting a new one" in warnings[0]
-    assert _suggestion_processes() == []  # the replacement stopped with the search
+    (replacement,) = _suggestion_processes()  # kept for the study's next call
+    assert replacement != killed[0]
+    del study
+    gc.collect()
+    _wait_until(lambda: _suggestion_processes() == [], timeout=10)
+
+
+def test_a_second_optimize_call_is_served_by_the_process_the_first_one_started(
+    client, tmp_path, caplog
+):
+    study = Study(SPACE, storage=tmp_path / "s.db", random_state=0, n_initial_points=4)
+    study.optimize(objectives.nap, 16, client=client, progress=False)
+    (first,) = _suggestion_processes()
+    with caplog.at_level(logging.INFO, logger="dtune"):
+        study.optimize(objectives.nap, 16, client=client, progress=False)
+    assert _suggestion_processes() == [first]
+    (stats,) = [r.dtune_suggest for r in caplog.records if hasattr(r, "dtune_suggest")]
+    assert stats["drawn_in_driver"] == 0  # no stopgap: the process was up with the model
+    assert stats["asks"] >= 1
+    assert len({t.params["x"] for t in study.trials}) == 32

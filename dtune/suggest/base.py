@@ -20,8 +20,9 @@ __all__ = ["Suggester"]
 class Suggester(abc.ABC):
     """Points for free slots, accounting for every running trial.
 
-    A context manager: entering starts whatever it runs (a process), leaving stops it.
-    Used from the thread that runs the search (the ledger tells it under its lock).
+    :meth:`start` starts whatever it runs (a process) if it is not running, and
+    :meth:`close` stops it; as a context manager it does both. Used from the thread that
+    runs the search (the ledger tells it under its lock).
     """
 
     @abc.abstractmethod
@@ -45,11 +46,18 @@ class Suggester(abc.ABC):
         """How many trials run at once (suggesters that compute ahead keep more ready)."""
 
     def summary(self) -> dict[str, Any]:
-        """Figures about the suggestions made (for the driver's log)."""
+        """Figures about the suggestions made since the last summary (the driver's log)."""
         return {}
 
+    def start(self) -> None:  # noqa: B027 (suggesters without a process need nothing)
+        """Start serving, if not serving already."""
+
+    def close(self) -> None:  # noqa: B027
+        """Stop serving and release what it holds."""
+
     def __enter__(self) -> Suggester:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        self.close()

@@ -106,9 +106,10 @@ class InProcessSuggester(Suggester):
             self._stale = True  # the batch was computed without these results
 
     def summary(self) -> dict[str, float]:
-        asks = sorted(self.ask_seconds) or [0.0]
+        n, asks = len(self.ask_seconds), sorted(self.ask_seconds) or [0.0]
+        self.ask_seconds = []
         return {
-            "asks_here": len(self.ask_seconds),
+            "asks_here": n,
             "ask_here_median_ms": 1000 * asks[len(asks) // 2],
             "ask_here_max_ms": 1000 * asks[-1],
         }

@@ -62,7 +62,9 @@ class ProcessSuggester(Suggester):
 
     Notes
     -----
-    Used from one thread (the driver loop). Leaving the ``with`` block stops the process.
+    Used from one thread (the driver loop). The process serves until :meth:`close` (a
+    ``Study`` keeps it across its ``optimize`` calls, so a second call is served by a
+    process that is up and has the model).
     """
 
     def __init__(
@@ -95,11 +97,14 @@ class ProcessSuggester(Suggester):
 
     # -- the process ----------------------------------------------------------------------
 
-    def __enter__(self) -> ProcessSuggester:
-        self._spawn()
-        return self
+    def start(self) -> None:
+        """Start the process, unless one is running (a lost one gets its restarts back)."""
+        if self._conn is None:
+            self.restarts = 0
+            self._spawn()
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Stop the process (within a second; it is killed if it does not stop)."""
         self._stop()
 
     @property
@@ -305,7 +310,7 @@ class ProcessSuggester(Suggester):
 
     def summary(self) -> dict[str, Any]:
         asks, fits, waits = self.ask_seconds or [0.0], self.fit_seconds or [0.0], self.wait_seconds
-        return {
+        stats = {
             "asks": len(self.ask_seconds),
             "ask_median_ms": 1000 * statistics.median(asks),
             "ask_max_ms": 1000 * max(asks),
@@ -319,3 +324,7 @@ class ProcessSuggester(Suggester):
             "restarts": self.restarts,
             **self.local.summary(),
         }
+        # The next summary covers what comes after this one (the next optimize call).
+        self.ask_seconds, self.fit_seconds, self.wait_seconds = [], [], []
+        self.drawn_here = 0
+        return stats
