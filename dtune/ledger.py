@@ -207,14 +207,14 @@ class Ledger:
         """``listener`` subscribed for the length of a ``with`` block (if it was not
         already)."""
         with self._lock:
-            if any(listener is known for known in self._listeners):
-                yield
-                return
-            self.subscribe(listener)
+            known = any(listener is other for other in self._listeners)
+            if not known:
+                self._listeners.append(listener)
         try:
             yield
         finally:
-            self.unsubscribe(listener)
+            if not known:
+                self.unsubscribe(listener)
 
     # -- changes: store first, then the view, then the listeners ---------------------------
 

@@ -116,3 +116,19 @@ def test_one_driver_at_a_time_holds_the_claim(tmp_path):
         ledger.claim(f"{socket.gethostname()}:{os.getpid()}:c")
     other.release(mine)
     ledger.claim(f"{socket.gethostname()}:{os.getpid()}:c")
+
+
+def test_views_stay_readable_from_another_thread_while_a_listener_listens(tmp_path):
+    import threading
+
+    ledger, store = _ledger(tmp_path)
+    recorder = _Recorder(store)
+    ledger.subscribe(recorder)
+    read = []
+    with ledger.listening(recorder):  # already subscribed: a no-op, not a held lock
+        reader = threading.Thread(target=lambda: read.append(ledger.trials))
+        reader.start()
+        reader.join(timeout=5)
+        assert read == [[]]
+    assert ledger.start({"x": 0.5}).number == 0
+    assert recorder.events[-1][:2] == ("started", 0)  # still subscribed afterwards
