@@ -334,12 +334,16 @@ class DaskBackend:
     def slots(self) -> int:
         from dtune.cluster import cluster_slots
 
-        if time.monotonic() - self._slots_checked > _REFRESH_S:
+        idle = not self._running
+        if time.monotonic() - self._slots_checked > _REFRESH_S or (idle and self._slots == 0):
             self._slots, self._use_gpus = cluster_slots(self.client, self.run.gpus_per_trial)
             self._slots_checked = time.monotonic()
-            if self._slots == 0 and not self._running:
-                self.client.wait_for_workers(1)
-                self._slots, self._use_gpus = cluster_slots(self.client, self.run.gpus_per_trial)
+        # No worker (all restarting after a crash, say) and nothing running that could
+        # free a slot: wait for one, or the search would end with trials left to run.
+        while idle and self._slots == 0:
+            self.client.wait_for_workers(1)
+            self._slots, self._use_gpus = cluster_slots(self.client, self.run.gpus_per_trial)
+            self._slots_checked = time.monotonic()
         return self._slots
 
     def submit(self, trial: Trial) -> None:

@@ -102,6 +102,10 @@ class ProcessSuggester(Suggester):
         if self._conn is None:
             self.restarts = 0
             self._spawn()
+        else:
+            # A new call: its first fill waits for the process again, even if the last
+            # call ended short of suggestions.
+            self._starved_since = None
 
     def close(self) -> None:
         """Stop the process (within a second; it is killed if it does not stop)."""
