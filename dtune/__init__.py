@@ -16,12 +16,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError
-from dtune.trial import Trial, TrialState
+from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError, TrialPruned
+from dtune.reporting import report
+from dtune.trial import Report, Trial, TrialState
 
 if TYPE_CHECKING:
     from dtune.cluster import LocalGPUCluster
     from dtune.optimizer import OptimizerSettings
+    from dtune.pruners import ASHA, Hyperband, MedianStop
     from dtune.retrain import retrain_best
     from dtune.space import Categorical, Integer, Real, SearchSpace
     from dtune.storage import InMemoryStorage, SQLiteStorage
@@ -31,6 +33,9 @@ __version__ = "0.1.0"
 
 # Public names whose modules import heavy packages, loaded on first use.
 _LAZY = {
+    "ASHA": "dtune.pruners",
+    "Hyperband": "dtune.pruners",
+    "MedianStop": "dtune.pruners",
     "Categorical": "dtune.space",
     "InMemoryStorage": "dtune.storage",
     "Integer": "dtune.space",
@@ -56,21 +61,27 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ASHA",
     "Categorical",
     "DtuneError",
+    "Hyperband",
     "InMemoryStorage",
     "Integer",
     "LocalGPUCluster",
+    "MedianStop",
     "OptimizerSettings",
     "Real",
+    "Report",
     "SQLiteStorage",
     "SearchSpace",
     "StorageError",
     "Study",
     "StudyNotFoundError",
     "Trial",
+    "TrialPruned",
     "TrialState",
     "__version__",
     "load_study",
+    "report",
     "retrain_best",
 ]

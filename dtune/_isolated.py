@@ -1,8 +1,10 @@
-"""One trial in a process of its own: ``python /path/to/_isolated.py RESULT_PATH``.
+"""One trial in a process of its own: ``python /path/to/_isolated.py RESULT_PATH
+[NUMBER FD]``.
 
-Run by path, not as ``-m dtune…``, so that the child does not import the dtune package
-(and with it scikit-optimize) before the objective. Reads the worker's ``sys.path`` and
-then the pickled ``(objective, params)`` from stdin; writes ``(result, traceback)``.
+Run by path, not as ``-m dtune…``, so that the child imports nothing of dtune's before
+the objective (and then only the light :mod:`dtune.reporting` when its trial reports, to
+the worker over the inherited socket ``FD``). Reads the worker's ``sys.path`` and then
+the pickled ``(objective, params)`` from stdin; writes ``(result, traceback)``.
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ def call(objective: Callable[..., Any], params: Mapping[str, Any]) -> tuple[Any,
         return None, traceback.format_exc()
 
 
-def main(result_path: str) -> None:
+def main(result_path: str, number: str | None = None, fd: str | None = None) -> None:
     sys.path[:] = pickle.load(sys.stdin.buffer)  # before unpickling what refers to modules
     objective, params = pickle.load(sys.stdin.buffer)
-    raw, error = call(objective, params)
+    if fd is None or number is None:
+        raw, error = call(objective, params)
+    else:
+        from multiprocessing.connection import Connection
+
+        from dtune.reporting import ChildChannel
+
+        with ChildChannel(int(number), Connection(int(fd))).active():
+            raw, error = call(objective, params)
     try:
         data = pickle.dumps((raw, error))
     except Exception:  # an unpicklable result is still reported, as its repr
@@ -35,4 +45,4 @@ def main(result_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

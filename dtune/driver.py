@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dtune.exceptions import SchedulerLostError, TooManyFailuresError
-from dtune.execution import Backend, DaskBackend, TrialRun
+from dtune.execution import Backend, DaskBackend, IncomingReport, TrialRun
 from dtune.ledger import Ledger
+from dtune.pruners import Pruner
 from dtune.storage import driver_owner
 from dtune.suggest import Suggester
-from dtune.trial import Trial, TrialState
+from dtune.trial import Report, Trial, TrialState
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -67,6 +68,7 @@ class SearchSettings:
     max_consecutive_failures: int | None = 10
     callbacks: Sequence[Callable[[Trial], None]] = ()
     progress: bool = True
+    pruner: Pruner | None = None
 
 
 def _check_picklable(objective: Callable[..., Any]) -> None:
@@ -98,7 +100,11 @@ def _open_backend(
     from dtune.cluster import connect
 
     with connect(client, n_workers=n_workers, announce=announce) as dask_client:  # type: ignore[arg-type]
-        yield DaskBackend(dask_client, run, key_prefix)
+        backend = DaskBackend(dask_client, run, key_prefix)
+        try:
+            yield backend
+        finally:
+            backend.close()
 
 
 def run_search(
@@ -130,6 +136,7 @@ def run_search(
             gpus_per_trial=settings.gpus_per_trial,
             isolate=settings.isolate,
             timeout=settings.trial_timeout,
+            pruning=settings.pruner is not None,
         )
         # Dask treats equal keys as one task: two drivers using the same study name on
         # one cluster, or a retried trial, must not share keys.
@@ -167,11 +174,14 @@ class _Progress:
         self._bar = tqdm(
             total=total, desc=f"dtune {ledger.name}", unit="trial", disable=not enabled
         )
-        self.failed = 0
+        self.failed = self.pruned = 0
 
     def update(self, finished: Sequence[Trial], running: int) -> None:
         self.failed += sum(t.state is TrialState.FAILED for t in finished)
+        self.pruned += sum(t.state is TrialState.PRUNED for t in finished)
         postfix: dict[str, Any] = {"running": running, "failed": self.failed}
+        if self.pruned:
+            postfix["pruned"] = self.pruned
         best = self._ledger.top(1)
         if best and best[0].value is not None:
             postfix["best"] = f"{best[0].value:.6g}"
@@ -211,7 +221,9 @@ class _Search:
         try:
             self._refill()
             while self.running:
-                finished = self._record(self.backend.wait(_TICK_S))
+                done = self.backend.wait(_TICK_S)
+                self._judge(self.backend.take_reports())
+                finished = self._record(done)
                 # A lost scheduler cancels every future: record them interrupted first.
                 self._check_backend()
                 self._check_failures(finished)
@@ -250,6 +262,20 @@ class _Search:
             self.backend.submit(trial)
             self.running.add(trial.number)
             self.n_started += 1
+
+    def _judge(self, reports: Sequence[IncomingReport]) -> None:
+        """Record each report (the store first), then tell its trial whether to stop."""
+        pruner = self.settings.pruner
+        minimize = self.ledger.direction == "minimize"
+        for report in reports:
+            trial = self.ledger.report(
+                report.number,
+                Report(report.step, report.value, report.metrics, time=self.backend.now()),
+            )
+            stop = False
+            if trial is not None and pruner is not None:
+                stop = pruner.should_stop(trial, self.ledger.trials, minimize)
+            self.backend.answer(report, stop)
 
     def _record(self, done: list[tuple[int, Any]]) -> list[Trial]:
         lost = [number for number, outcome in done if outcome is None]

@@ -13,6 +13,7 @@ __all__ = [
     "StudyInUseError",
     "StudyNotFoundError",
     "TooManyFailuresError",
+    "TrialPruned",
 ]
 
 
@@ -42,3 +43,10 @@ class TooManyFailuresError(DtuneError):
 
 class SchedulerLostError(DtuneError):
     """The driver lost its Dask scheduler; every finished trial is in the store."""
+
+
+class TrialPruned(DtuneError):
+    """Raised by :func:`dtune.report` in a trial the study's pruner stopped. Let it
+    propagate (the trial ends ``PRUNED`` with its last reported value), or catch it to
+    clean up or save a checkpoint first; a trial told to stop ends ``PRUNED`` whatever
+    its objective then returns."""

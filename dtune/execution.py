@@ -19,6 +19,7 @@ everything it held, GPU memory included, is freed when it exits.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import numbers
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dtune import _isolated
 from dtune.exceptions import SchedulerLostError
 from dtune.jsonable import jsonable
+from dtune.reporting import Channel, DaskChannel, ReportTo, deliver, forward
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "DaskBackend",
+    "IncomingReport",
     "Outcome",
     "TrialRun",
     "parse_result",
@@ -61,7 +64,8 @@ _RECONNECT_S = 10.0
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one call of the objective produced, as the worker saw it."""
+    """What one call of the objective produced, as the worker saw it. A ``pruned`` run
+    was stopped by the study's pruner; its value is the last one it reported."""
 
     value: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +75,21 @@ class Outcome:
     worker: str | None = None
     host: str | None = None
     device: str | None = None
+    pruned: bool = False
+
+
+@dataclass(frozen=True)
+class IncomingReport:
+    """A running trial's report as the driver receives it (:func:`dtune.report`)."""
+
+    number: int
+    step: int
+    value: float
+    metrics: dict[str, Any]
+    worker: str | None = None
+    seq: int = 0
+    wait: bool = False
+    sent: float | None = None
 
 
 def _is_bool(value: Any) -> bool:
@@ -152,27 +171,70 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
+def _wait_for_child(
+    child: subprocess.Popen[bytes],
+    conn: Any,
+    channel: Channel | None,
+    timeout: float | None,
+) -> int:
+    """The child's exit status, answering its reports meanwhile; raises
+    ``TimeoutExpired`` after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while conn is not None:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise subprocess.TimeoutExpired(child.args, timeout or 0.0)
+        try:
+            if conn.poll(0.05 if left is None else min(0.05, left)):
+                forward(conn, channel)
+                continue
+        except (EOFError, OSError):
+            break  # the child closed its end: it is exiting
+        code = child.poll()
+        if code is not None:
+            return code
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return child.wait(left)
+
+
 def _call_in_child(
-    objective: Callable[..., Any], params: Mapping[str, Any], timeout: float | None
+    objective: Callable[..., Any],
+    params: Mapping[str, Any],
+    timeout: float | None,
+    channel: Channel | None = None,
 ) -> tuple[Any, str | None]:
     """:func:`_isolated.call` in a fresh Python process, killed (with any process it
-    started) after ``timeout`` seconds."""
+    started) after ``timeout`` seconds. The child's reports go through ``channel``."""
+    from multiprocessing.connection import Connection
+
     import cloudpickle
 
-    with tempfile.TemporaryDirectory(prefix="dtune-trial-") as folder:
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="dtune-trial-"))
         result_path = os.path.join(folder, "result.pickle")
         # The child imports what the objective refers to from the worker's own path.
         payload = pickle.dumps(sys.path) + cloudpickle.dumps((objective, dict(params)))
+        command = [sys.executable, _isolated.__file__, result_path]
+        conn, fds = None, ()
+        if channel is not None:
+            ours, theirs = socket.socketpair()
+            stack.enter_context(theirs)
+            conn = stack.enter_context(Connection(ours.detach()))
+            command += [str(channel.number), str(theirs.fileno())]
+            fds = (theirs.fileno(),)
         child = subprocess.Popen(
-            [sys.executable, _isolated.__file__, result_path],
+            command,
             stdin=subprocess.PIPE,
+            pass_fds=fds,
             start_new_session=True,  # its own process group: a timeout kills all of it
         )
+        if channel is not None:
+            theirs.close()
         assert child.stdin is not None
         with child.stdin:
             child.stdin.write(payload)
         try:
-            code = child.wait(timeout)
+            code = _wait_for_child(child, conn, channel, timeout)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
@@ -197,6 +259,7 @@ def run_trial(
     *,
     isolate: bool = False,
     timeout: float | None = None,
+    report_to: ReportTo | None = None,
 ) -> Outcome:
     """Call ``objective(**params)`` and report how it went. Runs on a Dask worker.
 
@@ -209,6 +272,8 @@ def run_trial(
     timeout
         Kill that child process after this many seconds (implies ``isolate``); the trial
         then fails with a ``TrialTimeout`` error.
+    report_to
+        Where the objective's :func:`dtune.report` calls go (None: nowhere).
 
     Examples
     --------
@@ -221,11 +286,21 @@ def run_trial(
     started = time.time()
     value: float | None = None
     metrics: dict[str, Any] = {}
+    channel = DaskChannel(report_to) if report_to is not None else None
     if isolate or timeout is not None:
-        raw, error = _call_in_child(objective, params, timeout)
+        raw, error = _call_in_child(objective, params, timeout, channel)
+    elif channel is not None:
+        with channel.active():
+            raw, error = _isolated.call(objective, params)
     else:
         raw, error = _isolated.call(objective, params)
-    if error is None:
+    pruned = channel is not None and channel.stopped
+    if pruned:
+        # Told to stop: its value is the last it reported, whatever happened after.
+        assert channel is not None
+        value, error = channel.last_value, None
+        metrics = jsonable(raw) if isinstance(raw, Mapping) else {}
+    elif error is None:
         try:
             value, metrics = parse_result(raw, objective_key)
         except (TypeError, ValueError, KeyError) as exc:
@@ -241,6 +316,7 @@ def run_trial(
         worker=_worker_name(),
         host=socket.gethostname(),
         device=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        pruned=pruned,
     )
 
 
@@ -253,10 +329,17 @@ class TrialRun:
     gpus_per_trial: int = 1
     isolate: bool = False
     timeout: float | None = None
+    pruning: bool = False  # a reporting trial waits for the pruner's verdict
 
 
 def submit_trial(
-    client: Client, run: TrialRun, params: Mapping[str, Any], *, key: str, use_gpus: bool
+    client: Client,
+    run: TrialRun,
+    params: Mapping[str, Any],
+    *,
+    key: str,
+    use_gpus: bool,
+    report_to: ReportTo | None = None,
 ) -> Future:
     """Submit one :func:`run_trial` to Dask under ``key`` (Dask treats equal keys as one
     task), asking for ``run.gpus_per_trial`` GPUs when the workers advertise GPUs."""
@@ -267,6 +350,7 @@ def submit_trial(
         run.objective_key,
         isolate=run.isolate,
         timeout=run.timeout,
+        report_to=report_to,
         key=key,
         resources={"GPU": run.gpus_per_trial} if use_gpus else None,
         pure=False,
@@ -289,9 +373,15 @@ class Backend(Protocol):
         """Start running ``trial``."""
 
     def wait(self, timeout: float) -> list[tuple[int, Outcome | None]]:
-        """Trials finished so far, waiting up to ``timeout`` s for a first one. A None
-        outcome: the run was lost (cancelled by someone else, its result unreachable)
-        and the trial should run again."""
+        """Trials finished so far, waiting up to ``timeout`` s for a first one (or a
+        report). A None outcome: the run was lost (cancelled by someone else, its result
+        unreachable) and the trial should run again."""
+
+    def take_reports(self) -> list[IncomingReport]:
+        """Reports that running trials sent since the last call, in order."""
+
+    def answer(self, report: IncomingReport, stop: bool) -> None:
+        """Tell the trial that sent ``report`` (if it waits) whether to stop."""
 
     def placements(self) -> dict[int, str]:
         """Workers of running trials, where known."""
@@ -327,6 +417,50 @@ class DaskBackend:
         self._running: dict[Future, int] = {}
         self._slots, self._use_gpus = 0, False
         self._slots_checked = self._placed = -math.inf
+        # Trials' reports arrive as Dask events on this topic, in the client's event loop.
+        self.topic = f"{key_prefix}-reports"
+        self._reports: collections.deque[IncomingReport] = collections.deque()
+        client.subscribe_topic(self.topic, self._on_report)
+
+    def close(self) -> None:
+        """Stop listening for reports."""
+        with contextlib.suppress(Exception):  # a client already closed has none
+            self.client.unsubscribe_topic(self.topic)
+
+    def _on_report(self, event: tuple[float, dict[str, Any]]) -> None:
+        message = event[1]
+        self._reports.append(
+            IncomingReport(
+                number=int(message["number"]),
+                step=int(message["step"]),
+                value=float(message["value"]),
+                metrics=dict(message.get("metrics") or {}),
+                worker=message.get("worker"),
+                seq=int(message.get("seq", 0)),
+                wait=bool(message.get("wait")),
+                sent=message.get("sent"),
+            )
+        )
+        with self._ac.thread_condition:  # wake the driver's wait
+            self._ac.thread_condition.notify_all()
+
+    def take_reports(self) -> list[IncomingReport]:
+        taken = []
+        while self._reports:
+            taken.append(self._reports.popleft())
+        return taken
+
+    def answer(self, report: IncomingReport, stop: bool) -> None:
+        if report.wait and report.worker is not None:
+            self.client.run(
+                deliver,
+                self.topic,
+                report.number,
+                report.seq,
+                stop,
+                workers=[report.worker],
+                wait=False,
+            )
 
     def now(self) -> float:
         return time.time()
@@ -348,7 +482,15 @@ class DaskBackend:
 
     def submit(self, trial: Trial) -> None:
         key = f"{self.key_prefix}-{trial.number}"
-        future = submit_trial(self.client, self.run, trial.params, key=key, use_gpus=self._use_gpus)
+        report_to = ReportTo(self.topic, trial.number, wait=self.run.pruning)
+        future = submit_trial(
+            self.client,
+            self.run,
+            trial.params,
+            key=key,
+            use_gpus=self._use_gpus,
+            report_to=report_to,
+        )
         self._running[future] = trial.number
         self._ac.add(future)
 
@@ -356,7 +498,7 @@ class DaskBackend:
         ac = self._ac
         # as_completed notifies thread_condition after queueing each finished future.
         with ac.thread_condition:
-            if not ac.has_ready():
+            if not ac.has_ready() and not self._reports:
                 ac.thread_condition.wait(timeout)
         done = list(ac.next_batch(block=False)) if ac.has_ready() else []
         results: list[tuple[int, Outcome | None]] = []

@@ -29,7 +29,7 @@ from dtune.exceptions import StudyInUseError
 from dtune.execution import Outcome
 from dtune.space import SearchSpace
 from dtune.storage import BaseStorage
-from dtune.trial import Trial, TrialState
+from dtune.trial import Report, Trial, TrialState
 
 __all__ = ["CLAIM_STALE_S", "Ledger", "LedgerListener", "ModelState"]
 
@@ -109,17 +109,23 @@ class Ledger:
         space: SearchSpace,
         direction: str,
         failure_value: str | float | None = None,
+        rungs: Sequence[float] | None = None,
     ) -> None:
         self.storage = storage
         self.name = name
         self.space = space
         self.direction = direction
         self.failure_value = failure_value
+        self.rungs = sorted(rungs) if rungs else None
+        # A lower rung feeds the model once it has this many values and no higher has.
+        self.rung_min_points = max(5, len(space) + 2)
         self._lock = threading.RLock()
         self._listeners: list[LedgerListener] = []
         self._trials: dict[int, Trial] = {}
         self._next_number = 0
         self._claimed_at = -math.inf
+        self._model_rung: int | None = None  # index into rungs; None: final values
+        self._told_early: set[int] = set()  # trials the model was told at a lower rung
         self._load()
 
     def __repr__(self) -> str:
@@ -128,6 +134,9 @@ class Ledger:
     def _load(self) -> None:
         self._trials = {t.number: t for t in self.storage.get_trials(self.name)}
         self._next_number = max(self._trials, default=-1) + 1
+        self._count_rungs()
+        self._model_rung = self._pick_model_rung()
+        self._told_early = set()
 
     # -- views ----------------------------------------------------------------------------
 
@@ -174,21 +183,90 @@ class Ledger:
         except ValueError:
             return None
 
+    # -- the model's fidelity (with a pruner's rungs) --------------------------------------
+
+    def rung_value(self, trial: Trial, k: int) -> float | None:
+        """What the model is told of ``trial`` at rung ``k`` (below the top): the value
+        it reported at its first step at or past that rung, to minimize."""
+        assert self.rungs is not None
+        for report in trial.reports:
+            if report.step >= self.rungs[k]:
+                return self.to_minimize(report.value)
+        return None
+
+    def _count_rungs(self) -> None:
+        """How many trials reached each rung below the top, and how many completed."""
+        self._complete = sum(t.state is TrialState.COMPLETE for t in self._trials.values())
+        self._rung_counts = [0] * (len(self.rungs) - 1 if self.rungs else 0)
+        for trial in self._trials.values():
+            self._count_reached(trial.reports, +1)
+
+    def _count_reached(
+        self, reports: Sequence[Report], sign: int, since: float = -math.inf
+    ) -> None:
+        if not reports or self.rungs is None:
+            return
+        last = reports[-1].step
+        for k, r in enumerate(self.rungs[:-1]):
+            if since < r <= last:
+                self._rung_counts[k] += sign
+
+    def _pick_model_rung(self) -> int | None:
+        """The rung whose values the model is fitted on: the highest below the top with
+        enough values, unless the top (complete trials) has enough (BOHB's rule); None
+        means final values."""
+        if self.rungs is None or self._complete >= self.rung_min_points:
+            return None
+        enough = [k for k, n in enumerate(self._rung_counts) if n >= self.rung_min_points]
+        return enough[-1] if enough else None
+
+    @property
+    def model_rung(self) -> float | None:
+        """The resource whose values the model is fitted on now (None: final values)."""
+        if self._model_rung is None or self.rungs is None:
+            return None
+        return self.rungs[self._model_rung]
+
     def model_state(self) -> ModelState:
         """What a model rebuilt now should know."""
         with self._lock:
             told, running = [], []
+            self._told_early = set()
             for trial in self.trials:
                 point = self.point(trial)
                 if point is None:
                     continue
+                if self._model_rung is not None:
+                    value = self.rung_value(trial, self._model_rung)
+                    if value is not None:
+                        told.append((point, value))
+                        self._told_early.add(trial.number)
+                        continue
                 if trial.state is TrialState.RUNNING:
                     running.append((trial.number, point))
                     continue
-                value = self.told_value(trial)
-                if value is not None:
-                    told.append((point, value))
+                if self._model_rung is None:
+                    value = self.told_value(trial)
+                    if value is not None:
+                        told.append((point, value))
             return ModelState(told, running, len(self._trials))
+
+    def _refit_on_new_rung(self) -> bool:
+        """Move the model to a higher rung if one has enough values now; listeners start
+        over from the values there."""
+        rung = self._pick_model_rung()
+        if rung == self._model_rung:
+            return False
+        self._model_rung = rung
+        logger.info(
+            "dtune: the model of study %r now fits values at resource %s",
+            self.name,
+            "max" if self.model_rung is None else f"{self.model_rung:g}",
+        )
+        state = self.model_state()
+        for listener in self._listeners:
+            listener.reset(state)
+        return True
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -228,12 +306,19 @@ class Ledger:
             listener.started(trial.number, point)
 
     def _ended(self, trials: Sequence[Trial]) -> None:
+        if self._refit_on_new_rung():
+            return  # the listeners started over from the store, these trials included
         results = []
         for t in trials:
             point = self.point(t)
-            if point is not None:
-                told = self.told_value(t) if t.state.is_finished() else None
-                results.append((t.number, point, told))
+            if point is None:
+                continue
+            told = None
+            if self._model_rung is None and t.state.is_finished():
+                told = self.told_value(t)
+            elif self._model_rung is not None and t.number not in self._told_early:
+                told = self.rung_value(t, self._model_rung)
+            results.append((t.number, point, told))
         for listener in self._listeners:
             listener.finished(results)
 
@@ -252,7 +337,8 @@ class Ledger:
             return trial
 
     def restart(self, number: int, *, submitted: float | None = None) -> Trial:
-        """Run an INTERRUPTED trial again, under its own number and point."""
+        """Run an INTERRUPTED trial again, under its own number and point, from the
+        start: the reports of its unfinished run are dropped."""
         with self._lock:
             old = self._trials[number]
             if old.state is not TrialState.INTERRUPTED:
@@ -263,8 +349,44 @@ class Ledger:
                 params=old.params,
                 submitted=time.time() if submitted is None else submitted,
             )
+            if old.reports:
+                self.storage.delete_reports(self.name, number)
+                self._count_reached(old.reports, -1)
             self._commit([trial])
             self._started(trial)
+            return trial
+
+    def report(self, number: int, report: Report) -> Trial | None:
+        """Record an intermediate result of RUNNING trial ``number`` (store first); the
+        model is told of it if it is the trial's value at the rung the model fits. A
+        report of a trial that no longer runs, or of a step not after its last one, is
+        dropped (None)."""
+        with self._lock:
+            trial = self._trials.get(number)
+            if trial is None or trial.state is not TrialState.RUNNING:
+                return None
+            if trial.reports and report.step <= trial.reports[-1].step:
+                logger.warning(
+                    "dtune: dropped a report of trial %d at step %d (its last was %d)",
+                    number,
+                    report.step,
+                    trial.reports[-1].step,
+                )
+                return None
+            self.storage.put_reports(self.name, number, [report])
+            since = trial.reports[-1].step if trial.reports else -math.inf
+            trial = replace(trial, reports=(*trial.reports, report))
+            self._count_reached(trial.reports, +1, since)
+            self._trials[number] = trial
+            if self.rungs is not None and not self._refit_on_new_rung():
+                k = self._model_rung
+                if k is not None and number not in self._told_early:
+                    value = self.rung_value(trial, k)
+                    point = self.point(trial)
+                    if value is not None and point is not None:
+                        self._told_early.add(number)
+                        for listener in self._listeners:
+                            listener.finished([(number, point, value)])
             return trial
 
     def place(self, placements: dict[int, str]) -> None:
@@ -294,10 +416,14 @@ class Ledger:
                 if trial.state is not TrialState.RUNNING:
                     raise ValueError(f"trial {number} is already {trial.state.value}")
                 failed = outcome.error is not None or outcome.value is None
+                if failed:
+                    state = TrialState.FAILED
+                else:
+                    state = TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE
                 finished.append(
                     Trial(
                         number=number,
-                        state=TrialState.FAILED if failed else TrialState.COMPLETE,
+                        state=state,
                         params=trial.params,
                         value=outcome.value,
                         metrics=outcome.metrics,
@@ -308,10 +434,12 @@ class Ledger:
                         started=outcome.started,
                         finished=outcome.finished,
                         error=(outcome.error or "no value") if failed else None,
+                        reports=trial.reports,
                     )
                 )
             if finished:
                 self._commit(finished)
+                self._complete += sum(t.state is TrialState.COMPLETE for t in finished)
                 self._ended(finished)
             return finished
 
@@ -326,6 +454,7 @@ class Ledger:
                     params=self._trials[n].params,
                     submitted=self._trials[n].submitted,
                     error="interrupted: the driver stopped while this trial ran",
+                    reports=self._trials[n].reports,
                 )
                 for n in numbers
                 if self._trials[n].state is TrialState.RUNNING

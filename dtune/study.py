@@ -21,6 +21,7 @@ from dtune.exceptions import StudyNotFoundError
 from dtune.execution import Outcome, parse_result
 from dtune.ledger import Ledger
 from dtune.optimizer import OptimizerSettings
+from dtune.pruners import Pruner, pruner_from_json
 from dtune.space import SearchSpace
 from dtune.storage import BaseStorage, StudyRecord, open_storage
 from dtune.suggest import InProcessSuggester, ProcessSuggester
@@ -70,6 +71,13 @@ class Study:
         How running points are accounted for when picking new ones: ``"believer"``
         (default: each is believed to score the surrogate's mean there), or a constant
         liar, ``"cl_min"``, ``"cl_mean"`` or ``"cl_max"``.
+    pruner
+        Stop hopeless trials early: :class:`~dtune.pruners.ASHA`,
+        :class:`~dtune.pruners.Hyperband` or :class:`~dtune.pruners.MedianStop`
+        (default None: every trial runs to the end). Trials report intermediate values
+        with :func:`dtune.report`; with ASHA or Hyperband the model is fitted on the
+        values at the highest rung that has enough of them, so pruned trials' early
+        results guide the search too.
     failure_value
         What the optimizer is told about a failed trial's point. None (default): nothing,
         so the point may be tried again nearby; ``"worst"``: the worst value seen so far,
@@ -115,9 +123,15 @@ class Study:
         objective_key: str | None = None,
         liar: str = "believer",
         failure_value: str | float | None = None,
+        pruner: Pruner | None = None,
         allow_space_change: bool = False,
         **optimizer_options: Any,
     ) -> None:
+        if pruner is not None and not isinstance(pruner, Pruner):
+            raise TypeError(
+                f"pruner={pruner!r} must be None or a dtune pruner (dtune.ASHA, "
+                "dtune.Hyperband, dtune.MedianStop)"
+            )
         if failure_value is not None and failure_value != "worst":
             if isinstance(failure_value, bool) or not isinstance(failure_value, (int, float)):
                 raise TypeError(
@@ -136,10 +150,12 @@ class Study:
         self.direction = direction
         self.objective_key = objective_key
         self.failure_value = failure_value
+        self.pruner = pruner
         self.settings = OptimizerSettings.from_options({"liar": liar, **optimizer_options})
         storage = open_storage(storage)
         self._create_or_check(storage, allow_space_change)
-        self._ledger = Ledger(storage, name, self.space, direction, failure_value)
+        rungs = pruner.rungs() if pruner is not None else None
+        self._ledger = Ledger(storage, name, self.space, direction, failure_value, rungs)
         # The study's own optimizer copy: ask/tell use it, optimize starts from it.
         self._suggester = InProcessSuggester(self.space, self.settings)
         self._suggester.reset(self._ledger.model_state())
@@ -155,7 +171,11 @@ class Study:
                     direction=self.direction,
                     objective_key=self.objective_key,
                     space=self.space.to_json(),
-                    optimizer={**self.settings.to_json(), "failure_value": self.failure_value},
+                    optimizer={
+                        **self.settings.to_json(),
+                        "failure_value": self.failure_value,
+                        "pruner": None if self.pruner is None else self.pruner.to_json(),
+                    },
                     created=time.time(),
                     versions=_versions(),
                 )
@@ -181,6 +201,12 @@ class Study:
                 raise ValueError(
                     f"study {self.name!r} in {storage!r} has {what}={stored!r}, not {given!r}"
                 )
+        stored_pruner = record.optimizer.get("pruner")
+        given_pruner = None if self.pruner is None else self.pruner.to_json()
+        if stored_pruner != given_pruner:
+            storage.update_study(
+                replace(record, optimizer={**record.optimizer, "pruner": given_pruner})
+            )
         logger.info("dtune: continuing study %r from %r", self.name, storage)
 
     @property
@@ -308,6 +334,7 @@ class Study:
             max_consecutive_failures=max_consecutive_failures,
             callbacks=tuple(_bind(callback, self) for callback in callbacks),
             progress=progress,
+            pruner=self.pruner,
         )
         # Simulated workers on a simulated clock: suggestions in-process, so a seed
         # gives the same search every time.
@@ -416,14 +443,21 @@ class Study:
         return dict(self.best_trial.params)
 
     def trials_dataframe(self) -> pd.DataFrame:
-        """One row per trial: number, state, value, ``params_*``, ``metrics_*``, worker,
+        """One row per trial: number, state, value, ``last_step`` and ``intermediate`` (the
+        reported values by step), ``params_*``, ``metrics_*``, worker,
         host, device, timings (``submitted``/``started``/``finished`` as datetimes,
         ``duration`` in seconds) and error."""
         import pandas as pd
 
         rows = []
         for t in self.trials:
-            row: dict[str, Any] = {"number": t.number, "state": t.state.value, "value": t.value}
+            row: dict[str, Any] = {
+                "number": t.number,
+                "state": t.state.value,
+                "value": t.value,
+                "last_step": t.last_step,
+                "intermediate": t.intermediate,
+            }
             row.update({f"params_{k}": v for k, v in t.params.items()})
             row.update({f"metrics_{k}": v for k, v in t.metrics.items()})
             row.update(
@@ -503,6 +537,7 @@ def load_study(
         direction=record.direction,
         objective_key=record.objective_key,
         failure_value=record.optimizer.get("failure_value"),
+        pruner=pruner_from_json(record.optimizer.get("pruner")),
         **{k: v for k, v in settings.to_json().items() if k != "base_estimator"},
         base_estimator=settings.base_estimator,
     )

@@ -1,4 +1,5 @@
-"""The record of one evaluation of the objective: :class:`Trial` and :class:`TrialState`."""
+"""The record of one evaluation of the objective: :class:`Trial`, :class:`TrialState`,
+and the intermediate results it reported (:class:`Report`)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,42 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Trial", "TrialState"]
+__all__ = ["Report", "Trial", "TrialState"]
 
 
 class TrialState(str, enum.Enum):
     """Where a trial stands.
 
     ``RUNNING`` trials have been handed to a worker; ``COMPLETE`` ones returned a value
-    the optimizer was told; ``FAILED`` ones raised or returned something unusable (see
-    :attr:`Trial.error`); ``INTERRUPTED`` ones were running when their driver stopped,
-    and their points are evaluated again first when the study resumes.
+    the optimizer was told; ``PRUNED`` ones were stopped early by the study's pruner
+    (their value is the last one they reported); ``FAILED`` ones raised or returned
+    something unusable (see :attr:`Trial.error`); ``INTERRUPTED`` ones were running when
+    their driver stopped, and their points are evaluated again first when the study
+    resumes.
     """
 
     RUNNING = "RUNNING"
     COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
     FAILED = "FAILED"
     INTERRUPTED = "INTERRUPTED"
 
     def is_finished(self) -> bool:
-        """True for COMPLETE and FAILED: states that will not change any more (an
+        """True for COMPLETE, PRUNED and FAILED: states that will not change any more (an
         INTERRUPTED trial runs again when its study resumes)."""
-        return self in (TrialState.COMPLETE, TrialState.FAILED)
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+
+
+@dataclass(frozen=True)
+class Report:
+    """An intermediate result a running trial reported with :func:`dtune.report`: its
+    objective ``value`` after ``step`` units of resource (epochs, say), other metrics,
+    and when (UNIX time, on the driver)."""
+
+    step: int
+    value: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class Trial:
     started: float | None = None
     finished: float | None = None
     error: str | None = None
+    reports: tuple[Report, ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -63,3 +80,13 @@ class Trial:
         if self.started is None or self.finished is None:
             return None
         return self.finished - self.started
+
+    @property
+    def intermediate(self) -> dict[int, float]:
+        """The values the trial reported, by step."""
+        return {r.step: r.value for r in self.reports}
+
+    @property
+    def last_step(self) -> int | None:
+        """The last step the trial reported, or None if it reported none."""
+        return self.reports[-1].step if self.reports else None

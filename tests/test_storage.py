@@ -10,6 +10,7 @@ import pytest
 
 from dtune import InMemoryStorage, SQLiteStorage, StorageError, Trial, TrialState
 from dtune.storage import StudyRecord, open_storage
+from dtune.storage.sqlite import SCHEMA_VERSION
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -142,4 +143,4 @@ def test_a_version_1_file_is_migrated_and_keeps_its_trials(tmp_path):
     assert store.get_trials("s")[0].value == 0.5
     assert store.claim("s", "host:1:x", stale_after=30.0) is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

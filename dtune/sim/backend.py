@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from dtune.execution import Outcome, TrialRun, run_trial
+from dtune.execution import IncomingReport, Outcome, TrialRun, run_trial
 from dtune.trial import Trial
 
 __all__ = ["SimulatedBackend", "SimulatedCluster"]
@@ -123,6 +123,12 @@ class SimulatedBackend:
         return {number: worker for _, _, number, worker, _ in self._running}
 
     def check(self) -> None:
+        return None
+
+    def take_reports(self) -> list[IncomingReport]:
+        return []  # simulated trials run in one go: their reports are not sent
+
+    def answer(self, report: IncomingReport, stop: bool) -> None:
         return None
 
     def cancel(self) -> list[int]:

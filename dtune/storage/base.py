@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dtune.trial import Trial
+from dtune.trial import Report, Trial
 
 __all__ = ["BaseStorage", "StudyRecord", "claim_is_live", "driver_owner"]
 
@@ -52,12 +52,22 @@ class BaseStorage(abc.ABC):
 
     @abc.abstractmethod
     def put_trials(self, study: str, trials: Iterable[Trial]) -> None:
-        """Insert or replace trials (by number) in one transaction, committed on return."""
+        """Insert or replace trials (by number) in one transaction, committed on return.
+        Their reports are not written here (see :meth:`put_reports`)."""
 
     @abc.abstractmethod
     def get_trials(self, study: str, from_number: int = 0) -> list[Trial]:
         """The trials of a study numbered ``from_number`` or more, by number (a reader
         that polls asks only for what may have changed since it last looked)."""
+
+    @abc.abstractmethod
+    def put_reports(self, study: str, number: int, reports: Iterable[Report]) -> None:
+        """Add trial ``number``'s intermediate reports (by step), committed on return.
+        :meth:`get_trials` returns each trial with its reports, by step."""
+
+    @abc.abstractmethod
+    def delete_reports(self, study: str, number: int) -> None:
+        """Forget trial ``number``'s reports (it runs again from the start)."""
 
     def put_trial(self, study: str, trial: Trial) -> None:
         """Insert or replace one trial, committed on return."""

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from dtune.storage.base import BaseStorage, StudyRecord, claim_is_live
-from dtune.trial import Trial
+from dtune.trial import Report, Trial
 
 __all__ = ["InMemoryStorage"]
 
@@ -26,6 +26,7 @@ class InMemoryStorage(BaseStorage):
         self._lock = threading.Lock()
         self._studies: dict[str, StudyRecord] = {}
         self._trials: dict[str, dict[int, Trial]] = {}
+        self._reports: dict[str, dict[int, dict[int, Report]]] = {}
         self._claims: dict[str, tuple[str, float]] = {}
 
     def __repr__(self) -> str:
@@ -37,6 +38,7 @@ class InMemoryStorage(BaseStorage):
                 raise ValueError(f"a study named {record.name!r} already exists")
             self._studies[record.name] = record
             self._trials[record.name] = {}
+            self._reports[record.name] = {}
 
     def update_study(self, record: StudyRecord) -> None:
         with self._lock:
@@ -64,7 +66,22 @@ class InMemoryStorage(BaseStorage):
     def get_trials(self, study: str, from_number: int = 0) -> list[Trial]:
         with self._lock:
             table = self._trials.get(study, {})
-            return [table[n] for n in sorted(table) if n >= from_number]
+            reports = self._reports.get(study, {})
+            return [
+                replace(table[n], reports=tuple(r for _, r in sorted(reports.get(n, {}).items())))
+                for n in sorted(table)
+                if n >= from_number
+            ]
+
+    def put_reports(self, study: str, number: int, reports: Iterable[Report]) -> None:
+        with self._lock:
+            table = self._reports[study].setdefault(number, {})
+            for report in reports:
+                table[report.step] = replace(report, metrics=dict(report.metrics))
+
+    def delete_reports(self, study: str, number: int) -> None:
+        with self._lock:
+            self._reports[study].pop(number, None)
 
     def claim(self, study: str, owner: str, stale_after: float) -> str | None:
         with self._lock:

@@ -21,7 +21,7 @@ from typing import Any
 
 from dtune.exceptions import StorageError
 from dtune.storage.base import BaseStorage, StudyRecord, claim_is_live
-from dtune.trial import Trial, TrialState
+from dtune.trial import Report, Trial, TrialState
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
 
@@ -61,6 +61,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             study TEXT PRIMARY KEY,
             owner TEXT NOT NULL,
             heartbeat REAL NOT NULL
+        )""",
+    ),
+    # version 3: the intermediate results trials report (learning curves, pruning)
+    (
+        """CREATE TABLE IF NOT EXISTS reports (
+            study TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            value REAL NOT NULL,
+            metrics TEXT NOT NULL,
+            time REAL,
+            PRIMARY KEY (study, number, step)
         )""",
     ),
 )
@@ -195,7 +207,31 @@ class SQLiteStorage(BaseStorage):
                 "ORDER BY number",
                 (study, from_number),
             ).fetchall()
-        return [_row_trial(r) for r in rows]
+            report_rows = self._conn.execute(
+                "SELECT number, step, value, metrics, time FROM reports "
+                "WHERE study = ? AND number >= ? ORDER BY number, step",
+                (study, from_number),
+            ).fetchall()
+        reports: dict[int, list[Report]] = {}
+        for number, step, value, metrics, at in report_rows:
+            reports.setdefault(number, []).append(Report(step, value, json.loads(metrics), at))
+        return [_row_trial(r, tuple(reports.get(r[0], ()))) for r in rows]
+
+    def put_reports(self, study: str, number: int, reports: Iterable[Report]) -> None:
+        rows = [(study, number, r.step, r.value, json.dumps(r.metrics), r.time) for r in reports]
+        try:
+            with self._lock, self._transaction():
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write reports to {self!r}: {exc}") from exc
+
+    def delete_reports(self, study: str, number: int) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "DELETE FROM reports WHERE study = ? AND number = ?", (study, number)
+            )
 
     def claim(self, study: str, owner: str, stale_after: float) -> str | None:
         try:
@@ -252,7 +288,7 @@ def _trial_row(study: str, t: Trial) -> Sequence[Any]:
     )
 
 
-def _row_trial(row: Sequence[Any]) -> Trial:
+def _row_trial(row: Sequence[Any], reports: tuple[Report, ...] = ()) -> Trial:
     return Trial(
         number=row[0],
         state=TrialState(row[1]),
@@ -266,4 +302,5 @@ def _row_trial(row: Sequence[Any]) -> Trial:
         started=row[9],
         finished=row[10],
         error=row[11],
+        reports=reports,
     )

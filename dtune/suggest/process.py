@@ -299,9 +299,12 @@ class ProcessSuggester(Suggester):
         self._send(("finished", [(number, value) for number, _, value in results]))
 
     def reset(self, state: ModelState) -> None:
-        # The driver's copy was reset first (it subscribed first): start from it.
-        self._stop()
-        self._spawn()
+        # The driver's copy was reset first (it subscribed first); a running process
+        # rebuilds its optimizer in place, and what it had ready is dropped.
+        if self._conn is None:
+            return
+        self._ready = []
+        self._send(("reset", state.told, state.running))
 
     def set_slots(self, slots: int) -> None:
         """Keep enough suggestions ready for the results that arrive while the next

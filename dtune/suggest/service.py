@@ -14,6 +14,7 @@ side) and talks over a socket::
     sys.path, ("init", state) ───────────▶  optimizer rebuilt from told results
                 ◀──────────── ("hello",) ─  imports done
     ("depth", n) ────────────────────────▶  keep n fresh suggestions ready
+    ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
     ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1
     take ◀── ("ready", gen, points, s) ───  ask_batch: a batch conditioned on told +
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
@@ -67,18 +68,26 @@ class _Service:
         depth: int,
     ) -> None:
         self.conn = conn
+        self.space, self.settings = space, settings
+        self.depth = depth
+        self.generation = 0  # bumps with every tell; a suggestion from an older one is stale
+        self.fitting: Future | None = None  # a hyperparameter refit in the fit thread
+        self.fit_started = 0.0
+        self.start_over(told, running)
+
+    def start_over(self, told: list[tuple[Point, float]], running: list[tuple[int, Point]]) -> None:
         # The driver's own copy draws the initial design; this one serves the model.
-        self.optimizer = PendingAwareOptimizer(space, settings.replace(n_initial_points=0))
+        self.optimizer = PendingAwareOptimizer(
+            self.space, self.settings.replace(n_initial_points=0)
+        )
         if told:
             self.optimizer.tell([p for p, _ in told], [v for _, v in told])
-        self.depth = depth
         self.pending: dict[int, Point] = dict(running)
         self.ready: list[tuple[int, Point]] = []
         self.dropped: list[Point] = []  # busy until the driver acknowledges the drop
         self.results: list[tuple[Point, float]] = []
-        self.generation = 0  # bumps with every tell; a suggestion from an older one is stale
-        self.fitting: Future | None = None  # a hyperparameter refit in the fit thread
-        self.fit_started = 0.0
+        self.generation += 1
+        self.fitting = None  # a refit of the old model, if running, is not adopted
 
     def fresh(self) -> int:
         return sum(1 for g, _ in self.ready if g >= self.generation)
@@ -118,6 +127,8 @@ class _Service:
             return False
         if kind == "depth":
             self.depth = message[1]
+        elif kind == "reset":
+            self.start_over(message[1], message[2])
         elif kind == "submitted":
             _, number, point = message
             key = point_key(point)

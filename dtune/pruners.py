@@ -1,0 +1,315 @@
+"""Early-stopping rules: which running trials to stop after a report.
+
+Pass one as ``Study(..., pruner=...)``. The driver asks it after each report that a
+running trial sends with :func:`dtune.report`; a trial told to stop ends ``PRUNED`` and
+its slot (its GPU) takes the next trial at once.
+
+- :class:`ASHA`: asynchronous successive halving, stopping variant (Li et al. 2020). A
+  trial that reaches a rung continues if its value is in the top ``1/reduction_factor``
+  of the values recorded at that rung so far; no trial waits for others.
+- :class:`Hyperband`: brackets of ASHA with different first rungs, so that some
+  trials are never stopped early (a hedge against curves that cross).
+- :class:`MedianStop`: stop a trial whose best value so far is worse than the median of
+  the other trials' best values at the same step.
+
+ASHA and Hyperband also name their rungs: the study's model is fitted on the values at
+the highest rung that has enough of them (as BOHB does), so that a pruned trial's early
+results still guide the search (:meth:`Pruner.rungs`).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import numbers
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from dtune.trial import Trial, TrialState
+
+__all__ = ["ASHA", "Hyperband", "MedianStop", "Pruner", "pruner_from_json"]
+
+
+def _resource(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} must be a positive number")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive, finite number")
+    return float(value) if not isinstance(value, numbers.Integral) else int(value)
+
+
+def _check_resources(min_resource: Any, max_resource: Any, reduction_factor: Any) -> None:
+    low = _resource(min_resource, "min_resource")
+    high = _resource(max_resource, "max_resource")
+    if low >= high:
+        raise ValueError(
+            f"min_resource={min_resource!r} must be smaller than max_resource={max_resource!r}"
+        )
+    if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, numbers.Real):
+        raise TypeError(f"reduction_factor={reduction_factor!r} must be a number >= 2")
+    if not math.isfinite(reduction_factor) or reduction_factor < 2:
+        raise ValueError(f"reduction_factor={reduction_factor!r} must be >= 2")
+
+
+def _ladder(low: float, high: float, eta: float) -> list[float]:
+    """``low, low·η, low·η², …`` below ``high``, then ``high``."""
+    rungs, r = [], float(low)
+    while r < high * (1 - 1e-9):
+        rungs.append(r)
+        r *= eta
+    return [*rungs, float(high)]
+
+
+def value_at(trial: Trial, resource: float) -> float | None:
+    """The value ``trial`` reported at its first step at or past ``resource``."""
+    for report in trial.reports:
+        if report.step >= resource:
+            return report.value
+    return None
+
+
+class Pruner(abc.ABC):
+    """An early-stopping rule (see the module's description)."""
+
+    @abc.abstractmethod
+    def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
+        """Whether ``trial``, which has just reported (its last report), should stop,
+        given every trial of the study (``trial`` among them)."""
+
+    def rungs(self) -> list[float] | None:
+        """Resources at which trials are compared, lowest first (the last one the full
+        resource); None if the rule has no rungs."""
+        return None
+
+    @abc.abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """The rule as JSON (kept with the study, so ``load_study`` restores it)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pruner) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def __repr__(self) -> str:
+        settings = self.to_json()
+        kind = settings.pop("type")
+        return f"{kind}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
+
+
+def _crossed(trial: Trial, ladder: Sequence[float]) -> int | None:
+    """The highest rung below the top that ``trial``'s last report reached for the first
+    time, or None."""
+    if not trial.reports:
+        return None
+    step = trial.reports[-1].step
+    before = trial.reports[-2].step if len(trial.reports) > 1 else -math.inf
+    crossed = [k for k, r in enumerate(ladder[:-1]) if before < r <= step]
+    return crossed[-1] if crossed else None
+
+
+def _in_top(value: float, others: Sequence[float], fraction: float) -> bool:
+    """Whether ``value`` (to minimize) ranks in the top ``fraction`` of ``others`` and
+    itself; the first at a rung always does, and ties count in its favour."""
+    n = len(others) + 1
+    rank = sum(1 for v in others if v < value)
+    return rank < max(1, math.ceil(n * fraction))
+
+
+class ASHA(Pruner):
+    """Asynchronous successive halving, stopping variant.
+
+    Parameters
+    ----------
+    min_resource
+        The first rung: no trial stops before reporting this step.
+    max_resource
+        The full resource (the objective's ``epochs``, say); trials that get there
+        complete.
+    reduction_factor
+        η ≥ 2: rungs lie at ``min_resource·η^k``, and a trial continues past a rung if
+        it is in the top 1/η of the values recorded there so far.
+
+    Examples
+    --------
+    >>> ASHA(1, 27, 3).rungs()
+    [1.0, 3.0, 9.0, 27.0]
+    >>> ASHA(5, 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: min_resource=5 must be smaller than max_resource=2
+    """
+
+    def __init__(
+        self, min_resource: float = 1, max_resource: float = 27, reduction_factor: float = 3
+    ) -> None:
+        _check_resources(min_resource, max_resource, reduction_factor)
+        self.min_resource = min_resource
+        self.max_resource = max_resource
+        self.reduction_factor = reduction_factor
+        self._ladder = _ladder(min_resource, max_resource, reduction_factor)
+
+    def rungs(self) -> list[float]:
+        return list(self._ladder)
+
+    def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
+        return _rung_says_stop(trial, trials, self._ladder, self.reduction_factor, minimize)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "ASHA",
+            "min_resource": self.min_resource,
+            "max_resource": self.max_resource,
+            "reduction_factor": self.reduction_factor,
+        }
+
+
+def _rung_says_stop(
+    trial: Trial,
+    trials: Sequence[Trial],
+    ladder: Sequence[float],
+    eta: float,
+    minimize: bool,
+) -> bool:
+    k = _crossed(trial, ladder)
+    if k is None:
+        return False
+    sign = 1.0 if minimize else -1.0
+    value = sign * trial.reports[-1].value
+    others = []
+    for other in trials:
+        if other.number == trial.number:
+            continue
+        v = value_at(other, ladder[k])
+        if v is not None:
+            others.append(sign * v)
+    return not _in_top(value, others, 1.0 / eta)
+
+
+class Hyperband(Pruner):
+    """Asynchronous Hyperband: brackets of :class:`ASHA` whose first rungs are
+    ``min_resource·η^b``; the last bracket runs every trial to ``max_resource``.
+
+    Each trial's bracket follows from its number, drawn with the weights of synchronous
+    Hyperband's bracket sizes, so a resumed study keeps every trial in its bracket.
+
+    Examples
+    --------
+    >>> hb = Hyperband(1, 9, 3)
+    >>> hb.brackets()
+    [[1.0, 3.0, 9.0], [3.0, 9.0], [9.0]]
+    >>> hb.rungs()
+    [1.0, 3.0, 9.0]
+    """
+
+    def __init__(
+        self, min_resource: float = 1, max_resource: float = 27, reduction_factor: float = 3
+    ) -> None:
+        _check_resources(min_resource, max_resource, reduction_factor)
+        self.min_resource = min_resource
+        self.max_resource = max_resource
+        self.reduction_factor = reduction_factor
+        full = _ladder(min_resource, max_resource, reduction_factor)
+        self._brackets = [full[b:] for b in range(len(full))]
+        s_max = len(full) - 1
+        # Synchronous Hyperband starts ⌈(s+1)/(s-b+1) · η^(s-b)⌉ configurations in bracket b.
+        sizes = [
+            math.ceil((s_max + 1) / (s_max - b + 1) * reduction_factor ** (s_max - b))
+            for b in range(s_max + 1)
+        ]
+        total = sum(sizes)
+        self._cumulative = [sum(sizes[: b + 1]) / total for b in range(len(sizes))]
+
+    def brackets(self) -> list[list[float]]:
+        """Each bracket's rungs."""
+        return [list(b) for b in self._brackets]
+
+    def bracket_of(self, number: int) -> int:
+        """The bracket of trial ``number``."""
+        u = ((number * 2654435761 + 97) % 2**32) / 2**32  # a fixed scramble of the number
+        last = len(self._cumulative) - 1
+        return next(b for b, c in enumerate(self._cumulative) if u < c or b == last)
+
+    def rungs(self) -> list[float]:
+        return list(self._brackets[0])
+
+    def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
+        bracket = self.bracket_of(trial.number)
+        peers = [t for t in trials if self.bracket_of(t.number) == bracket]
+        return _rung_says_stop(
+            trial, peers, self._brackets[bracket], self.reduction_factor, minimize
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "Hyperband",
+            "min_resource": self.min_resource,
+            "max_resource": self.max_resource,
+            "reduction_factor": self.reduction_factor,
+        }
+
+
+class MedianStop(Pruner):
+    """Stop a trial whose best value so far is worse than the median of the other
+    trials' best values up to the same step (the median stopping rule).
+
+    Parameters
+    ----------
+    warmup_steps
+        No trial stops at a step below this.
+    min_trials
+        The rule waits until this many other trials have reported that far.
+
+    Examples
+    --------
+    >>> MedianStop(warmup_steps=2, min_trials=3)
+    MedianStop(warmup_steps=2, min_trials=3)
+    """
+
+    def __init__(self, warmup_steps: int = 1, min_trials: int = 5) -> None:
+        for name, value in (("warmup_steps", warmup_steps), ("min_trials", min_trials)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} must be an int >= 0")
+        self.warmup_steps = warmup_steps
+        self.min_trials = min_trials
+
+    def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
+        if not trial.reports:
+            return False
+        step = trial.reports[-1].step
+        if step < self.warmup_steps:
+            return False
+        sign = 1.0 if minimize else -1.0
+        best = min(sign * r.value for r in trial.reports)
+        others = []
+        for other in trials:
+            if other.number == trial.number or not other.reports:
+                continue
+            if other.reports[-1].step < step and other.state is TrialState.RUNNING:
+                continue  # not that far yet
+            upto = [sign * r.value for r in other.reports if r.step <= step]
+            if upto:
+                others.append(min(upto))
+        if len(others) < max(1, self.min_trials):
+            return False
+        return best > statistics.median(others)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "MedianStop",
+            "warmup_steps": self.warmup_steps,
+            "min_trials": self.min_trials,
+        }
+
+
+def pruner_from_json(data: dict[str, Any] | None) -> Pruner | None:
+    """The pruner :meth:`Pruner.to_json` described (None for None)."""
+    if data is None:
+        return None
+    settings = dict(data)
+    kinds = {"ASHA": ASHA, "Hyperband": Hyperband, "MedianStop": MedianStop}
+    kind = settings.pop("type", None)
+    if kind not in kinds:
+        raise ValueError(f"unknown pruner type {kind!r}; known: {sorted(kinds)}")
+    return kinds[kind](**settings)  # type: ignore[arg-type]

@@ -1,0 +1,259 @@
+"""Intermediate results from inside a running trial: :func:`report`, and the channels
+that carry reports to the driver and its verdicts back.
+
+On a Dask worker a report travels as a Dask event: ``Worker.log_event`` on the search's
+topic, which the driver's client subscribes to. The driver records it (the store
+first), asks the study's pruner, and sends the verdict straight back with
+``Client.run`` on that worker, where :func:`deliver` wakes the reporting thread::
+
+    objective ── report(v, step) ──▶ worker.log_event ──▶ scheduler ──▶ driver: ledger.report,
+        ▲                                                                pruner.should_stop
+        └── TrialPruned, or carry on ◀── deliver ◀── Client.run(workers=[w]) ◀──┘
+
+In an isolated child process (``isolate=True``, ``trial_timeout``) the objective's
+reports go over a socket to the worker thread that started the child, which forwards
+them the same way and passes the verdict back.
+
+Without a pruner nothing waits for a verdict: a report is sent and the objective goes
+on at once. Like :mod:`dtune.execution`, this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from dtune.exceptions import TrialPruned
+from dtune.jsonable import jsonable
+
+__all__ = [
+    "Channel",
+    "ChildChannel",
+    "DaskChannel",
+    "ReportTo",
+    "deliver",
+    "forward",
+    "report",
+]
+
+# A reporting trial waits this long for the driver's verdict, then carries on (a driver
+# that died, or one too busy to answer).
+VERDICT_TIMEOUT_S = 30.0
+
+_local = threading.local()
+_lock = threading.Lock()
+_open: list[Channel] = []  # every channel of a trial running in this process
+_waiting: dict[tuple[str, int], DaskChannel] = {}  # (topic, trial number) -> channel
+
+
+def report(value: float, step: int, **metrics: Any) -> None:
+    """Record an intermediate result of the running trial: its objective ``value``
+    after ``step`` units of resource (an epoch's validation loss after epoch ``step``).
+
+    Parameters
+    ----------
+    value
+        The objective's value now, in the study's direction; a finite number.
+    step
+        How much resource the trial has used (epochs, say); an int ≥ 0 that increases
+        from one report to the next.
+    **metrics
+        Anything else worth recording with it (stored, shown by the dashboard).
+
+    Raises
+    ------
+    TrialPruned
+        When the study's pruner decided the trial should stop. Let it propagate, or
+        catch it to clean up or save a checkpoint; either way the trial ends ``PRUNED``
+        with this value.
+    ValueError, TypeError
+        For a value that is not a finite number, or a step that is not an int ≥ 0 or
+        does not come after the last one. Raised in the objective, so the trial fails
+        with that message and the search goes on.
+
+    Notes
+    -----
+    Outside a trial that dtune runs (calling the objective by hand, say) it checks its
+    arguments and does nothing else.
+
+    Examples
+    --------
+    >>> report(0.25, step=1, accuracy=0.9)   # outside a trial: checked, then nothing
+    >>> report(float("nan"), step=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: dtune.report: value nan at step 2 is not finite
+    """
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise TypeError(f"dtune.report: step={step!r} must be an int >= 0")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"dtune.report: value {value!r} ({type(value).__name__}) at step {step} is not a number"
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"dtune.report: value {number!r} at step {step} is not finite")
+    channel = _current()
+    if channel is not None:
+        channel.report(number, int(step), jsonable(metrics))
+
+
+def _current() -> Channel | None:
+    channel: Channel | None = getattr(_local, "channel", None)
+    if channel is None:
+        # A thread the objective started (a data loader, a Keras callback thread): the
+        # trial's channel, if this process runs only one trial.
+        with _lock:
+            if len(_open) == 1:
+                channel = _open[0]
+    return channel
+
+
+class Channel:
+    """A running trial's side of its reports: checks the order of steps, remembers the
+    last report, and raises :class:`TrialPruned` once the driver says stop."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.last_step: int | None = None
+        self.last_value: float | None = None
+        self.stopped = False
+
+    def report(self, value: float, step: int, metrics: dict[str, Any]) -> None:
+        """Send one report (checked by :func:`report`); raises ``TrialPruned`` on a stop."""
+        if self.stopped:
+            raise TrialPruned(f"trial {self.number} was pruned at step {self.last_step}")
+        if self.last_step is not None and step <= self.last_step:
+            raise ValueError(
+                f"dtune.report: step {step} of trial {self.number} does not come after its "
+                f"last step, {self.last_step}; steps must increase"
+            )
+        self.last_step, self.last_value = step, value
+        if self.send(value, step, metrics):
+            self.stopped = True
+            raise TrialPruned(
+                f"trial {self.number} was pruned at step {step} (value {value:g}) by the "
+                "study's pruner"
+            )
+
+    def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
+        """Deliver one report; True if the trial must stop."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Channel]:
+        """This channel as the calling thread's (and the process's only) one."""
+        previous = getattr(_local, "channel", None)
+        _local.channel = self
+        with _lock:
+            _open.append(self)
+        try:
+            yield self
+        finally:
+            _local.channel = previous
+            with _lock:
+                _open.remove(self)
+
+
+@dataclass(frozen=True)
+class ReportTo:
+    """Where a trial's reports go: the search's Dask event topic, the trial's number,
+    and whether to wait for a verdict (there is a pruner)."""
+
+    topic: str
+    number: int
+    wait: bool
+
+
+class DaskChannel(Channel):
+    """Reports as Dask events from the worker running the trial; verdicts by
+    :func:`deliver`."""
+
+    def __init__(self, to: ReportTo) -> None:
+        super().__init__(to.number)
+        self.to = to
+        self._seq = 0
+        self._answered = threading.Event()
+        self._verdict = False
+        self.waits: list[float] = []  # seconds from each report to its verdict
+
+    def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
+        from distributed import get_worker
+
+        worker = get_worker()
+        self._seq += 1
+        message = {
+            "number": self.number,
+            "seq": self._seq,
+            "step": step,
+            "value": value,
+            "metrics": metrics,
+            "worker": worker.address,
+            "wait": self.to.wait,
+            "sent": time.time(),
+        }
+        if not self.to.wait:
+            worker.log_event(self.to.topic, message)
+            return False
+        key = (self.to.topic, self.number)
+        self._answered.clear()
+        with _lock:
+            _waiting[key] = self
+        started = time.perf_counter()
+        try:
+            worker.log_event(self.to.topic, message)
+            if not self._answered.wait(VERDICT_TIMEOUT_S):
+                return False  # no verdict: carry on
+        finally:
+            with _lock:
+                _waiting.pop(key, None)
+        self.waits.append(time.perf_counter() - started)
+        return self._verdict
+
+    def answer(self, seq: int, stop: bool) -> None:
+        if seq == self._seq:  # a late verdict on an earlier report is dropped
+            self._verdict = stop
+            self._answered.set()
+
+
+async def deliver(topic: str, number: int, seq: int, stop: bool) -> None:
+    """The driver's verdict on report ``seq`` of trial ``number``; runs in the worker's
+    event loop (sent with ``Client.run``, which only sends without waiting for an
+    answer when the function is a coroutine)."""
+    with _lock:
+        channel = _waiting.get((topic, number))
+    if channel is not None:
+        channel.answer(seq, stop)
+
+
+class ChildChannel(Channel):
+    """In an isolated trial's child process: reports go to the worker thread that
+    started it (:func:`forward` there), which answers with the verdict."""
+
+    def __init__(self, number: int, conn: Connection) -> None:
+        super().__init__(number)
+        self.conn = conn
+
+    def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
+        self.conn.send((value, step, metrics))
+        return bool(self.conn.recv())
+
+
+def forward(conn: Connection, channel: Channel | None) -> None:
+    """Answer one report waiting on ``conn`` from a child's :class:`ChildChannel`,
+    through ``channel`` (the worker's), or with "carry on" if there is none."""
+    value, step, metrics = conn.recv()
+    stop = False
+    if channel is not None:
+        try:
+            channel.report(value, step, metrics)
+        except TrialPruned:
+            stop = True
+    conn.send(stop)
