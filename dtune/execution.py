@@ -215,7 +215,8 @@ def _call_in_child(
         # The child imports what the objective refers to from the worker's own path.
         payload = pickle.dumps(sys.path) + cloudpickle.dumps((objective, dict(params)))
         command = [sys.executable, _isolated.__file__, result_path]
-        conn, fds = None, ()
+        conn: Connection | None = None
+        fds: tuple[int, ...] = ()
         if channel is not None:
             ours, theirs = socket.socketpair()
             stack.enter_context(theirs)

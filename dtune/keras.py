@@ -10,6 +10,9 @@ does not import it. Each trial, on a long-lived worker process:
 - builds the model under ``tf.distribute.MirroredStrategy`` when the worker sees more
   than one GPU (``dtune worker --gpus-per-worker N``), plainly otherwise;
 - fits with ``EarlyStopping`` (best weights restored) and any callbacks you add;
+- reports the monitored metric every epoch (:func:`dtune.report`, the epoch as the
+  step), so a study with a pruner can stop it early: ``epochs`` is the full resource
+  (``ASHA(1, epochs)``), and a pruned trial still saves its best model so far;
 - saves the best model as ``.keras`` in the artifacts folder and reports its path;
 - returns the monitored metric at the best epoch, the other metrics of that epoch, the
   best epoch and the epochs run.
@@ -38,7 +41,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from dtune.exceptions import TrialPruned
 from dtune.jsonable import jsonable
+from dtune.reporting import report
 
 if TYPE_CHECKING:
     from dtune.trial import Trial
@@ -179,16 +184,34 @@ class KerasObjective:
             monitor=self.monitor, mode=mode, patience=self.patience, restore_best_weights=True
         )
         extra = list(self.callbacks()) if self.callbacks is not None else []
-        history = model.fit(
-            x_train,
-            y_train,
-            validation_data=(x_val, y_val),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            callbacks=[stop, *extra],
-            verbose=0,
-            **self.fit_kwargs,
-        ).history
+        path = self.model_path(params)
+        reporter = _reporter(keras, self.monitor, mode, keep_best=path is not None)
+        try:
+            history = model.fit(
+                x_train,
+                y_train,
+                validation_data=(x_val, y_val),
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                callbacks=[stop, reporter, *extra],
+                verbose=0,
+                **self.fit_kwargs,
+            ).history
+        except TrialPruned:
+            # Stopped by the study's pruner (the trial ends PRUNED whatever it returns):
+            # keep the best model so far all the same, and say where it is.
+            pruned: dict[str, Any] = {
+                self.monitor: reporter.best,
+                "best_epoch": reporter.best_epoch,
+                "epochs": reporter.epochs,
+            }
+            if path is not None and reporter.best_weights is not None:
+                model.set_weights(reporter.best_weights)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                model.save(path)
+                pruned["model_path"] = path
+            keras.backend.clear_session()
+            return pruned
         if self.monitor not in history:
             raise KeyError(
                 f"monitor={self.monitor!r} is not among the metrics Keras logged: {sorted(history)}"
@@ -198,13 +221,36 @@ class KerasObjective:
         best = series.index(pick(series))
         result: dict[str, Any] = {k: jsonable(v[best]) for k, v in history.items()}
         result.update(best_epoch=best + 1, epochs=len(series))
-        path = self.model_path(params)
         if path is not None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             model.save(path)
             result["model_path"] = path
         keras.backend.clear_session()
         return result
+
+
+def _reporter(keras: Any, monitor: str, mode: str, keep_best: bool) -> Any:
+    """A Keras callback that reports ``monitor`` every epoch (:func:`dtune.report`, the
+    epoch as the step) and keeps the best weights so far, for a pruned trial to save."""
+
+    class Reporter(keras.callbacks.Callback):
+        best: float | None = None
+        best_epoch = epochs = 0
+        best_weights: Any = None
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            logs = dict(logs or {})
+            if monitor not in logs:
+                return
+            value = float(logs.pop(monitor))
+            self.epochs = epoch + 1
+            if self.best is None or (value < self.best if mode == "min" else value > self.best):
+                self.best, self.best_epoch = value, epoch + 1
+                if keep_best:
+                    self.best_weights = self.model.get_weights()
+            report(value, epoch + 1, **{k: jsonable(v) for k, v in logs.items()})
+
+    return Reporter()
 
 
 def load_model(trial: Trial) -> Any:

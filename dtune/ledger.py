@@ -359,20 +359,21 @@ class Ledger:
     def report(self, number: int, report: Report) -> Trial | None:
         """Record an intermediate result of RUNNING trial ``number`` (store first); the
         model is told of it if it is the trial's value at the rung the model fits. A
-        report of a trial that no longer runs, or of a step not after its last one, is
-        dropped (None)."""
+        report of a trial that no longer runs is dropped (None).
+
+        A step not after the trial's last one means its run started again (Dask reran
+        its task after its worker died; a run never reports a step twice): the earlier
+        run's reports are dropped.
+        """
         with self._lock:
             trial = self._trials.get(number)
             if trial is None or trial.state is not TrialState.RUNNING:
                 return None
             if trial.reports and report.step <= trial.reports[-1].step:
-                logger.warning(
-                    "dtune: dropped a report of trial %d at step %d (its last was %d)",
-                    number,
-                    report.step,
-                    trial.reports[-1].step,
-                )
-                return None
+                logger.info("dtune: trial %d runs again from step %d", number, report.step)
+                self.storage.delete_reports(self.name, number)
+                self._count_reached(trial.reports, -1)
+                trial = replace(trial, reports=())
             self.storage.put_reports(self.name, number, [report])
             since = trial.reports[-1].step if trial.reports else -math.inf
             trial = replace(trial, reports=(*trial.reports, report))

@@ -312,4 +312,4 @@ def pruner_from_json(data: dict[str, Any] | None) -> Pruner | None:
     kind = settings.pop("type", None)
     if kind not in kinds:
         raise ValueError(f"unknown pruner type {kind!r}; known: {sorted(kinds)}")
-    return kinds[kind](**settings)  # type: ignore[arg-type]
+    return kinds[kind](**settings)

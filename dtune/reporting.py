@@ -43,9 +43,11 @@ __all__ = [
     "report",
 ]
 
-# A reporting trial waits this long for the driver's verdict, then carries on (a driver
-# that died, or one too busy to answer).
+# A reporting trial waits this long for the driver's verdict, then carries on without
+# waiting for verdicts any more (a driver too busy to answer). A trial whose driver is
+# gone (Dask cancelled its task) stops at once.
 VERDICT_TIMEOUT_S = 30.0
+_CHECK_S = 0.25
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -179,15 +181,24 @@ class DaskChannel(Channel):
     def __init__(self, to: ReportTo) -> None:
         super().__init__(to.number)
         self.to = to
+        self._wait = to.wait
+        self._key: Any = None  # the Dask task running the trial
         self._seq = 0
         self._answered = threading.Event()
         self._verdict = False
         self.waits: list[float] = []  # seconds from each report to its verdict
 
+    def _orphaned(self, worker: Any) -> bool:
+        """Whether Dask cancelled the trial's task (its driver went away)."""
+        task = worker.state.tasks.get(self._key)
+        return task is None or task.state in ("cancelled", "released", "forgotten")
+
     def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
         from distributed import get_worker
 
         worker = get_worker()
+        if self._key is None:
+            self._key = worker.get_current_task()
         self._seq += 1
         message = {
             "number": self.number,
@@ -196,10 +207,10 @@ class DaskChannel(Channel):
             "value": value,
             "metrics": metrics,
             "worker": worker.address,
-            "wait": self.to.wait,
+            "wait": self._wait,
             "sent": time.time(),
         }
-        if not self.to.wait:
+        if not self._wait:
             worker.log_event(self.to.topic, message)
             return False
         key = (self.to.topic, self.number)
@@ -209,8 +220,12 @@ class DaskChannel(Channel):
         started = time.perf_counter()
         try:
             worker.log_event(self.to.topic, message)
-            if not self._answered.wait(VERDICT_TIMEOUT_S):
-                return False  # no verdict: carry on
+            while not self._answered.wait(_CHECK_S):
+                if self._orphaned(worker):
+                    return True  # nobody wants its result: free the worker
+                if time.perf_counter() - started > VERDICT_TIMEOUT_S:
+                    self._wait = False  # no verdict: carry on, and stop asking
+                    return False
         finally:
             with _lock:
                 _waiting.pop(key, None)

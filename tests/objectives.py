@@ -110,3 +110,29 @@ def build_digits_cnn(learning_rate: float, keep_prob: float, channels: int, pool
         metrics=["accuracy"],
     )
     return model
+
+
+def learning_curve(x: float, epochs: int = 9, nap: float = 0.03) -> float:
+    """Reports a loss that falls with each epoch towards (x - 0.3)²: bad points are
+    visibly bad after one epoch."""
+    import dtune
+
+    loss = math.inf
+    for epoch in range(1, epochs + 1):
+        time.sleep(nap)
+        loss = (x - 0.3) ** 2 + 0.5 / epoch
+        dtune.report(loss, epoch, lr=0.1)
+    return loss
+
+
+def reports_badly(x: float) -> float:
+    """x < 0.3: reports NaN at step 2; x > 0.7: reports step 3 after step 5; else fine."""
+    import dtune
+
+    dtune.report(1.0, 1)
+    if x < 0.3:
+        dtune.report(float("nan"), 2)
+    elif x > 0.7:
+        dtune.report(0.5, 5)
+        dtune.report(0.4, 3)
+    return x

@@ -536,3 +536,93 @@ def test_a_second_optimize_call_is_served_by_the_process_the_first_one_started(
     assert stats["drawn_in_driver"] == 0  # no stopgap: the process was up with the model
     assert stats["asks"] >= 1
     assert len({t.params["x"] for t in study.trials}) == 32
+
+
+# -- early stopping under faults ---------------------------------------------------------------
+
+_PRUNING_DRIVER = """
+import functools
+import sys
+import dtune
+from tests import objectives
+
+study = dtune.Study({"x": dtune.Real(0.0, 1.0)}, storage=sys.argv[2], random_state=0,
+                    n_initial_points=6, pruner=dtune.ASHA(1, 9, 3))
+objective = functools.partial(objectives.learning_curve, nap=0.1)
+study.optimize(objective, int(sys.argv[3]), client=sys.argv[1], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_and_the_driver_killed_mid_rung_lose_no_report(scheduler, tmp_path):
+    store = tmp_path / "s.db"
+    script = tmp_path / "driver.py"
+    script.write_text(_PRUNING_DRIVER)
+    root = str(Path(__file__).parent.parent)
+
+    def driver(trials: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, str(script), scheduler, str(store), str(trials)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": root},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def reports() -> dict[int, list[tuple]]:
+        try:
+            with contextlib.closing(sqlite3.connect(store)) as conn:
+                rows = conn.execute("SELECT number, step, value FROM reports").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        found: dict[int, list[tuple]] = {}
+        for number, step, value in sorted(rows):
+            found.setdefault(number, []).append((step, value))
+        return found
+
+    def ended() -> int:
+        try:
+            return sum(r[3] in ("COMPLETE", "PRUNED", "FAILED") for r in _rows(store).values())
+        except sqlite3.OperationalError:
+            return 0
+
+    workers = start_dask_workers(scheduler, 3)
+    try:
+        with Client(scheduler, timeout=60) as client:
+            client.wait_for_workers(3, timeout=120)
+            first = driver(40)
+            # kill -9 a worker while its trial is between rungs (its Nanny restarts it)
+            _wait_until(lambda: ended() >= 4)
+            os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+            # kill -9 the driver while trials run and have reported
+            _wait_until(
+                lambda: (
+                    ended() >= 12
+                    and any(r[3] == "RUNNING" and reports().get(n) for n, r in _rows(store).items())
+                )
+            )
+            first.kill()
+            first.wait()
+            before_rows, before_reports = _rows(store), reports()
+            done = {n for n, r in before_rows.items() if r[3] in ("COMPLETE", "PRUNED")}
+            assert any(r[3] == "RUNNING" for r in before_rows.values())
+
+            client.wait_for_workers(3, timeout=120)
+            resumed = driver(40 - len(done))
+            _, err = resumed.communicate(timeout=300)
+            assert resumed.returncode == 0, err.decode()
+    finally:
+        workers.terminate()
+        workers.wait(timeout=60)
+    after_rows, after_reports = _rows(store), reports()
+    # every trial that ended before the kill, and its reports, are there unchanged
+    assert {n: after_rows[n] for n in done} == {n: before_rows[n] for n in done}
+    assert {n: after_reports.get(n) for n in done} == {n: before_reports.get(n) for n in done}
+    study = load_study(store)
+    assert len(study.trials) == 40
+    states = _states(study)
+    assert set(states) <= {"COMPLETE", "PRUNED", "FAILED"}, states
+    assert states.get("PRUNED", 0) > 0
+    for t in study.trials:  # rerun trials started again from step 1: no gaps, no repeats
+        if t.state is not TrialState.FAILED:
+            assert list(t.intermediate) == list(range(1, t.last_step + 1))

@@ -1,0 +1,209 @@
+"""Early stopping: dtune.report on real Dask workers (and in isolated child processes),
+the pruners' rules, PRUNED trials and their reports in a real SQLite store, and the model
+fitted on the rung with enough values."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import pytest
+
+import dtune
+from dtune import ASHA, Hyperband, MedianStop, Real, Report, Study, Trial, TrialState
+from dtune.execution import Outcome
+from dtune.ledger import Ledger
+from dtune.pruners import pruner_from_json
+from dtune.space import SearchSpace
+from dtune.storage import InMemoryStorage, StudyRecord
+from tests import objectives
+
+SPACE = {"x": Real(0.0, 1.0)}
+
+
+def _trial(number: int, values: list[float], state: TrialState = TrialState.RUNNING) -> Trial:
+    """A trial that reported ``values`` at steps 1, 2, …"""
+    reports = tuple(Report(step, v) for step, v in enumerate(values, start=1))
+    return Trial(number=number, state=state, params={"x": 0.5}, reports=reports)
+
+
+# -- the rules -------------------------------------------------------------------------------
+
+
+def test_asha_keeps_the_top_third_at_each_rung_and_decides_only_at_rungs():
+    asha = ASHA(1, 9, 3)
+    done = [_trial(n, [v], TrialState.PRUNED) for n, v in enumerate([0.1, 0.2, 0.3, 0.4, 0.5])]
+    good, bad = _trial(10, [0.15]), _trial(11, [0.45])
+    assert not asha.should_stop(good, [*done, good], minimize=True)  # 2nd of 6: top 1/3
+    assert asha.should_stop(bad, [*done, bad], minimize=True)
+    # maximizing turns the ranking round
+    assert not asha.should_stop(bad, [*done, bad], minimize=False)
+    # step 2 is no rung: no decision, however bad
+    worse = _trial(12, [0.05, 9.0])
+    assert not asha.should_stop(worse, [*done, worse], minimize=True)
+    # the first trial at a rung always continues
+    first = _trial(13, [0.1, 0.1, 5.0])
+    assert not asha.should_stop(first, [*done, first], minimize=True)
+
+
+def test_hyperband_brackets_start_at_growing_rungs_and_the_last_never_stops():
+    hb = Hyperband(1, 27, 3)
+    assert hb.brackets() == [[1, 3, 9, 27], [3, 9, 27], [9, 27], [27]]
+    counts = [0] * 4
+    for n in range(2000):
+        counts[hb.bracket_of(n)] += 1
+    assert counts[0] > counts[1] > counts[2] > counts[3] > 0  # as synchronous Hyperband
+    last = next(n for n in range(100) if hb.bracket_of(n) == 3)
+    trial = _trial(last, [100.0] * 26)
+    others = [_trial(n, [0.0] * 26, TrialState.COMPLETE) for n in range(100) if n != last]
+    assert not hb.should_stop(trial, [*others, trial], minimize=True)
+
+
+def test_median_stop_compares_best_values_so_far_at_the_same_step():
+    rule = MedianStop(warmup_steps=2, min_trials=3)
+    others = [_trial(n, [1.0, v, v], TrialState.COMPLETE) for n, v in enumerate([0.2, 0.4, 0.6])]
+    assert not rule.should_stop(_trial(9, [9.0]), [*others], minimize=True)  # warm-up
+    assert rule.should_stop(_trial(9, [0.9, 0.5]), others, minimize=True)  # median 0.4
+    assert not rule.should_stop(_trial(9, [0.9, 0.3]), others, minimize=True)
+    assert not rule.should_stop(_trial(9, [0.9, 0.5]), others[:2], minimize=True)  # too few
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ASHA(5, 2), "min_resource=5 must be smaller than max_resource=2"),
+        (lambda: ASHA(3, 3), "min_resource=3 must be smaller than max_resource=3"),
+        (lambda: ASHA(1, 27, 1.5), "reduction_factor=1.5 must be >= 2"),
+        (lambda: Hyperband(0, 9), "min_resource=0 must be a positive"),
+        (lambda: Hyperband(1, math.inf), "max_resource=inf must be a positive, finite"),
+        (lambda: MedianStop(warmup_steps=-1), "warmup_steps=-1 must be an int >= 0"),
+        (lambda: Study(SPACE, pruner="asha"), "pruner='asha' must be None or a dtune pruner"),
+    ],
+)
+def test_bad_pruner_settings_are_named(make, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(")):
+        make()
+
+
+def test_pruners_round_trip_through_json():
+    for pruner in (ASHA(2, 32, 2), Hyperband(1, 81, 3), MedianStop(3, 4)):
+        assert pruner_from_json(pruner.to_json()) == pruner
+    with pytest.raises(ValueError, match="unknown pruner type 'Nope'"):
+        pruner_from_json({"type": "Nope"})
+
+
+def test_report_outside_a_trial_checks_its_arguments_and_does_nothing_else():
+    dtune.report(0.5, 1, accuracy=0.9)
+    with pytest.raises(ValueError, match="value nan at step 2 is not finite"):
+        dtune.report(float("nan"), 2)
+    with pytest.raises(TypeError, match="step=-1 must be an int >= 0"):
+        dtune.report(0.5, -1)
+    with pytest.raises(TypeError, match="step=1.5 must be an int"):
+        dtune.report(0.5, 1.5)
+    with pytest.raises(TypeError, match="value 'low'"):
+        dtune.report("low", 1)
+
+
+# -- the model's rung ---------------------------------------------------------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.told: list[tuple[int, float | None]] = []
+        self.resets: list[int] = []
+
+    def started(self, number, point):
+        pass
+
+    def finished(self, results):
+        self.told.extend((n, v) for n, _, v in results)
+
+    def reset(self, state):
+        self.resets.append(len(state.told))
+
+
+def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
+    store = InMemoryStorage()
+    store.create_study(StudyRecord("s", "minimize", None, {}, {}, 0.0))
+    ledger = Ledger(store, "s", SearchSpace(SPACE), "minimize", rungs=[1, 3, 9])
+    recorder = _Recorder()
+    ledger.subscribe(recorder)
+    assert ledger.rung_min_points == 5
+    trials = [ledger.start({"x": i / 10}) for i in range(7)]
+    for t in trials[:4]:
+        ledger.report(t.number, Report(1, t.params["x"]))
+    assert ledger.model_rung is None and recorder.told == []  # 4 values are too few
+    ledger.report(trials[4].number, Report(1, 0.4))
+    assert ledger.model_rung == 1 and recorder.resets == [5]  # rung 1 has 5: start over
+    ledger.report(trials[5].number, Report(2, 0.5))  # its first step past rung 1
+    assert recorder.told == [(5, 0.5)]  # told at once, while it runs
+    ledger.finish([(5, Outcome(value=0.5, pruned=True))])
+    assert recorder.told[-1] == (5, None)  # not told twice
+    assert ledger.get(5).state is TrialState.PRUNED
+    assert ledger.get(5).intermediate == {2: 0.5}
+
+
+# -- on real workers ----------------------------------------------------------------------------
+
+
+def _states(study: Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.trials:
+        counts[t.state.value] = counts.get(t.state.value, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_asha_prunes_hopeless_trials_on_real_workers_and_keeps_every_report(
+    client, tmp_path, isolate
+):
+    path = tmp_path / "s.db"
+    study = Study(SPACE, storage=path, random_state=0, n_initial_points=6, pruner=ASHA(1, 9, 3))
+    study.optimize(objectives.learning_curve, 24, client=client, progress=False, isolate=isolate)
+    states = _states(study)
+    assert sum(states.values()) == 24
+    assert states.get("PRUNED", 0) >= 6, states
+    assert states.get("COMPLETE", 0) >= 3, states
+    assert "FAILED" not in states
+    for t in study.trials:
+        assert list(t.intermediate) == list(range(1, t.last_step + 1))
+        if t.state is TrialState.PRUNED:
+            assert t.last_step in (1, 3)  # stopped at a rung
+            assert t.value == t.intermediate[t.last_step]
+        else:
+            assert t.last_step == 9
+    # the store has every report, and a new process reads them back with the pruner
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+    assert rows == sum(len(t.reports) for t in study.trials)
+    again = dtune.load_study(path)
+    assert again.pruner == ASHA(1, 9, 3)
+    assert [t.intermediate for t in again.trials] == [t.intermediate for t in study.trials]
+    frame = again.trials_dataframe()
+    assert set(frame["state"]) == {"COMPLETE", "PRUNED"}
+    assert (frame["last_step"] == [t.last_step for t in study.trials]).all()
+
+
+def test_without_a_pruner_reports_are_recorded_and_every_trial_completes(client, tmp_path):
+    study = Study(SPACE, storage=tmp_path / "s.db", random_state=1, n_initial_points=4)
+    study.optimize(objectives.learning_curve, 8, client=client, progress=False)
+    assert _states(study) == {"COMPLETE": 8}
+    assert all(t.intermediate and t.last_step == 9 for t in study.trials)
+    assert all(t.reports[0].metrics == {"lr": 0.1} for t in study.trials)
+
+
+def test_bad_reports_fail_their_trial_with_the_bad_value_and_the_search_goes_on(client):
+    study = Study(SPACE, random_state=2, n_initial_points=12, pruner=MedianStop())
+    study.optimize(objectives.reports_badly, 12, client=client, progress=False)
+    assert len(study.trials) == 12
+    for t in study.trials:
+        x = t.params["x"]
+        if x < 0.3:
+            assert t.state is TrialState.FAILED
+            assert "value nan at step 2 is not finite" in t.error
+        elif x > 0.7:
+            assert t.state is TrialState.FAILED
+            assert "step 3 of trial" in t.error and "does not come after" in t.error
+        else:
+            assert t.state is TrialState.COMPLETE
+    assert {t.state for t in study.trials} == {TrialState.FAILED, TrialState.COMPLETE}
