@@ -98,7 +98,7 @@ def test_report_outside_a_trial_checks_its_arguments_and_does_nothing_else():
         dtune.report(float("nan"), 2)
     with pytest.raises(TypeError, match="step=-1 must be an int >= 0"):
         dtune.report(0.5, -1)
-    with pytest.raises(TypeError, match="step=1.5 must be an int"):
+    with pytest.raises(TypeError, match=r"step=1\.5 must be an int"):
         dtune.report(0.5, 1.5)
     with pytest.raises(TypeError, match="value 'low'"):
         dtune.report("low", 1)
@@ -132,9 +132,11 @@ def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
     trials = [ledger.start({"x": i / 10}) for i in range(7)]
     for t in trials[:4]:
         ledger.report(t.number, Report(1, t.params["x"]))
-    assert ledger.model_rung is None and recorder.told == []  # 4 values are too few
+    assert ledger.model_rung is None  # 4 values are too few
+    assert recorder.told == []
     ledger.report(trials[4].number, Report(1, 0.4))
-    assert ledger.model_rung == 1 and recorder.resets == [5]  # rung 1 has 5: start over
+    assert ledger.model_rung == 1  # the rung at resource 1 has 5: start over from them
+    assert recorder.resets == [5]
     ledger.report(trials[5].number, Report(2, 0.5))  # its first step past rung 1
     assert recorder.told == [(5, 0.5)]  # told at once, while it runs
     ledger.finish([(5, Outcome(value=0.5, pruned=True))])
@@ -203,7 +205,8 @@ def test_bad_reports_fail_their_trial_with_the_bad_value_and_the_search_goes_on(
             assert "value nan at step 2 is not finite" in t.error
         elif x > 0.7:
             assert t.state is TrialState.FAILED
-            assert "step 3 of trial" in t.error and "does not come after" in t.error
+            assert "step 3 of trial" in t.error
+            assert "does not come after" in t.error
         else:
             assert t.state is TrialState.COMPLETE
     assert {t.state for t in study.trials} == {TrialState.FAILED, TrialState.COMPLETE}
