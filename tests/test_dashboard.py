@@ -215,3 +215,33 @@ def test_static_plots_show_convergence_and_timeline(client):
     assert {t.get_text() for t in ax.get_yticklabels()} == {t.worker for t in study.trials}
     ARTIFACTS.mkdir(exist_ok=True)
     ax.figure.savefig(ARTIFACTS / "timeline.png")
+
+
+def test_the_page_draws_learning_curves_with_pruned_trials_stopped(browser, client, tmp_path):
+    from dtune import ASHA
+
+    store = tmp_path / "s.db"
+    study = Study(
+        {"x": Real(0.0, 1.0)}, name="curves", storage=store, random_state=0,
+        n_initial_points=6, pruner=ASHA(1, 9, 3),
+    )  # fmt: skip
+    study.optimize(objectives.learning_curve, 16, client=client, progress=False)
+    pruned = {t.number: t.last_step for t in study.trials if t.state is TrialState.PRUNED}
+    assert pruned
+    with serve_dashboard(store, "curves") as server:
+        browser.get(server.url)
+        _wait_for(browser, "return col('dtune-curves', 'number').length === 16")
+        rows = _page(
+            browser,
+            "return [col('dtune-curves', 'number'), col('dtune-curves', 'state'),"
+            " col('dtune-curves', 'x'), col('dtune-curves', 'xs').map(a => a.length)];",
+        )
+        shown = {int(n): (s, x, length) for n, s, x, length in zip(*rows, strict=True)}
+        for number, step in pruned.items():
+            assert shown[number] == ("PRUNED", step, step)  # the line stops where it was
+        assert all(x == 9 for s, x, _ in shown.values() if s == "COMPLETE")
+        table = _numbers_in_page(browser, "PRUNED")
+        assert table == set(pruned)
+        header = _page(browser, "return doc.get_model_by_name('dtune-header').text")
+        assert "pruned" in header.lower()
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-curves.png"))

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from dtune import Categorical, Integer, LocalGPUCluster, Real, Study, TrialState, retrain_best
+from dtune import (
+    ASHA,
+    Categorical,
+    Integer,
+    LocalGPUCluster,
+    Real,
+    Study,
+    TrialState,
+    retrain_best,
+)
 from dtune.keras import KerasObjective, load_digits_data, load_model
 from tests import objectives
 
@@ -79,6 +88,46 @@ def test_a_keras_search_reports_metrics_and_saves_models_that_reload(gpu_client,
         assert r.value >= 0.9
         assert r.metrics["model_path"] != r.trial.metrics["model_path"]
         assert r.metrics["model_path"].endswith(".keras")
+
+
+@pytest.mark.slow
+def test_a_keras_search_with_asha_prunes_and_pruned_trials_keep_their_best_model(
+    gpu_client, tmp_path
+):
+    objective = KerasObjective(
+        objectives.build_digits_cnn,
+        load_digits_data,
+        monitor="val_accuracy",
+        epochs=9,
+        patience=9,
+        artifacts=tmp_path / "models",
+    )
+    study = Study(
+        SPACE,
+        storage=tmp_path / "s.db",
+        objective_key=objective.objective_key,
+        direction=objective.direction,
+        random_state=3,
+        n_initial_points=10,
+        pruner=ASHA(1, objective.epochs, 3),
+    )
+    study.optimize(objective, 10, client=gpu_client, progress=False)
+    states = {t.state for t in study.trials}
+    assert states <= {TrialState.COMPLETE, TrialState.PRUNED}
+    pruned = [t for t in study.trials if t.state is TrialState.PRUNED]
+    assert pruned, "ASHA pruned no trial; change the seed"
+    _, _, x_val, y_val = load_digits_data()
+    for t in study.trials:
+        # every epoch reported, with Keras's other metrics
+        assert list(t.intermediate) == list(range(1, t.last_step + 1))
+        assert {"val_loss", "accuracy", "loss"} <= set(t.reports[0].metrics)
+    for t in pruned:
+        assert t.last_step in (1, 3)
+        assert t.value == t.intermediate[t.last_step]
+        # its best model so far was saved, and scores what it reported at its best epoch
+        model = load_model(t)
+        accuracy = float(np.mean(model.predict(x_val, verbose=0).argmax(axis=1) == y_val))
+        assert accuracy == pytest.approx(t.intermediate[t.metrics["best_epoch"]], abs=1e-6)
 
 
 def test_keras_objective_arguments_are_checked():

@@ -51,6 +51,8 @@ def test_the_notebook_runs_without_error(path, tmp_path):
         assert "best val_accuracy:" in text
     elif path.stem.startswith("02"):
         assert "reloaded" in text
+        assert "GPU-time saved by ASHA" in text
+        assert "PRUNED" in text
     else:
         assert "INTERRUPTED" in text
         assert "'COMPLETE': 30" in text

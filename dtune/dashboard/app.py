@@ -40,7 +40,13 @@ from dtune.trial import Trial, TrialState
 __all__ = ["TrialFeed", "build_document"]
 
 _UPDATE_MS = 1000
-_STATE_LINE = {"FAILED": "crimson", "INTERRUPTED": "#888888", "RUNNING": "#333333"}
+_STATE_LINE = {
+    "FAILED": "crimson",
+    "INTERRUPTED": "#888888",
+    "PRUNED": "darkorange",
+    "RUNNING": "#333333",
+}
+_CURVE_COLOR = {"COMPLETE": "steelblue", "PRUNED": "darkorange", "FAILED": "crimson"}
 
 
 class TrialFeed:
@@ -121,6 +127,11 @@ class _Page:
             },
             name="dtune-trials",
         )
+        self.curves = ColumnDataSource(
+            {"xs": [], "ys": [], "number": [], "state": [], "color": [], "x": [], "y": []},
+            name="dtune-curves",
+        )
+        self.curve_index: dict[int, int] = {}  # trial number → row in self.curves
         self.progress = ColumnDataSource(
             {"n": [], "when": [], "value": [], "best": [], "number": []}, name="dtune-progress"
         )
@@ -145,6 +156,7 @@ class _Page:
                 sizing_mode="stretch_width",
             ),
             self._timeline(),
+            self._learning_curves(),
             self._parameters(),
             self._table(),
             self.details,
@@ -212,6 +224,53 @@ class _Page:
         )
         self.timeline = fig
         return fig
+
+    def _learning_curves(self) -> Any:
+        fig = figure(
+            height=260,
+            sizing_mode="stretch_width",
+            title="learning curves: the values trials reported, by step (orange: pruned, "
+            "stopped where the cross is; blue: complete; black: running)",
+            x_axis_label="step",
+            y_axis_label=self.key,
+            tools="pan,wheel_zoom,box_zoom,reset,save",
+            name="dtune-learning-curves",
+        )
+        fig.multi_line(xs="xs", ys="ys", line_color="color", line_alpha=0.6, source=self.curves)
+        fig.scatter(x="x", y="y", marker="x", size=7, color="color", source=self.curves)
+        fig.add_tools(HoverTool(tooltips=[("trial", "@number (@state)")]))
+        return fig
+
+    def _curve(self, t: Trial) -> dict[str, Any]:
+        steps = [r.step for r in t.reports]
+        values = [r.value for r in t.reports]
+        return {
+            "xs": steps,
+            "ys": values,
+            "number": t.number,
+            "state": t.state.value,
+            "color": _CURVE_COLOR.get(t.state.value, "#333333"),
+            "x": steps[-1],
+            "y": values[-1],
+        }
+
+    def _update_curves(self, trials: Sequence[Trial]) -> None:
+        new: list[dict[str, Any]] = []
+        patches: dict[str, list[tuple[int, Any]]] = {}
+        for t in trials:
+            if not t.reports:
+                continue
+            row = self._curve(t)
+            if t.number in self.curve_index:
+                for k, v in row.items():
+                    patches.setdefault(k, []).append((self.curve_index[t.number], v))
+            else:
+                self.curve_index[t.number] = len(self.curves.data["number"]) + len(new)
+                new.append(row)
+        if new:
+            self.curves.stream({k: [r[k] for r in new] for k in new[0]})
+        if patches:
+            self.curves.patch(patches)
 
     def _parameters(self) -> Any:
         figs = []
@@ -313,6 +372,7 @@ class _Page:
             key=lambda t: t.finished or 0.0,
         )
         self._stream_finished(finished)
+        self._update_curves([*new, *changed])
         self._update_ranges(new)
         self.header.text = self._header_html(now)
 
@@ -322,10 +382,10 @@ class _Page:
         sign = -1.0 if self.direction == "maximize" else 1.0
         for t in finished:
             self.n_finished += 1
-            if t.value is not None and (self.best is None or sign * t.value < sign * self.best):
+            if t.value is None or t.state is not TrialState.COMPLETE:
+                continue  # a pruned trial's value is not a final one
+            if self.best is None or sign * t.value < sign * self.best:
                 self.best = t.value
-            if t.value is None:
-                continue
             progress["n"].append(self.n_finished)
             progress["when"].append(_ms(t.finished))
             progress["value"].append(t.value)
@@ -359,9 +419,10 @@ class _Page:
         ends = [t.finished for t in trials if t.finished is not None]
         last = now if n[TrialState.RUNNING] or not ends else max(ends)
         elapsed = last - min(starts) if starts else 0.0
+        finished = n[TrialState.COMPLETE] + n[TrialState.PRUNED] + n[TrialState.FAILED]
         counts = (
-            f"{n[TrialState.COMPLETE] + n[TrialState.FAILED]} finished · "
-            f"{n[TrialState.RUNNING]} running · {n[TrialState.FAILED]} failed · "
+            f"{finished} finished · {n[TrialState.RUNNING]} running · "
+            f"{n[TrialState.PRUNED]} pruned · {n[TrialState.FAILED]} failed · "
             f"{n[TrialState.INTERRUPTED]} interrupted"
         )
         parts = [

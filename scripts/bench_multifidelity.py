@@ -1,0 +1,322 @@
+"""Early stopping at equal worker time: dtune without a pruner, with ASHA and with
+Hyperband, and random points with ASHA, on synthetic learning curves run by 8 workers of
+a local Dask cluster (the same cluster for every method, one after the other).
+
+Each trial "trains" for up to ``--epochs`` epochs. An epoch sleeps 0.5–1.5 × ``--epoch``
+seconds (varying across the space, as in scripts/bench.py), then reports a value that
+converges to the problem's value at that point (Branin, Hartmann6, the mixed space)::
+
+    value(epoch) = f(x) + gap(x) · exp(-epoch / (speed(x) · epochs / 3))
+
+``gap`` and ``speed`` vary across the space (a fixed scramble of the parameters), so
+curves converge at different speeds and some cross: a good early value does not always
+mean a good final one.
+
+Optuna (TPE with ``constant_liar``, and its SuccessiveHalving or Hyperband pruner) runs
+on the same workers: one ``study.optimize`` per worker, sharing a journal-file storage
+(``pip install optuna``; left out with ``--methods`` when it is not installed).
+
+Every method gets the same wall-clock budget on the same 8 workers (``--budget``
+seconds; running trials then finish), so the same worker time give or take the tail.
+Reported, as medians over seeds:
+
+- the regret of the best trial that ran to the full budget, at the worker-seconds every
+  method of that seed reached (``regret@W``), and at the end;
+- the worker-seconds each method needed to reach the regret dtune without a pruner
+  reached at the end (``W to match``), and that over dtune-without's total;
+- trials started and pruned, utilization (busy worker-seconds over 8 × the wall time
+  from the ``optimize`` call to the last result);
+- report-to-decision latency: from ``dtune.report`` being called to the trial knowing
+  whether to go on (measured inside the objective), median and p90 over all reports.
+
+    python scripts/bench_multifidelity.py                                   # 3 problems, 3 seeds
+    python scripts/bench_multifidelity.py --problems branin --seeds 1 --budget 10   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench import MINIMUM, PROBLEMS, evaluate, space_of
+
+# How far an epoch-1 value lies above the final one, per problem (its value range).
+GAP = {"branin": 30.0, "hartmann6": 1.5, "mixed": 0.6}
+METHODS = ("none", "asha", "hyperband", "random+asha", "optuna-tpe+sh", "optuna-tpe+hyperband")
+
+
+def _scramble(params: dict[str, Any], salt: str) -> float:
+    """A fixed number in [0, 1) for these parameters."""
+    text = json.dumps(params, sort_keys=True, default=str) + salt
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def epochs_of(problem: str, params: dict[str, Any], epochs: int, epoch_s: float) -> Any:
+    """(seconds, value) of each epoch of a trial at ``params``."""
+    final, fraction = evaluate(problem, params)
+    speed = 0.2 + 1.6 * _scramble(params, "speed")  # > 1: slow to converge
+    gap = GAP[problem] * (0.2 + _scramble(params, "gap"))
+    for epoch in range(1, epochs + 1):
+        yield epoch_s * (0.5 + fraction), final + gap * math.exp(-epoch / (speed * epochs / 3))
+
+
+def learning_curve(problem: str, epochs: int, epoch_s: float, **params: Any) -> dict[str, Any]:
+    """Trains for up to ``epochs`` epochs, reporting each; returns the final value and
+    how long each report waited for the pruner's verdict."""
+    import dtune
+
+    waits: list[float] = []
+    value = math.inf
+    for epoch, (seconds, value) in enumerate(epochs_of(problem, params, epochs, epoch_s), 1):
+        time.sleep(seconds)
+        started = time.perf_counter()
+        try:
+            dtune.report(value, epoch)
+        except dtune.TrialPruned:
+            waits.append(1000 * (time.perf_counter() - started))
+            break
+        waits.append(1000 * (time.perf_counter() - started))
+    return {"value": value, "wait_ms": waits}
+
+
+def _optuna_params(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
+    import dtune
+
+    params: dict[str, Any] = {}
+    for name, dim in space.items():
+        log = getattr(dim, "prior", "uniform") == "log-uniform"
+        if isinstance(dim, dtune.Categorical):
+            params[name] = trial.suggest_categorical(name, list(dim.categories))
+        elif isinstance(dim, dtune.Integer):
+            params[name] = trial.suggest_int(name, int(dim.low), int(dim.high), log=log)
+        else:
+            params[name] = trial.suggest_float(name, float(dim.low), float(dim.high), log=log)
+    return params
+
+
+def optuna_worker(
+    problem: str, method: str, seed: int, index: int, path: str, args: argparse.Namespace
+) -> list[float]:
+    """One Dask worker's ``study.optimize`` of an Optuna study shared through a journal
+    file; returns the report-to-decision times (report + should_prune) in ms."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    if method.endswith("hyperband"):
+        pruner: Any = optuna.pruners.HyperbandPruner(1, args.epochs, 3)
+    else:
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    sampler = optuna.samplers.TPESampler(seed=seed * 1000 + index, constant_liar=True)
+    study = optuna.load_study(study_name="bench", storage=storage, sampler=sampler, pruner=pruner)
+    space = space_of(problem)
+    waits: list[float] = []
+
+    def objective(trial: Any) -> float:
+        params = _optuna_params(trial, space)
+        value = math.inf
+        for epoch, (seconds, value) in enumerate(
+            epochs_of(problem, params, args.epochs, args.epoch), 1
+        ):
+            time.sleep(seconds)
+            started = time.perf_counter()
+            trial.report(value, epoch)
+            stop = trial.should_prune()
+            waits.append(1000 * (time.perf_counter() - started))
+            if stop:
+                raise optuna.TrialPruned()
+        return value
+
+    study.optimize(objective, timeout=args.budget)
+    return waits
+
+
+def run_optuna(
+    client: Any, problem: str, method: str, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    import tempfile
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/journal.log"
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+        optuna.create_study(study_name="bench", storage=storage, direction="minimize")
+        workers = sorted(client.scheduler_info()["workers"])
+        called = time.time()
+        futures = [
+            client.submit(
+                optuna_worker, problem, method, seed, i, path, args, workers=[w], pure=False
+            )
+            for i, w in enumerate(workers)
+        ]
+        waits = [w for f in futures for w in f.result()]
+        trials = optuna.load_study(study_name="bench", storage=storage).get_trials(deepcopy=False)
+    done = [t for t in trials if t.datetime_complete is not None and t.datetime_start]
+    done.sort(key=lambda t: t.datetime_complete)
+    spent, best, curve = 0.0, math.inf, []
+    for t in done:
+        spent += (t.datetime_complete - t.datetime_start).total_seconds()
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
+            best = min(best, t.value)
+        curve.append((spent, best - MINIMUM[problem]))
+    end = max(t.datetime_complete.timestamp() for t in done)
+    return {
+        "curve": curve,
+        "worker_s": spent,
+        "trials": len(done),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in done),
+        "utilization": spent / (len(workers) * (end - called)),
+        "waits": waits,
+    }
+
+
+def run(
+    client: Any, problem: str, method: str, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    if method.startswith("optuna"):
+        return run_optuna(client, problem, method, seed, args)
+    import dtune
+
+    pruner = {
+        "none": None,
+        "asha": dtune.ASHA(1, args.epochs, 3),
+        "hyperband": dtune.Hyperband(1, args.epochs, 3),
+        "random+asha": dtune.ASHA(1, args.epochs, 3),
+    }[method]
+    options: dict[str, Any] = {"random_state": seed}
+    if method.startswith("random"):
+        options["n_initial_points"] = 100_000
+    study = dtune.Study(space_of(problem), objective_key="value", pruner=pruner, **options)
+    objective = functools.partial(learning_curve, problem, args.epochs, args.epoch)
+    called = time.time()
+    study.optimize(
+        objective, 100_000, client=client, timeout=args.budget, progress=False, dashboard=False
+    )
+    trials = [t for t in study.trials if t.duration is not None]
+    trials.sort(key=lambda t: t.finished or 0.0)
+    end = max(t.finished or 0.0 for t in trials)
+    busy = sum(t.duration or 0.0 for t in trials)
+    # The best full-budget value after each trial, against worker-seconds spent so far.
+    spent, best, curve = 0.0, math.inf, []
+    for t in trials:
+        spent += t.duration or 0.0
+        if t.state is dtune.TrialState.COMPLETE and t.value is not None:
+            best = min(best, t.value)
+        curve.append((spent, best - MINIMUM[problem]))
+    waits = [w for t in trials for w in t.metrics.get("wait_ms", [])]
+    return {
+        "curve": curve,
+        "worker_s": busy,
+        "trials": len(trials),
+        "pruned": sum(t.state is dtune.TrialState.PRUNED for t in trials),
+        "utilization": busy / (len(client.scheduler_info()["workers"]) * (end - called)),
+        "waits": waits,
+    }
+
+
+def regret_at(curve: list[tuple[float, float]], worker_s: float) -> float:
+    regret = math.inf
+    for spent, r in curve:
+        if spent > worker_s:
+            break
+        regret = r
+    return regret
+
+
+def worker_s_to(curve: list[tuple[float, float]], target: float) -> float:
+    return next((spent for spent, r in curve if r <= target), math.inf)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=27)
+    parser.add_argument("--epoch", type=float, default=0.03, help="seconds per epoch (x0.5-1.5)")
+    parser.add_argument("--budget", type=float, default=20.0, help="wall seconds per search")
+    args = parser.parse_args()
+    problems, methods = args.problems.split(","), args.methods.split(",")
+
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        # Warm the workers (imports) so the first method does not pay for them alone.
+        client.run(lambda: __import__("dtune.execution"))
+        print(
+            f"# {args.workers} workers, {args.epochs} epochs of {args.epoch} s (x0.5-1.5), "
+            f"{args.budget:g} s per search, seeds 0..{args.seeds - 1}"
+        )
+        results: dict[tuple[str, str, int], dict[str, Any]] = {}
+        for problem in problems:
+            for seed in range(args.seeds):
+                for method in methods:
+                    result = run(client, problem, method, seed, args)
+                    results[problem, method, seed] = result
+                    print(
+                        f"{problem} seed {seed} {method}: {result['trials']} trials, "
+                        f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
+                        f"{result['worker_s']:.0f} worker-s, util {result['utilization']:.3f}",
+                        flush=True,
+                    )
+    print()
+    print(
+        "| problem | method | regret@W | regret at end | W to match | ÷ none's W | trials "
+        "| pruned | utilization | decision ms median / p90 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for problem in problems:
+        for method in methods:
+            rows = [results[problem, method, s] for s in range(args.seeds)]
+            at_w, at_end, to_match, share = [], [], [], []
+            for seed, r in enumerate(rows):
+                common = min(results[problem, m, seed]["worker_s"] for m in methods)
+                at_w.append(regret_at(r["curve"], common))
+                at_end.append(r["curve"][-1][1])
+                if "none" in methods:
+                    base = results[problem, "none", seed]
+                    w = worker_s_to(r["curve"], base["curve"][-1][1])
+                    to_match.append(w)
+                    share.append(w / base["worker_s"])
+            waits = sorted(w for r in rows for w in r["waits"])
+            decision = (
+                f"{statistics.median(waits):.1f} / {waits[int(0.9 * (len(waits) - 1))]:.1f}"
+                if waits and method != "none"
+                else "–"
+            )
+            print(
+                f"| {problem} | {method} | {statistics.median(at_w):.4g} "
+                f"| {statistics.median(at_end):.4g} "
+                f"| {statistics.median(to_match):.0f} | {statistics.median(share):.2f} "
+                f"| {statistics.median(r['trials'] for r in rows):.0f} "
+                f"| {statistics.median(r['pruned'] for r in rows):.0f} "
+                f"| {statistics.median(r['utilization'] for r in rows):.3f} | {decision} |"
+                if to_match
+                else f"| {problem} | {method} | {statistics.median(at_w):.4g} | "
+                f"{statistics.median(at_end):.4g} | – | – | – | – | – | {decision} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
