@@ -594,13 +594,26 @@ def test_a_worker_and_the_driver_killed_mid_rung_lose_no_report(scheduler, tmp_p
             # kill -9 a worker while its trial is between rungs (its Nanny restarts it)
             _wait_until(lambda: ended() >= 4)
             os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+
             # kill -9 the driver while trials run and have reported
-            _wait_until(
-                lambda: (
-                    ended() >= 12
-                    and any(r[3] == "RUNNING" and reports().get(n) for n, r in _rows(store).items())
+            def mid_rung() -> bool:
+                if first.poll() is not None:
+                    raise AssertionError(
+                        f"the driver exited early:\n{first.stderr.read().decode()[-3000:]}"
+                    )
+                return ended() >= 12 and any(
+                    r[3] == "RUNNING" and reports().get(n) for n, r in _rows(store).items()
                 )
-            )
+
+            try:
+                _wait_until(mid_rung)
+            except AssertionError:
+                first.kill()
+                states = [r[3] for r in _rows(store).values()]
+                raise AssertionError(
+                    f"never mid-rung; trials {states}, reports of {sorted(reports())}; the "
+                    f"driver said:\n{first.stderr.read().decode()[-3000:]}"
+                ) from None
             first.kill()
             first.wait()
             before_rows, before_reports = _rows(store), reports()
