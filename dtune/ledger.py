@@ -126,6 +126,7 @@ class Ledger:
         self._claimed_at = -math.inf
         self._model_rung: int | None = None  # index into rungs; None: final values
         self._told_early: set[int] = set()  # trials the model was told at a lower rung
+        self._worst: float | None = None  # the worst value told at the model's rung
         self._load()
 
     def __repr__(self) -> str:
@@ -249,7 +250,21 @@ class Ledger:
                     value = self.told_value(trial)
                     if value is not None:
                         told.append((point, value))
+            self._worst = max((v for _, v in told), default=None)
+            if self._worst is not None:
+                told.extend(
+                    (point, self._worst)
+                    for trial in self.trials
+                    if trial.state is TrialState.PRUNED
+                    and trial.number not in self._told_early
+                    and (point := self.point(trial)) is not None
+                )
             return ModelState(told, running, len(self._trials))
+
+    def _told(self, value: float | None) -> float | None:
+        if value is not None and (self._worst is None or value > self._worst):
+            self._worst = value
+        return value
 
     def _refit_on_new_rung(self) -> bool:
         """Move the model to a higher rung if one has enough values now; listeners start
@@ -315,9 +330,13 @@ class Ledger:
                 continue
             told = None
             if self._model_rung is None and t.state.is_finished():
-                told = self.told_value(t)
+                told = self._told(self.told_value(t))
             elif self._model_rung is not None and t.number not in self._told_early:
-                told = self.rung_value(t, self._model_rung)
+                told = self._told(self.rung_value(t, self._model_rung))
+            if told is None and t.state is TrialState.PRUNED and t.number not in self._told_early:
+                # Stopped for doing worse than others: the model learns to avoid its point
+                # (told the worst value at its rung) rather than propose it again.
+                told = self._worst
             results.append((t.number, point, told))
         for listener in self._listeners:
             listener.finished(results)
@@ -386,6 +405,7 @@ class Ledger:
                     point = self.point(trial)
                     if value is not None and point is not None:
                         self._told_early.add(number)
+                        self._told(value)
                         for listener in self._listeners:
                             listener.finished([(number, point, value)])
             return trial

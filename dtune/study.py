@@ -77,7 +77,8 @@ class Study:
         (default None: every trial runs to the end). Trials report intermediate values
         with :func:`dtune.report`; with ASHA or Hyperband the model is fitted on the
         values at the highest rung that has enough of them, so pruned trials' early
-        results guide the search too.
+        results guide the search too (a trial pruned below that rung is told the worst
+        value there).
     failure_value
         What the optimizer is told about a failed trial's point. None (default): nothing,
         so the point may be tried again nearby; ``"worst"``: the worst value seen so far,

@@ -143,6 +143,9 @@ def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
     assert recorder.told[-1] == (5, None)  # not told twice
     assert ledger.get(5).state is TrialState.PRUNED
     assert ledger.get(5).intermediate == {2: 0.5}
+    # pruned below the model's rung: told the worst value there, not to be proposed again
+    ledger.finish([(6, Outcome(value=0.9, pruned=True))])
+    assert recorder.told[-1] == (6, 0.5)
 
 
 # -- on real workers ----------------------------------------------------------------------------
