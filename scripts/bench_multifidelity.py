@@ -17,6 +17,11 @@ on the same workers: one ``study.optimize`` per worker, sharing a journal-file s
 (``pip install -e ".[bench]"``; leave them out with ``--methods`` when Optuna is not
 installed).
 
+Ray Tune's ``ASHAScheduler`` with random search (``ray-random+asha``) runs on the same
+machine with ``--workers`` trials at once, in Ray's own worker processes (``pip install
+"ray[tune]"``; Ray's packages conflict with nothing here but are large, so they are in no
+extra: run this script from a virtual environment that has both dtune and Ray).
+
 Every method gets the same wall-clock budget on the same 8 workers (``--budget``
 seconds; running trials then finish), so the same worker time give or take the tail.
 Reported, as medians over seeds:
@@ -41,6 +46,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -183,11 +189,108 @@ def run_optuna(
     }
 
 
+def _ray_space(space: dict[str, Any]) -> dict[str, Any]:
+    from ray import tune
+
+    import dtune
+
+    ray_space: dict[str, Any] = {}
+    for name, dim in space.items():
+        log = getattr(dim, "prior", "uniform") == "log-uniform"
+        if isinstance(dim, dtune.Categorical):
+            ray_space[name] = tune.choice(list(dim.categories))
+        elif isinstance(dim, dtune.Integer):
+            sample = tune.lograndint if log else tune.randint
+            ray_space[name] = sample(int(dim.low), int(dim.high) + 1)
+        else:
+            sample = tune.loguniform if log else tune.uniform
+            ray_space[name] = sample(float(dim.low), float(dim.high))
+    return ray_space
+
+
+def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Ray Tune's ASHAScheduler with random search, ``--workers`` trials at once on this
+    machine (Ray's own worker processes; the Dask cluster idles meanwhile)."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    def trainable(config: dict[str, Any]) -> None:
+        for seconds, value in epochs_of(problem, dict(config), args.epochs, args.epoch):
+            time.sleep(seconds)
+            tune.report({"value": value})
+
+    last: dict[str, tuple[float, float, int, float]] = {}
+
+    class Recorder(tune.Callback):
+        def on_trial_result(self, iteration: int, trials: Any, trial: Any, result: Any) -> None:
+            last[trial.trial_id] = (
+                time.time(),
+                float(result["time_total_s"]),
+                int(result["training_iteration"]),
+                float(result["value"]),
+            )
+
+    # Ray's workers import this script's helpers (scripts/bench.py) from its folder.
+    folder = str(Path(__file__).parent)
+    ray.init(
+        num_cpus=args.workers,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": folder}},
+    )
+    try:
+        called = time.time()
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space=_ray_space(space_of(problem)),
+            tune_config=tune.TuneConfig(
+                metric="value",
+                mode="min",
+                scheduler=ASHAScheduler(max_t=args.epochs, grace_period=1, reduction_factor=3),
+                num_samples=-1,
+                time_budget_s=args.budget,
+                max_concurrent_trials=args.workers,
+                reuse_actors=True,  # a new actor per trial costs seconds on 2 cores
+                search_alg=tune.search.BasicVariantGenerator(random_state=seed),
+            ),
+            run_config=tune.RunConfig(
+                verbose=0,
+                storage_path=f"/tmp/dtune-ray-{os.getpid()}",
+                callbacks=[Recorder()],
+            ),
+        )
+        errors = [r.error for r in tuner.fit() if r.error is not None]
+        if errors and not last:
+            raise RuntimeError(f"every Ray trial failed; the first: {errors[0]!r}")
+    finally:
+        ray.shutdown()
+    rows = list(last.values())
+    rows.sort()
+    spent, best, curve = 0.0, math.inf, []
+    for _, seconds, iterations, value in rows:
+        spent += seconds
+        if iterations >= args.epochs:
+            best = min(best, value)
+        curve.append((spent, best - MINIMUM[problem]))
+    end = max(r[0] for r in rows)
+    return {
+        "curve": curve,
+        "worker_s": spent,
+        "trials": len(rows),
+        "pruned": sum(r[2] < args.epochs for r in rows),
+        "utilization": spent / (args.workers * (end - called)),
+        "waits": [],
+    }
+
+
 def run(
     client: Any, problem: str, method: str, seed: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     if method.startswith("optuna"):
         return run_optuna(client, problem, method, seed, args)
+    if method == "ray-random+asha":
+        return run_ray(problem, seed, args)
     import dtune
 
     pruner = {
