@@ -18,9 +18,9 @@ on the same workers: one ``study.optimize`` per worker, sharing a journal-file s
 installed).
 
 Ray Tune's ``ASHAScheduler`` with random search (``ray-random+asha``) runs on the same
-machine with ``--workers`` trials at once, in Ray's own worker processes (``pip install
-"ray[tune]"``; Ray's packages conflict with nothing here but are large, so they are in no
-extra: run this script from a virtual environment that has both dtune and Ray).
+machine with ``--workers`` trials at once, in Ray's own worker processes. Ray is large and
+in no extra: ``python -m venv ray-venv && ray-venv/bin/pip install -e . "ray[tune]" optuna``
+and run this script with that Python.
 
 Every method gets the same wall-clock budget on the same 8 workers (``--budget``
 seconds; running trials then finish), so the same worker time give or take the tail.
