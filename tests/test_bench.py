@@ -40,3 +40,20 @@ def test_bench_optimizer_runs_a_small_grid():
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("| branin |") == 4  # three schedules and skopt's reference
+
+
+@pytest.mark.slow
+def test_bench_multifidelity_runs_dtune_with_and_without_pruners():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_multifidelity.py"), "--problems",
+         "branin", "--seeds", "1", "--budget", "3", "--workers", "2", "--epochs", "9",
+         "--epoch", "0.02", "--methods", "none,asha,hyperband"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| branin |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "hyperband"]
+    assert " 0 pruned" in out.stdout  # none prunes nothing
