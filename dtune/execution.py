@@ -89,7 +89,6 @@ class IncomingReport:
     worker: str | None = None
     seq: int = 0
     wait: bool = False
-    sent: float | None = None
 
 
 def _is_bool(value: Any) -> bool:
@@ -439,7 +438,6 @@ class DaskBackend:
                 worker=message.get("worker"),
                 seq=int(message.get("seq", 0)),
                 wait=bool(message.get("wait")),
-                sent=message.get("sent"),
             )
         )
         with self._ac.thread_condition:  # wake the driver's wait

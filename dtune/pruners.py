@@ -117,7 +117,31 @@ def _in_top(value: float, others: Sequence[float], fraction: float) -> bool:
     return rank < max(1, math.ceil(n * fraction))
 
 
-class ASHA(Pruner):
+class _Rungs(Pruner):
+    """A rule over rungs at ``min_resource·η^k`` up to ``max_resource``."""
+
+    def __init__(
+        self, min_resource: float = 1, max_resource: float = 27, reduction_factor: float = 3
+    ) -> None:
+        _check_resources(min_resource, max_resource, reduction_factor)
+        self.min_resource = min_resource
+        self.max_resource = max_resource
+        self.reduction_factor = reduction_factor
+        self._ladder = _ladder(min_resource, max_resource, reduction_factor)
+
+    def rungs(self) -> list[float]:
+        return list(self._ladder)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "min_resource": self.min_resource,
+            "max_resource": self.max_resource,
+            "reduction_factor": self.reduction_factor,
+        }
+
+
+class ASHA(_Rungs):
     """Asynchronous successive halving, stopping variant.
 
     Parameters
@@ -141,28 +165,8 @@ class ASHA(Pruner):
     ValueError: min_resource=5 must be smaller than max_resource=2
     """
 
-    def __init__(
-        self, min_resource: float = 1, max_resource: float = 27, reduction_factor: float = 3
-    ) -> None:
-        _check_resources(min_resource, max_resource, reduction_factor)
-        self.min_resource = min_resource
-        self.max_resource = max_resource
-        self.reduction_factor = reduction_factor
-        self._ladder = _ladder(min_resource, max_resource, reduction_factor)
-
-    def rungs(self) -> list[float]:
-        return list(self._ladder)
-
     def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
         return _rung_says_stop(trial, trials, self._ladder, self.reduction_factor, minimize)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "ASHA",
-            "min_resource": self.min_resource,
-            "max_resource": self.max_resource,
-            "reduction_factor": self.reduction_factor,
-        }
 
 
 def _rung_says_stop(
@@ -187,7 +191,7 @@ def _rung_says_stop(
     return not _in_top(value, others, 1.0 / eta)
 
 
-class Hyperband(Pruner):
+class Hyperband(_Rungs):
     """Asynchronous Hyperband: brackets of :class:`ASHA` whose first rungs are
     ``min_resource·η^b``; the last bracket runs every trial to ``max_resource``.
 
@@ -206,11 +210,8 @@ class Hyperband(Pruner):
     def __init__(
         self, min_resource: float = 1, max_resource: float = 27, reduction_factor: float = 3
     ) -> None:
-        _check_resources(min_resource, max_resource, reduction_factor)
-        self.min_resource = min_resource
-        self.max_resource = max_resource
-        self.reduction_factor = reduction_factor
-        full = _ladder(min_resource, max_resource, reduction_factor)
+        super().__init__(min_resource, max_resource, reduction_factor)
+        full = self._ladder
         self._brackets = [full[b:] for b in range(len(full))]
         s_max = len(full) - 1
         # Synchronous Hyperband starts ⌈(s+1)/(s-b+1) · η^(s-b)⌉ configurations in bracket b.
@@ -231,23 +232,12 @@ class Hyperband(Pruner):
         last = len(self._cumulative) - 1
         return next(b for b, c in enumerate(self._cumulative) if u < c or b == last)
 
-    def rungs(self) -> list[float]:
-        return list(self._brackets[0])
-
     def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
         bracket = self.bracket_of(trial.number)
         peers = [t for t in trials if self.bracket_of(t.number) == bracket]
         return _rung_says_stop(
             trial, peers, self._brackets[bracket], self.reduction_factor, minimize
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "Hyperband",
-            "min_resource": self.min_resource,
-            "max_resource": self.max_resource,
-            "reduction_factor": self.reduction_factor,
-        }
 
 
 class MedianStop(Pruner):

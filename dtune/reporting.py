@@ -186,7 +186,6 @@ class DaskChannel(Channel):
         self._seq = 0
         self._answered = threading.Event()
         self._verdict = False
-        self.waits: list[float] = []  # seconds from each report to its verdict
 
     def _orphaned(self, worker: Any) -> bool:
         """Whether Dask cancelled the trial's task (its driver went away)."""
@@ -208,7 +207,6 @@ class DaskChannel(Channel):
             "metrics": metrics,
             "worker": worker.address,
             "wait": self._wait,
-            "sent": time.time(),
         }
         if not self._wait:
             worker.log_event(self.to.topic, message)
@@ -229,7 +227,6 @@ class DaskChannel(Channel):
         finally:
             with _lock:
                 _waiting.pop(key, None)
-        self.waits.append(time.perf_counter() - started)
         return self._verdict
 
     def answer(self, seq: int, stop: bool) -> None:

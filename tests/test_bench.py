@@ -11,6 +11,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python scripts/NAME ARGS``, checked to exit 0."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
 def test_bench_smoke_mode_runs_every_loop_on_every_problem():
     out = subprocess.run(
@@ -30,30 +43,16 @@ def test_bench_smoke_mode_runs_every_loop_on_every_problem():
 
 
 def test_bench_optimizer_runs_a_small_grid():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_optimizer.py"), "--problems", "branin",
-         "--seeds", "1", "--trials", "14", "--workers", "3", "--grid", "refit"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_script("bench_optimizer.py", "--problems", "branin", "--seeds", "1",
+                      "--trials", "14", "--workers", "3", "--grid", "refit")  # fmt: skip
     assert out.stdout.count("| branin |") == 4  # three schedules and skopt's reference
 
 
 @pytest.mark.slow
 def test_bench_multifidelity_runs_dtune_with_and_without_pruners():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_multifidelity.py"), "--problems",
-         "branin", "--seeds", "1", "--budget", "3", "--workers", "2", "--epochs", "9",
-         "--epoch", "0.02", "--methods", "none,asha,hyperband"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
+                      "--budget", "3", "--workers", "2", "--epochs", "9", "--epoch", "0.02",
+                      "--methods", "none,asha,hyperband")  # fmt: skip
     rows = [line for line in out.stdout.splitlines() if line.startswith("| branin |")]
     assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "hyperband"]
     assert " 0 pruned" in out.stdout  # none prunes nothing

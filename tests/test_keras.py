@@ -43,25 +43,32 @@ def gpu_client():
         yield client
 
 
-@pytest.mark.slow
-def test_a_keras_search_reports_metrics_and_saves_models_that_reload(gpu_client, tmp_path):
-    objective = KerasObjective(
+def _digits_objective(tmp_path: Path, epochs: int, patience: int) -> KerasObjective:
+    return KerasObjective(
         objectives.build_digits_cnn,
         load_digits_data,
         monitor="val_accuracy",
-        epochs=15,
-        patience=3,
+        epochs=epochs,
+        patience=patience,
         artifacts=tmp_path / "models",
     )
-    assert (objective.objective_key, objective.direction) == ("val_accuracy", "maximize")
-    study = Study(
+
+
+def _study(objective: KerasObjective, tmp_path: Path, **options: object) -> Study:
+    return Study(
         SPACE,
         storage=tmp_path / "s.db",
         objective_key=objective.objective_key,
         direction=objective.direction,
-        random_state=0,
-        n_initial_points=6,
+        **options,
     )
+
+
+@pytest.mark.slow
+def test_a_keras_search_reports_metrics_and_saves_models_that_reload(gpu_client, tmp_path):
+    objective = _digits_objective(tmp_path, epochs=15, patience=3)
+    assert (objective.objective_key, objective.direction) == ("val_accuracy", "maximize")
+    study = _study(objective, tmp_path, random_state=0, n_initial_points=6)
     study.optimize(objective, 8, client=gpu_client, progress=False)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
     assert {t.device for t in study.trials} == {"0", "1"}
@@ -94,23 +101,8 @@ def test_a_keras_search_reports_metrics_and_saves_models_that_reload(gpu_client,
 def test_a_keras_search_with_asha_prunes_and_pruned_trials_keep_their_best_model(
     gpu_client, tmp_path
 ):
-    objective = KerasObjective(
-        objectives.build_digits_cnn,
-        load_digits_data,
-        monitor="val_accuracy",
-        epochs=9,
-        patience=9,
-        artifacts=tmp_path / "models",
-    )
-    study = Study(
-        SPACE,
-        storage=tmp_path / "s.db",
-        objective_key=objective.objective_key,
-        direction=objective.direction,
-        random_state=3,
-        n_initial_points=10,
-        pruner=ASHA(1, objective.epochs, 3),
-    )
+    objective = _digits_objective(tmp_path, epochs=9, patience=9)
+    study = _study(objective, tmp_path, random_state=3, n_initial_points=10, pruner=ASHA(1, 9, 3))
     study.optimize(objective, 10, client=gpu_client, progress=False)
     states = {t.state for t in study.trials}
     assert states <= {TrialState.COMPLETE, TrialState.PRUNED}
