@@ -19,8 +19,11 @@ everything it held, GPU memory included, is freed when it exits.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import contextlib
+import logging
 import math
 import numbers
 import os
@@ -39,6 +42,8 @@ from dtune import _isolated
 from dtune.exceptions import SchedulerLostError
 from dtune.jsonable import jsonable
 from dtune.reporting import Channel, DaskChannel, ReportTo, deliver, forward
+
+logger = logging.getLogger("dtune")
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -393,6 +398,12 @@ class Backend(Protocol):
         """Stop every running trial; their numbers."""
 
 
+def _unreachable(sent: concurrent.futures.Future[Any]) -> None:
+    """Log a verdict that could not be sent (the scheduler went, say)."""
+    if not sent.cancelled() and sent.exception() is not None:
+        logger.debug("dtune: a verdict was not delivered: %r", sent.exception())
+
+
 class DaskBackend:
     """Trials as Dask futures on ``client``, collected with ``as_completed``.
 
@@ -450,16 +461,27 @@ class DaskBackend:
         return taken
 
     def answer(self, report: IncomingReport, stop: bool) -> None:
-        if report.wait and report.worker is not None:
-            self.client.run(
-                deliver,
-                self.topic,
-                report.number,
-                report.seq,
-                stop,
-                workers=[report.worker],
-                wait=False,
-            )
+        if not (report.wait and report.worker is not None):
+            return
+        # Sent from the client's event loop without waiting: Client.run waits for the
+        # scheduler's broadcast, a round trip to the worker, and for a worker that died
+        # since it reported, for the scheduler's 30 s connect timeout. Its trial is being
+        # rerun elsewhere; the verdict had no one to stop.
+        sending = self.client.run(
+            deliver,
+            self.topic,
+            report.number,
+            report.seq,
+            stop,
+            workers=[report.worker],
+            wait=False,
+            on_error="ignore",
+            asynchronous=True,
+        )
+        with contextlib.suppress(RuntimeError):  # the client's loop has stopped
+            loop = self.client.loop.asyncio_loop  # type: ignore[union-attr]
+            done = asyncio.run_coroutine_threadsafe(sending, loop)
+            done.add_done_callback(_unreachable)
 
     def now(self) -> float:
         return time.time()
@@ -562,9 +584,7 @@ class DaskBackend:
             try:
                 self.client.cancel(futures)
             except Exception:  # the scheduler may be going; the store matters more
-                import logging
-
-                logging.getLogger("dtune").exception("dtune: could not cancel running trials")
+                logger.exception("dtune: could not cancel running trials")
         numbers = list(self._running.values())
         self._running.clear()
         return numbers

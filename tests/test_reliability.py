@@ -533,16 +533,24 @@ def test_a_second_optimize_call_is_served_by_the_process_the_first_one_started(
         study.optimize(objectives.nap, 16, client=client, progress=False)
     assert set(_suggestion_processes()) - others == {first}
     (stats,) = [r.dtune_suggest for r in caplog.records if hasattr(r, "dtune_suggest")]
-    assert stats["drawn_in_driver"] == 0  # no stopgap: the process was up with the model
+    # The process served the call, and was up from its start: the driver waits for an
+    # answer before it draws a stopgap (it waits for none while a process starts). A
+    # stopgap is drawn only when an answer takes longer than that 1 s wait; here it is
+    # usually ~20 ms, but a loaded 2-core CI machine has taken longer.
     assert stats["asks"] >= 1
+    assert stats["drawn_in_driver"] < 16, stats
+    assert stats["drawn_in_driver"] == 0 or stats["waits"] >= 1, stats
     assert len({t.params["x"] for t in study.trials}) == 32
 
 
 # -- early stopping under faults ---------------------------------------------------------------
 
 _PRUNING_DRIVER = """
+import faulthandler
 import functools
+import signal
 import sys
+faulthandler.register(signal.SIGUSR1)  # the test asks for the stacks if the driver hangs
 import dtune
 from tests import objectives
 
@@ -597,23 +605,24 @@ def test_a_worker_and_the_driver_killed_mid_rung_lose_no_report(scheduler, tmp_p
 
             # kill -9 the driver while trials run and have reported
             def mid_rung() -> bool:
-                if first.poll() is not None:
-                    raise AssertionError(
-                        f"the driver exited early:\n{first.stderr.read().decode()[-3000:]}"
-                    )
-                return ended() >= 12 and any(
-                    r[3] == "RUNNING" and reports().get(n) for n, r in _rows(store).items()
+                return first.poll() is not None or (
+                    ended() >= 12
+                    and any(r[3] == "RUNNING" and reports().get(n) for n, r in _rows(store).items())
                 )
 
             try:
                 _wait_until(mid_rung)
             except AssertionError:
+                first.send_signal(signal.SIGUSR1)  # its threads' stacks, to stderr
+                time.sleep(2)
+            if first.poll() is not None or not mid_rung():
                 first.kill()
                 states = [r[3] for r in _rows(store).values()]
                 raise AssertionError(
                     f"never mid-rung; trials {states}, reports of {sorted(reports())}; the "
-                    f"driver said:\n{first.stderr.read().decode()[-3000:]}"
-                ) from None
+                    f"driver (exit status {first.wait()}) said:\n"
+                    f"{first.stderr.read().decode()[-12000:]}"
+                )
             first.kill()
             first.wait()
             before_rows, before_reports = _rows(store), reports()
