@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -61,6 +62,10 @@ LOOPS = ("dtune", "dtune-hedge", "random", "sync-batch", "naive", "liar-copy", "
 # liar-copy refits a copy for every suggestion: the slowest loop by far, run on request.
 DEFAULT_LOOPS = tuple(loop for loop in LOOPS if loop != "liar-copy")
 PROBLEMS = ("branin", "hartmann6", "mixed")
+# Harder ones, on request (--problems): 10 dimensions, and Hartmann6 observed with noise.
+HARDER = ("ackley10", "hartmann6-noisy")
+NOISE_SD = 0.1  # of hartmann6-noisy's observations (the function spans about 3.3)
+_noise = random.Random(0)
 REGRET_AT_N = (16, 32, 48)
 
 # -- the objectives -----------------------------------------------------------------------
@@ -96,6 +101,18 @@ def evaluate(problem: str, params: dict[str, Any]) -> tuple[float, float]:
             for alpha, row, ps in zip(_HARTMANN_ALPHA, _HARTMANN_A, _HARTMANN_P, strict=True)
         )
         return value, x[0]
+    if problem == "ackley10":
+        x = [params[f"x{i}"] for i in range(10)]
+        value = (
+            -20 * math.exp(-0.2 * math.sqrt(sum(xi * xi for xi in x) / 10))
+            - math.exp(sum(math.cos(2 * math.pi * xi) for xi in x) / 10)
+            + 20
+            + math.e
+        )
+        return value, (x[0] + 5) / 15
+    if problem == "hartmann6-noisy":
+        value, fraction = evaluate("hartmann6", params)
+        return value + _noise.gauss(0.0, NOISE_SD), fraction
     if problem == "mixed":
         lr, layers, units = math.log10(params["learning_rate"]), params["layers"], params["units"]
         value = (
@@ -107,10 +124,21 @@ def evaluate(problem: str, params: dict[str, Any]) -> tuple[float, float]:
             + _OPTIMIZER[params["optimizer"]]
         )
         return value, 0.5 * (layers - 1) / 5 + 0.5 * (math.log2(units) - 4) / 5
-    raise ValueError(f"unknown problem {problem!r}; choose from {PROBLEMS}")
+    raise ValueError(f"unknown problem {problem!r}; choose from {PROBLEMS + HARDER}")
 
 
-MINIMUM = {"branin": 0.397887, "hartmann6": -3.32237, "mixed": 0.0}
+def true_value(problem: str, params: dict[str, Any]) -> float:
+    """``problem``'s value at ``params`` without observation noise (for regret)."""
+    return evaluate(problem.removesuffix("-noisy"), params)[0]
+
+
+MINIMUM = {
+    "branin": 0.397887,
+    "hartmann6": -3.32237,
+    "hartmann6-noisy": -3.32237,
+    "mixed": 0.0,
+    "ackley10": 0.0,
+}
 
 
 def space_of(problem: str) -> dict[str, Any]:
@@ -118,8 +146,10 @@ def space_of(problem: str) -> dict[str, Any]:
 
     if problem == "branin":
         return {"x1": dtune.Real(-5.0, 10.0), "x2": dtune.Real(0.0, 15.0)}
-    if problem == "hartmann6":
+    if problem in ("hartmann6", "hartmann6-noisy"):
         return {f"x{i}": dtune.Real(0.0, 1.0) for i in range(6)}
+    if problem == "ackley10":  # the minimum, at 0, a third of the way along each axis
+        return {f"x{i}": dtune.Real(-5.0, 10.0) for i in range(10)}
     return {
         "learning_rate": dtune.Real(1e-5, 1e-1, prior="log-uniform"),
         "dropout": dtune.Real(0.0, 0.7),
@@ -534,7 +564,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"unknown loop {name!r}; choose from {', '.join(LOOPS)}")
     for name in problems:
         if name not in PROBLEMS:
-            raise SystemExit(f"unknown problem {name!r}; choose from {', '.join(PROBLEMS)}")
+            raise SystemExit(
+                f"unknown problem {name!r}; choose from {', '.join(PROBLEMS + HARDER)}"
+            )
     low, high = 0.3 * args.scale, 1.5 * args.scale
     raw: dict[str, dict[str, list]] = {p: {loop: [] for loop in loops} for p in problems}
     trial_rows: dict[str, dict[str, list]] = {p: {loop: [] for loop in loops} for p in problems}

@@ -68,11 +68,13 @@ def _wait_until(condition, seconds=60.0):
         time.sleep(0.05)
 
 
-def _search(suggester, local, n, running=4):
-    """An asynchronous search of ``n`` points by hand, ``running`` at once."""
+def _search(suggester, local, n, running=4, trial_seconds=0.0):
+    """An asynchronous search of ``n`` points by hand, ``running`` at once, each result
+    ``trial_seconds`` after the last."""
     loop = _Loop(local, suggester)
     live = [loop.start(free=running) for _ in range(running)]
     while live:
+        time.sleep(trial_seconds)
         loop.finish(*live.pop(0))
         if loop.number < n:
             live.append(loop.start())
@@ -83,10 +85,13 @@ def test_the_process_serves_the_model_after_the_driver_drew_the_initial_design()
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=0))
     with ProcessSuggester(local, depth=3) as suggester:
         _wait_until(lambda: suggester.up)
-        points = _search(suggester, local, 24)
+        # Trials of 0.1 s: points the driver draws while the process is slow to answer
+        # (model-free ones) do not use up the search before its first batch arrives.
+        points = _search(suggester, local, 24, trial_seconds=0.1)
         stats = suggester.summary()
     assert len({point_key(p) for p in points}) == 24  # no running or told point twice
     assert stats["asks"] >= 1  # batches came from the process
+    assert stats["drawn_in_driver"] < 20 - 4, stats
     assert stats["fits"] >= 1
     assert stats["restarts"] == 0
 
@@ -99,6 +104,12 @@ def _child_exits(pid):
     return False
 
 
+def _noticed_gone(suggester, pid):
+    """True once the driver's side has seen process ``pid`` go (``up`` takes in what
+    waits on the socket, its end included)."""
+    return not suggester.up or suggester.pid != pid
+
+
 def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=1))
     with ProcessSuggester(local, depth=2, max_restarts=1) as suggester:
@@ -107,6 +118,7 @@ def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
         points = _search(suggester, local, 8)
         with caplog.at_level(logging.WARNING, logger="dtune"):
             os.kill(first, signal.SIGKILL)
+            _wait_until(lambda: _noticed_gone(suggester, first))
             points += _search(suggester, local, 8)
         assert suggester.restarts == 1
         second = suggester.pid
@@ -118,6 +130,7 @@ def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="dtune"):
             os.kill(second, signal.SIGKILL)
+            _wait_until(lambda: _noticed_gone(suggester, second))
             points += _search(suggester, local, 8)
         assert "not starting another" in caplog.text
         assert suggester.pid is None

@@ -50,6 +50,24 @@ class CandidateSampler:
         bounds = self._bounds
         return self.snap(self._rng.uniform(bounds[:, 0], bounds[:, 1], (n, len(bounds))))
 
+    def farthest(self, known: np.ndarray, n: int = 512) -> np.ndarray:
+        """Of ``n`` random candidates, the one farthest from its nearest ``known`` point
+        (maximin; each dimension's bounds scaled to 1). No model, about a millisecond.
+
+        >>> sampler = CandidateSampler(Space([SkReal(0.0, 1.0)]), np.random.RandomState(0))
+        >>> float(sampler.farthest(np.array([[0.0], [0.5]]))[0]) > 0.9
+        True
+        """
+        C = self.sample(n)
+        if len(known) == 0:
+            return C[0]
+        span = self._bounds[:, 1] - self._bounds[:, 0]
+        span[span == 0] = 1.0
+        C_s, K_s = C / span, known / span
+        # squared distances |c|^2 + |k|^2 - 2 c.k: (n, len(known)), without a 3-d array
+        d = (C_s**2).sum(1)[:, None] + (K_s**2).sum(1)[None, :] - 2 * C_s @ K_s.T
+        return C[int(np.argmax(d.min(axis=1)))]
+
     def snap(self, Xt: np.ndarray) -> np.ndarray:
         """Transformed points moved onto the space (integers, one category each),
         dimension by dimension, as ``transform(inverse_transform(Xt))`` does."""

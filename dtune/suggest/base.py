@@ -1,6 +1,6 @@
 """The suggester interface: where the search loop gets its points.
 
-A suggester holds the optimizer copies (the initial design and any stopgap included);
+A suggester holds the optimizer copies (the initial design's included);
 the loop only asks it for points. It listens to the :class:`~dtune.ledger.Ledger`, so it
 is told of every trial that starts or ends the moment the store has it.
 """

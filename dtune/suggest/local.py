@@ -17,9 +17,10 @@ class InProcessSuggester(Suggester):
     """Fits and asks its optimizer in the calling thread.
 
     Used by ``Study.ask``, by simulated searches (deterministic per seed), and by the
-    process-backed suggester for the initial design, until its process is up, and when
-    it is gone. Free slots are filled from one batch (one posterior) at a time; a batch
-    is dropped when a result arrives (kept by :meth:`stopgap`).
+    process-backed suggester for the initial design, for model-free points while its
+    process is not serving (:meth:`explore`), and for the model when the process is gone
+    for good. Free slots are filled from one batch (one posterior) at a time; a batch is
+    dropped when a result arrives.
 
     Examples
     --------
@@ -63,32 +64,23 @@ class InProcessSuggester(Suggester):
         self._stale = False
 
     def suggest(self, free: int = 1) -> Point:
-        return self._take(free, stopgap=False)
-
-    def stopgap(self, free: int = 1) -> Point:
-        """A point while the suggestion process is not serving: as :meth:`suggest`, but
-        the model is refit only when its results have doubled since its last fit (a
-        fit here sits on the refill path)."""
-        return self._take(free, stopgap=True)
-
-    def _take(self, free: int, stopgap: bool) -> Point:
-        # A stopgap uses up a batch computed before the latest results (stale, but free);
-        # a suggestion from the model is fresh.
-        if self._stale and not stopgap:
+        if self._stale:
             self._batch = []
         if not self._batch:
             self._stale = False
             started = time.perf_counter()
             optimizer = self.optimizer
             if not optimizer.in_initial_design:
-                if not stopgap:
-                    optimizer.fit()
-                elif not optimizer.has_model or optimizer.n_told >= 2 * optimizer.fitted_on:
-                    optimizer.fit(force=True)
+                optimizer.fit()
             n = 1 if optimizer.in_initial_design else max(1, free)
             self._batch = optimizer.ask_batch(list(self.pending.values()), n)
             self.ask_seconds.append(time.perf_counter() - started)
         return self._batch.pop(0)
+
+    def explore(self) -> Point:
+        """A point without the model (see :meth:`PendingAwareOptimizer.explore`): what
+        the driver hands out while its suggestion process is not serving."""
+        return self.optimizer.explore(list(self.pending.values()))
 
     def started(self, number: int, point: Point) -> None:
         key = point_key(point)

@@ -1,13 +1,14 @@
 """Suggestions computed ahead in a process of its own, with the driver's own optimizer
-copy as the initial design, the stopgap while the process starts, and the fallback when
-it dies.
+copy as the initial design, the source of model-free points while the process starts or
+is slow to answer (the driver never fits or searches on the refill path), and the
+fallback when the process is gone for good.
 
 The process is a plain child running ``dtune/suggest/_server.py`` by path over a socket
 pair (see :mod:`dtune.suggest.service` for the protocol): it never imports the driver's
 ``__main__``, so a search runs the same from a script without a main guard, standard
 input, ``python -c`` or a notebook. If it exits, is killed (the OOM killer picks the
-driver's biggest process first) or stops answering, the search goes on with suggestions
-from the driver's copy, one warning says what happened, and a new process is started,
+driver's biggest process first) or stops answering, the search goes on with model-free
+points from the driver's copy, one warning says what happened, and a new process is started,
 at most ``max_restarts`` times.
 """
 
@@ -93,7 +94,7 @@ class ProcessSuggester(Suggester):
         self.ask_seconds: list[float] = []  # each batch's compute time, in the process
         self.fit_seconds: list[float] = []  # each hyperparameter refit, in the process
         self.wait_seconds: list[float] = []  # each time the driver waited for a suggestion
-        self.drawn_here = 0  # model points the driver drew itself (start-up, fallback)
+        self.drawn_here = 0  # points the driver drew itself (start-up, slow answers, fallback)
 
     # -- the process ----------------------------------------------------------------------
 
@@ -158,7 +159,7 @@ class ProcessSuggester(Suggester):
 
     def _process_settings(self) -> OptimizerSettings:
         """The driver's settings with a random stream of the process's own: the same
-        stream would propose the driver's own stopgap points again."""
+        stream would propose the driver's own points again."""
         settings = self.local.settings
         seed = settings.random_state
         if isinstance(seed, int):
@@ -273,8 +274,9 @@ class ProcessSuggester(Suggester):
             return self._ready.pop(newest)[1]
         self._check_responsive()
         self.drawn_here += 1
-        # Starting, restarting or slow: a stopgap; gone for good: the driver's model.
-        return self.local.stopgap(free) if self._conn is not None else self.local.suggest(free)
+        # Starting, restarting or slow: a point without the model, so the driver never
+        # fits or searches on the refill path; gone for good: the driver's own model.
+        return self.local.explore() if self._conn is not None else self.local.suggest(free)
 
     def _check_responsive(self) -> None:
         now = time.monotonic()
