@@ -21,6 +21,39 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_PRUNERS = {
+    "asha": "ASHA:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
+    "hyperband": "Hyperband:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
+    "median": "MedianStop:WARMUP_STEPS:MIN_TRIALS",
+}
+
+
+def _pruner(text: str) -> Any:
+    """``asha:1:27:3``, ``hyperband:1:27:3`` or ``median:5:5`` as a pruner (trailing
+    numbers may be left out: the pruner's defaults)."""
+    from dtune import pruners
+
+    kind, *numbers = text.split(":")
+    if kind.lower() not in _PRUNERS:
+        raise argparse.ArgumentTypeError(
+            f"unknown pruner {kind!r} in {text!r}; choose from "
+            + ", ".join(f"{k}[:{v.split(':', 1)[1].lower()}]" for k, v in _PRUNERS.items())
+        )
+    cls_name, *names = _PRUNERS[kind.lower()].split(":")
+    if len(numbers) > len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: {kind} takes at most {len(names)} numbers")
+    values: list[float] = []
+    for number in numbers:
+        try:
+            values.append(int(number) if number.lstrip("-").isdigit() else float(number))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{number!r} in {text!r} is not a number") from None
+    try:
+        return getattr(pruners, cls_name)(*values)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def _gpu_ids(text: str) -> list[str]:
     from dtune.cluster import parse_gpu_ids
 
@@ -131,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
             direction=args.direction,
             objective_key=args.objective_key,
             random_state=args.seed,
+            pruner=args.pruner,
         )
     except ValueError as exc:
         print(f"dtune run: {exc}", file=sys.stderr)
@@ -238,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--direction", choices=["minimize", "maximize"], default="minimize")
     run.add_argument("--seed", type=int, help="random seed")
     run.add_argument("--trial-timeout", type=float, help="stop any trial after this many s")
+    run.add_argument(
+        "--pruner",
+        type=_pruner,
+        help=(
+            "stop hopeless trials early (the objective calls dtune.report): asha:MIN:MAX:ETA, "
+            "hyperband:MIN:MAX:ETA or median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3"
+        ),
+    )
     run.add_argument(
         "--isolate", action="store_true", help="run each trial in a fresh child process"
     )

@@ -43,3 +43,57 @@ def test_help_and_bad_arguments():
     missing = _dtune("show", "nowhere.db", cwd=".")
     assert missing.returncode == 2
     assert "no store at 'nowhere.db'" in missing.stderr
+
+
+_REPORTING_SEARCH = """
+import time
+
+import dtune
+
+space = {"x": dtune.Real(0.0, 1.0)}
+
+
+def objective(x):
+    loss = 1.0
+    for epoch in range(1, 10):
+        time.sleep(0.02)
+        loss = (x - 0.3) ** 2 + 0.5 / epoch
+        dtune.report(loss, epoch)
+    return loss
+"""
+
+
+@pytest.mark.slow
+def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
+    (tmp_path / "search.py").write_text(_REPORTING_SEARCH)
+    run = _dtune(
+        "run", "search.py", "--trials", "24", "--workers", "2", "--seed", "0",
+        "--pruner", "asha:1:9:3", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    show = _dtune("show", "dtune.db", cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    assert "study 'study': 24 trials (" in show.stdout
+    assert " pruned" in show.stdout  # e.g. "(9 complete, 15 pruned)"
+    from dtune import load_study
+
+    study = load_study(tmp_path / "dtune.db")
+    assert study.pruner is not None
+    assert study.pruner.to_json()["max_resource"] == 9
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("asha:9:1", "min_resource"),
+        ("sha:1:9", "unknown pruner 'sha'"),
+        ("asha:1:x", "'x' in 'asha:1:x' is not a number"),
+        ("median:1:2:3", "takes at most 2 numbers"),
+    ],
+)
+def test_run_names_a_bad_pruner(tmp_path, spec, message):
+    (tmp_path / "search.py").write_text(_REPORTING_SEARCH)
+    bad = _dtune("run", "search.py", "--trials", "2", "--pruner", spec, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert message in bad.stderr
+    assert not (tmp_path / "dtune.db").exists()  # nothing was started
