@@ -57,6 +57,15 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
         {"liar": "cl_max", "acq_func": "EI"},
     ],
     "refit": [{"refit_growth": 0.0}, {"refit_growth": 0.1}, {"refit_growth": 0.25}],
+    # issue 13: candidates for better suggestions per trial
+    "design": [{}, {"initial_point_generator": "random"}],
+    "quality": [
+        {},
+        {"initial_point_generator": "lhs"},
+        {"initial_point_generator": "sobol"},
+        {"n_initial_points": 6},
+        {"acq_func": "gp_hedge"},
+    ],
     "candidates": [
         {"acq_optimizer_kwargs": {"n_points": 2000}},
         {"acq_optimizer_kwargs": {"n_points": 10000}},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pytest
 import skopt
@@ -129,7 +131,11 @@ def _refit_with_fixed_kernel(opt, X, y):
 
 def test_conditioning_on_a_pending_point_at_the_liars_value_keeps_the_kernel_fixed():
     space = SearchSpace({"x": Real(-2.0, 2.0)})
-    opt = PendingAwareOptimizer(space, OptimizerSettings(n_initial_points=5, random_state=0))
+    # random initial points, none of them near the pending one at 0.123
+    settings = OptimizerSettings(
+        n_initial_points=5, random_state=0, initial_point_generator="random"
+    )
+    opt = PendingAwareOptimizer(space, settings)
     pts = [opt.ask(pending=[]) for _ in range(5)]
     opt.tell(pts, [np.sin(3 * p[0]) for p in pts])
     opt.fit()
@@ -147,6 +153,7 @@ def test_conditioning_on_a_pending_point_at_the_liars_value_keeps_the_kernel_fix
 
 
 def _fitted(space, n=20, seed=0, **options):
+    options.setdefault("initial_point_generator", "random")  # points as these tests expect
     opt = PendingAwareOptimizer(
         space, OptimizerSettings(n_initial_points=n, random_state=seed, **options)
     )
@@ -279,3 +286,22 @@ def test_hyperparameter_refits_use_a_bounded_subset_of_a_long_history():
     # ...while suggestions condition on every result
     point = opt.ask(pending=[])
     assert tuple(point) not in {(x,) for x in xs}
+
+
+@pytest.mark.parametrize("generator", ["lhs", "sobol", "halton", "random"])
+def test_an_initial_design_over_a_mixed_space_gives_values_of_each_dimensions_type(generator):
+    # skopt's Lhs returns every value of a mixed space as a string
+    settings = OptimizerSettings(
+        n_initial_points=6, random_state=0, initial_point_generator=generator
+    )
+    opt = PendingAwareOptimizer(MIXED, settings)
+    opt.draw_initial_design()
+    for x, n, act in opt.ask_batch([], 6):
+        assert isinstance(x, numbers.Real)
+        assert -2.0 <= x <= 2.0
+        assert isinstance(n, numbers.Integral)
+        assert 0 <= n <= 20
+        assert act in ("relu", "tanh", "elu")
+    # a copy rebuilt with the same settings (a sync) has the same design, drawn once
+    again = PendingAwareOptimizer(MIXED, settings).ask_batch([], 6)
+    assert again == PendingAwareOptimizer(MIXED, settings).ask_batch([], 6)

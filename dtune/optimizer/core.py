@@ -24,6 +24,8 @@ the study negates values for ``direction="maximize"``.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,6 +35,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skopt.learning import GaussianProcessRegressor
+from skopt.space import Categorical as SkCategorical
+from skopt.space import Integer as SkInteger
 from skopt.space import Space
 from skopt.utils import cook_estimator, cook_initial_point_generator, create_result
 
@@ -52,6 +56,33 @@ FIT_MAX_POINTS = 400
 # to hold the O(n^2) per candidate cost of the posterior variance near this many flops.
 _CANDIDATE_FLOPS = 1e8
 _MIN_CANDIDATES = 500
+
+
+@functools.lru_cache(maxsize=16)
+def _draw_design(space: str, normalized: bool, name: str, n: int, seed: int) -> list[Point]:
+    """``n`` points of ``name``'s design over ``space`` (JSON; its dimensions normalized
+    for a GP), the same for the same arguments; kept, so a driver's copy rebuilt (a
+    sync, a rung move) does not draw it again."""
+    search_space = SearchSpace.from_json(json.loads(space))
+    dims = normalized_dimensions(search_space) if normalized else search_space.dimensions
+    # skopt's generators replace the dimensions' transformers as a side effect: a copy.
+    design_space = Space(Space(dims).dimensions)
+    # A maximin Latin hypercube: the best of 100 (skopt's default 1,000 take ~0.5 s).
+    options = {"criterion": "maximin", "iterations": 100} if name == "lhs" else {}
+    points = cook_initial_point_generator(name, **options).generate(
+        design_space.dimensions, n, random_state=seed
+    )
+    # Some generators (skopt's Lhs over mixed dimensions) return every value as a string.
+    return [[_cast(d, v) for d, v in zip(dims, p, strict=True)] for p in points]
+
+
+def _cast(dim: Any, value: Any) -> Any:
+    """``value`` as ``dim``'s own type (a category as the category itself)."""
+    if isinstance(dim, SkCategorical):
+        return next(c for c in dim.categories if c == value or str(c) == str(value))
+    if isinstance(dim, SkInteger):
+        return round(float(value))
+    return float(value)
 
 
 class PendingAwareOptimizer:
@@ -97,7 +128,8 @@ class PendingAwareOptimizer:
         dims = normalized_dimensions(space) if self._gp else space.dimensions
         self._skspace = Space(dims)
         self._sampler = CandidateSampler(self._skspace, self._rng)
-        self._initial = self._initial_design(settings.initial_point_generator)
+        self._initial_spec = self._initial_design(settings.initial_point_generator)
+        self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
         self._y: list[float] = []
         self._told: set[tuple[Any, ...]] = set()
@@ -120,19 +152,28 @@ class PendingAwareOptimizer:
             random_state=self._rng.randint(0, np.iinfo(np.int32).max),
         )
 
-    def _initial_design(self, name: str) -> list[Point] | None:
+    def _initial_design(self, name: str) -> tuple[str, bool, str, int, int] | None:
+        """What the initial design is drawn from (its seed taken from the optimizer's
+        stream now); the points are drawn when first needed (the suggestion process
+        draws no initial point) and kept for a rebuilt copy (see :func:`_draw_design`)."""
         n_initial = self.settings.n_initial_points
-        generator = cook_initial_point_generator(name)
-        if generator is None or n_initial == 0:
+        if cook_initial_point_generator(name) is None or n_initial == 0:
             return None
-        design_space = Space(self._skspace.dimensions)
-        # skopt's generators replace the dimensions' transformers as a side effect.
-        points = generator.generate(
-            design_space.dimensions,
-            n_initial,
-            random_state=self._rng.randint(0, np.iinfo(np.int32).max),
-        )
-        return [list(p) for p in points]
+        seed = self._rng.randint(0, np.iinfo(np.int32).max)
+        space = json.dumps(self.space.to_json())  # in dimension order
+        return space, self._gp, name, n_initial, seed
+
+    def draw_initial_design(self) -> None:
+        """Draw the initial design now (else at the first ask that needs it: tens of ms
+        for a Latin hypercube, better spent before a search than on its refill path)."""
+        if self._n_asked < self.settings.n_initial_points:
+            self._initial  # noqa: B018 (drawn and kept by the property)
+
+    @property
+    def _initial(self) -> list[Point] | None:
+        if self._initial_points is None and self._initial_spec is not None:
+            self._initial_points = _draw_design(*self._initial_spec)
+        return self._initial_points
 
     # -- state ----------------------------------------------------------------------------
 
@@ -325,7 +366,7 @@ class PendingAwareOptimizer:
 
     def _next_initial(self, seen: set[tuple[Any, ...]]) -> Point:
         if self._initial is not None and self._n_asked < len(self._initial):
-            point = self._initial[self._n_asked]
+            point = list(self._initial[self._n_asked])  # the design is shared
             if point_key(point) not in seen:
                 return point
         return self._random_unseen(seen)

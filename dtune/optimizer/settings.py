@@ -38,7 +38,8 @@ class OptimizerSettings:
     n_initial_points
         Points drawn from ``initial_point_generator`` before the surrogate is used.
     initial_point_generator
-        ``"random"``, ``"sobol"``, ``"halton"``, ``"hammersly"``, ``"lhs"`` or ``"grid"``.
+        ``"random"`` (default), ``"lhs"`` (a maximin Latin hypercube), ``"sobol"``,
+        ``"halton"``, ``"hammersly"`` or ``"grid"`` (measured in docs/PERFORMANCE.md).
     acq_func
         ``"EI"`` (default: expected improvement), ``"gp_hedge"`` (skopt's default: EI,
         LCB or PI drawn by past gains), ``"LCB"`` or ``"PI"``.

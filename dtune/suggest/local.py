@@ -62,6 +62,7 @@ class InProcessSuggester(Suggester):
         self.pending = dict(state.running)
         self._batch = []
         self._stale = False
+        self.optimizer.draw_initial_design()  # off the first refill's path
 
     def suggest(self, free: int = 1) -> Point:
         if self._stale:
