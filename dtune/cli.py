@@ -152,11 +152,24 @@ def _load_search_file(path: str, objective: str, space: str) -> tuple[Any, Any]:
     return names[objective], names[space]
 
 
+def _stored_pruner(storage: str, name: str) -> Any:
+    """The pruner study ``name`` in ``storage`` was run with, if the study exists."""
+    from dtune.pruners import pruner_from_json
+    from dtune.storage import open_storage
+
+    if not os.path.isfile(storage):
+        return None
+    record = open_storage(storage).get_study(name)
+    return None if record is None else pruner_from_json(record.optimizer.get("pruner"))
+
+
 def _run(args: argparse.Namespace) -> int:
     from dtune.study import Study
 
     try:
         objective, space = _load_search_file(args.file, args.objective, args.space)
+        # A study continued without --pruner keeps the one it was started with.
+        pruner = args.pruner or _stored_pruner(args.storage, args.study)
         study = Study(
             space,
             name=args.study,
@@ -164,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
             direction=args.direction,
             objective_key=args.objective_key,
             random_state=args.seed,
-            pruner=args.pruner,
+            pruner=pruner,
         )
     except ValueError as exc:
         print(f"dtune run: {exc}", file=sys.stderr)
@@ -277,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_pruner,
         help=(
             "stop hopeless trials early (the objective calls dtune.report): asha:MIN:MAX:ETA, "
-            "hyperband:MIN:MAX:ETA or median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3"
+            "hyperband:MIN:MAX:ETA or median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3 (a continued "
+            "study keeps its pruner unless this gives another)"
         ),
     )
     run.add_argument(

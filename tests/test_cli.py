@@ -77,7 +77,11 @@ def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
     assert " pruned" in show.stdout  # e.g. "(9 complete, 15 pruned)"
     from dtune import load_study
 
+    # continued without --pruner: the study keeps its pruner
+    more = _dtune("run", "search.py", "--trials", "4", "--workers", "2", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
     study = load_study(tmp_path / "dtune.db")
+    assert len(study.trials) == 28
     assert study.pruner is not None
     assert study.pruner.to_json()["max_resource"] == 9
 
