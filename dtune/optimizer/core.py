@@ -356,9 +356,9 @@ class PendingAwareOptimizer:
         seen = self._told | {point_key(p) for p in pending}
         known = [*self._X, *pending]
         width = self._skspace.transformed_n_dims
-        Kt = self._skspace.transform(known) if known else np.empty((0, width))
+        Kt = np.asarray(self._skspace.transform(known), float) if known else np.empty((0, width))
         for _ in range(3):
-            x = self._sampler.farthest(np.asarray(Kt, dtype=float))
+            x = self._sampler.farthest(Kt)
             point = list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
             if point_key(point) not in seen:
                 return point
