@@ -25,12 +25,15 @@ Loops (all with BLAS on one thread in the driver):
   quality reference: regret only).
 
 It prints Markdown tables of medians over seeds. ``--long`` runs the long-history case
-instead: 1,000 trials on one worker process with 32 threads sleeping 1-3 s.
+instead: 1,000 trials on one worker process with 32 threads sleeping 1-3 s; with
+``--trials 5000 --workers 256 --processes 4 --scale 2`` it is issue 13's scale run, 256
+threads over 4 worker processes sleeping 2-6 s.
 
     python scripts/bench.py                           # 8 workers, 48 trials, 3 seeds
     python scripts/bench.py --loops dtune,random,liar-copy     # liar-copy is opt-in
     python scripts/bench.py --scale 10 --loops dtune,random --seeds 2
     python scripts/bench.py --long
+    python scripts/bench.py --long --trials 5000 --workers 256 --processes 4 --scale 2
     python scripts/bench.py --fresh --loops dtune,random   # each search on a new cluster
     python scripts/bench.py --smoke                   # a minute; checks it all works
 """
@@ -609,7 +612,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 def long_history(args: argparse.Namespace) -> dict[str, Any]:
     n_trials, slots = args.trials, args.workers
     job_results = {}
-    with dask_cluster(1, slots) as address:
+    processes = args.processes
+    if slots % processes:
+        raise SystemExit(f"--workers {slots} threads do not split over --processes {processes}")
+    with dask_cluster(processes, slots // processes) as address:
         for loop in args.loops.split(","):
             job = Job(loop, args.problems.split(",")[0], 0, n_trials, args.scale, 3 * args.scale,
                       address)  # fmt: skip
@@ -638,6 +644,9 @@ def main() -> None:
     parser.add_argument("--loops", default=",".join(DEFAULT_LOOPS), help=f"from {LOOPS}")
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--long", action="store_true", help="the long-history case")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="--long: worker processes sharing the threads"
+    )
     parser.add_argument(
         "--fresh", action="store_true", help="each search on a cluster just started (no warm-up)"
     )

@@ -59,6 +59,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "refit": [{"refit_growth": 0.0}, {"refit_growth": 0.1}, {"refit_growth": 0.25}],
     # issue 13: candidates for better suggestions per trial
     "design": [{}, {"initial_point_generator": "random"}],
+    "priors": [{"gp_priors": False}, {}],
     "acq-search": [
         {},
         {"acq_optimizer_kwargs": {"n_points": 10000}},

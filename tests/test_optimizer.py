@@ -9,7 +9,7 @@ import pytest
 import skopt
 
 from dtune import Categorical, Integer, Real, SearchSpace
-from dtune.optimizer import OptimizerSettings, PendingAwareOptimizer
+from dtune.optimizer import OptimizerSettings, PendingAwareOptimizer, core
 from dtune.optimizer.candidates import CandidateSampler
 from dtune.optimizer.core import FIT_MAX_POINTS
 from dtune.optimizer.posterior import Posterior
@@ -132,8 +132,10 @@ def _refit_with_fixed_kernel(opt, X, y):
 def test_conditioning_on_a_pending_point_at_the_liars_value_keeps_the_kernel_fixed():
     space = SearchSpace({"x": Real(-2.0, 2.0)})
     # random initial points, none of them near the pending one at 0.123
+    # fit by maximum likelihood: 5 points of sin(3x) give a short length scale, so the
+    # model is unsure at 0.123 (the priors' smoother fit is already sure there)
     settings = OptimizerSettings(
-        n_initial_points=5, random_state=0, initial_point_generator="random"
+        n_initial_points=5, random_state=0, initial_point_generator="random", gp_priors=False
     )
     opt = PendingAwareOptimizer(space, settings)
     pts = [opt.ask(pending=[]) for _ in range(5)]
@@ -219,7 +221,7 @@ def test_a_batch_is_distinct_and_avoids_told_and_pending_points(liar):
 def test_believer_keeps_the_mean_at_pending_points_and_shrinks_their_uncertainty():
 
     space = SearchSpace({"x": Real(-2.0, 2.0)})
-    opt = _fitted(space, n=6)
+    opt = _fitted(space, n=6, gp_priors=False)  # unsure at 0.123, as in the test above
     told = opt.transformed_space.transform(opt._X)
     at = opt.transformed_space.transform([[0.123]])
     before = Posterior(opt.model, told, np.asarray(opt.history[1])).add_candidates(at)
@@ -288,6 +290,22 @@ def test_hyperparameter_refits_use_a_bounded_subset_of_a_long_history():
     assert tuple(point) not in {(x,) for x in xs}
 
 
+def test_past_the_cap_a_suggestion_conditions_on_the_best_results_and_a_sample(monkeypatch):
+    monkeypatch.setattr(core, "CONDITION_MAX_POINTS", 40)
+    space = SearchSpace({"x": Real(-2.0, 2.0)})
+    opt = PendingAwareOptimizer(space, OptimizerSettings(n_initial_points=0, random_state=0))
+    xs = np.random.RandomState(1).uniform(-2, 2, 100)
+    values = (xs - 0.5) ** 2
+    opt.tell([[x] for x in xs], list(values))
+    opt.fit()
+    kept = opt._conditioning()
+    assert len(kept) == len(set(kept)) == 40
+    assert set(np.argsort(values)[:20]) <= set(kept)
+    assert len(set(opt._conditioning()) - set(kept)) > 0  # the sample is drawn anew
+    (x,) = opt.ask(pending=[[0.5]])
+    assert abs(x - 0.5) < 0.3  # the model still knows where the minimum is
+
+
 @pytest.mark.parametrize("generator", ["lhs", "sobol", "halton", "random"])
 def test_an_initial_design_over_a_mixed_space_gives_values_of_each_dimensions_type(generator):
     # skopt's Lhs returns every value of a mixed space as a string
@@ -305,3 +323,22 @@ def test_an_initial_design_over_a_mixed_space_gives_values_of_each_dimensions_ty
     # a copy rebuilt with the same settings (a sync) has the same design, drawn once
     again = PendingAwareOptimizer(MIXED, settings).ask_batch([], 6)
     assert again == PendingAwareOptimizer(MIXED, settings).ask_batch([], 6)
+
+
+def test_the_priors_keep_length_scales_off_their_bounds_on_a_short_history():
+    # 8 points in 6 dimensions: maximum likelihood runs length scales to the bounds
+    space = SearchSpace({f"x{i}": Real(0.0, 1.0) for i in range(6)})
+    X = np.random.RandomState(0).uniform(0, 1, (8, 6))
+    y = list(np.sin(5 * X[:, 0]) + X[:, 1] ** 2)
+    scales = {}
+    for priors in (False, True):
+        opt = PendingAwareOptimizer(
+            space, OptimizerSettings(n_initial_points=0, random_state=0, gp_priors=priors)
+        )
+        opt.tell([list(x) for x in X], y)
+        opt.fit()
+        scales[priors] = opt.model.kernel_.k1.k2.length_scale
+    at_bounds = lambda ls: int(np.sum((ls <= 0.011) | (ls >= 99)))  # noqa: E731
+    assert at_bounds(scales[False]) > 0
+    assert at_bounds(scales[True]) == 0
+    assert np.all((scales[True] > 0.05) & (scales[True] < 20))

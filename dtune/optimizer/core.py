@@ -43,9 +43,10 @@ from skopt.utils import cook_estimator, cook_initial_point_generator, create_res
 from dtune.optimizer.candidates import CandidateSampler
 from dtune.optimizer.posterior import HEDGE, Posterior, acquisition
 from dtune.optimizer.settings import OptimizerSettings
+from dtune.optimizer.surrogate import PriorGaussianProcess
 from dtune.space import SearchSpace, normalized_dimensions, point_key
 
-__all__ = ["FIT_MAX_POINTS", "PendingAwareOptimizer", "Point"]
+__all__ = ["CONDITION_MAX_POINTS", "FIT_MAX_POINTS", "PendingAwareOptimizer", "Point"]
 
 Point = list[Any]
 # Hyperparameter refits use at most this many results (a random subset): the fit costs
@@ -56,6 +57,10 @@ FIT_MAX_POINTS = 400
 # to hold the O(n^2) per candidate cost of the posterior variance near this many flops.
 _CANDIDATE_FLOPS = 1e8
 _MIN_CANDIDATES = 500
+# A suggestion conditions on at most this many told results: past it, on the best half
+# of them and a random sample of the rest (drawn again each round), so that the
+# posterior's O(n^3) factorization stays well under a second at 5,000 results.
+CONDITION_MAX_POINTS = 1500
 
 
 @functools.lru_cache(maxsize=16)
@@ -132,6 +137,7 @@ class PendingAwareOptimizer:
         self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
         self._y: list[float] = []
+        self._Xt = np.empty((0, self._skspace.transformed_n_dims))  # _X transformed
         self._told: set[tuple[Any, ...]] = set()
         self._model: Any = None
         self._model_n_told = 0
@@ -146,11 +152,14 @@ class PendingAwareOptimizer:
             return base_estimator
         if base_estimator.upper() == "DUMMY":
             return None
-        return cook_estimator(
+        estimator = cook_estimator(
             base_estimator.upper(),
             space=self.space.dimensions,
             random_state=self._rng.randint(0, np.iinfo(np.int32).max),
         )
+        if self.settings.gp_priors and isinstance(estimator, GaussianProcessRegressor):
+            return PriorGaussianProcess(**estimator.get_params(deep=False))
+        return estimator
 
     def _initial_design(self, name: str) -> tuple[str, bool, str, int, int] | None:
         """What the initial design is drawn from (its seed taken from the optimizer's
@@ -264,17 +273,14 @@ class PendingAwareOptimizer:
 
         Past ``FIT_MAX_POINTS`` results a random subset of them fits the hyperparameters.
         """
-        X, y, n_told = list(self._X), list(self._y), self.n_told
+        # The transformed history is replaced, never changed in place: safe to share.
+        Xt, yt, n_told = self._transformed_told(), np.asarray(self._y), self.n_told
         estimator = clone(self._estimator)
-        subset = None
         if n_told > FIT_MAX_POINTS:
             subset = self._rng.choice(n_told, FIT_MAX_POINTS, replace=False)
-        transform = self._skspace.transform
+            Xt, yt = Xt[subset], yt[subset]
 
         def fit() -> tuple[Any, int]:
-            Xt, yt = transform(X), np.asarray(y)
-            if subset is not None:
-                Xt, yt = Xt[subset], yt[subset]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 estimator.fit(Xt, yt)
@@ -354,9 +360,7 @@ class PendingAwareOptimizer:
         True
         """
         seen = self._told | {point_key(p) for p in pending}
-        known = [*self._X, *pending]
-        width = self._skspace.transformed_n_dims
-        Kt = np.asarray(self._skspace.transform(known), float) if known else np.empty((0, width))
+        Kt = np.vstack([self._transformed_told(), self._transform(pending)])
         for _ in range(3):
             x = self._sampler.farthest(Kt)
             point = list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
@@ -399,14 +403,38 @@ class PendingAwareOptimizer:
         probs = np.exp(self.settings.acq_func_kwargs.get("eta", 1.0) * logits)
         return int(np.argmax(self._rng.multinomial(1, probs / probs.sum())))
 
+    def _transform(self, points: Sequence[Point]) -> np.ndarray:
+        if not points:
+            return np.empty((0, self._skspace.transformed_n_dims))
+        return np.asarray(self._skspace.transform([list(p) for p in points]), float)
+
+    def _transformed_told(self) -> np.ndarray:
+        """Every told point, transformed (each point once, as it is first needed)."""
+        if len(self._Xt) < len(self._X):
+            self._Xt = np.vstack([self._Xt, self._transform(self._X[len(self._Xt) :])])
+        return self._Xt
+
+    def _conditioning(self) -> np.ndarray:
+        """Which told results a suggestion conditions on: all of them, or past
+        ``CONDITION_MAX_POINTS`` the best half of that many and a random sample of the
+        others (the model keeps the whole space's shape, and the detail near the best)."""
+        n = self.n_told
+        if n <= CONDITION_MAX_POINTS:
+            return np.arange(n)
+        order = np.argsort(self._y, kind="stable")
+        best = CONDITION_MAX_POINTS // 2
+        others = self._rng.choice(order[best:], CONDITION_MAX_POINTS - best, replace=False)
+        return np.sort(np.concatenate([order[:best], others]))
+
     def _to_point(self, x: np.ndarray) -> Point:
         return list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
 
     def _next_batch_gp(
         self, pending: Sequence[Point], seen: set[tuple[Any, ...]], n: int
     ) -> list[Point]:
-        X = self._skspace.transform(self._X + [list(p) for p in pending])
-        told = np.asarray(self._y)
+        kept = self._conditioning()
+        X = np.vstack([self._transformed_told()[kept], self._transform(pending)])
+        told = np.asarray(self._y)[kept]
         believer = self.settings.liar == "believer"
         lies = np.full(len(pending), self._lie()) if not believer else np.zeros(0)
         if believer and pending:  # each pending point believed at the model's mean
@@ -452,7 +480,7 @@ class PendingAwareOptimizer:
         """One point from a surrogate without a posterior covariance (RF, ET): refit
         (hyperparameters fixed) on told + pending points at the liar's value."""
         model = clone(self._model)
-        X = self._skspace.transform(self._X + [list(p) for p in pending])
+        X = np.vstack([self._transformed_told(), self._transform(pending)])
         y = np.concatenate([self._y, np.full(len(pending), self._lie())])
         candidates = self._sampler.sample(self._n_points)
         with warnings.catch_warnings():

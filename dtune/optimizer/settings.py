@@ -61,6 +61,10 @@ class OptimizerSettings:
     refit_growth
         Refit the kernel's hyperparameters once the results grew by this fraction since
         the last fit (default 0.1); 0 refits after every result.
+    gp_priors
+        Fit the GP's kernel with weak priors on its length scales, amplitude and noise
+        (maximum a posteriori, as Optuna's GPSampler; default), or, with False, by
+        maximum likelihood as scikit-optimize does (measured in docs/PERFORMANCE.md).
 
     Examples
     --------
@@ -83,6 +87,7 @@ class OptimizerSettings:
     random_state: Any = None
     liar: str = "believer"
     refit_growth: float = 0.1
+    gp_priors: bool = True
 
     def __post_init__(self) -> None:
         estimator = self.base_estimator
@@ -135,6 +140,8 @@ class OptimizerSettings:
                 f"acq_optimizer='lbfgs' needs a Gaussian-process surrogate; "
                 f"base_estimator={self.base_estimator!r} needs acq_optimizer='sampling'"
             )
+        if not isinstance(self.gp_priors, bool):
+            raise TypeError(f"gp_priors={self.gp_priors!r} must be True or False")
         seed = self.random_state
         if not (seed is None or isinstance(seed, numbers.Integral) or hasattr(seed, "randint")):
             raise TypeError(f"random_state={seed!r} must be an int, a RandomState or None")
