@@ -120,6 +120,7 @@ class Ledger:
         # A lower rung feeds the model once it has this many values and no higher has.
         self.rung_min_points = max(5, len(space) + 2)
         self._lock = threading.RLock()
+        self._unwritten: list[Trial] | None = None  # inside deferred_writes()
         self._listeners: list[LedgerListener] = []
         self._trials: dict[int, Trial] = {}
         self._next_number = 0
@@ -312,8 +313,45 @@ class Ledger:
     # -- changes: store first, then the view, then the listeners ---------------------------
 
     def _commit(self, trials: Sequence[Trial]) -> None:
-        self.storage.put_trials(self.name, trials)
+        if self._unwritten is not None:
+            self._unwritten.extend(trials)
+        else:
+            self.storage.put_trials(self.name, trials)
         self._trials.update((t.number, t) for t in trials)
+
+    @contextlib.contextmanager
+    def deferred_writes(self) -> Iterator[None]:
+        """Changes made in the block are written to the store in one transaction when
+        it ends (one fsync, not one each), the view and the listeners updated at once.
+        The caller must act on none of them outside this process (submit a trial, say)
+        before the block ends. Used by the driver to start a batch of trials.
+
+        Examples
+        --------
+        >>> from dtune.storage import InMemoryStorage, StudyRecord
+        >>> from dtune.space import Real
+        >>> store = InMemoryStorage()
+        >>> store.create_study(StudyRecord("s", "minimize", None, {}, {}, 0.0))
+        >>> ledger = Ledger(store, "s", SearchSpace({"x": Real(0.0, 1.0)}), "minimize")
+        >>> with ledger.deferred_writes():
+        ...     _ = [ledger.start({"x": x}) for x in (0.1, 0.2)]
+        ...     len(store.get_trials("s")), len(ledger.trials)
+        (0, 2)
+        >>> len(store.get_trials("s"))
+        2
+        """
+        with self._lock:
+            if self._unwritten is not None:  # nested: the outer block writes
+                yield
+                return
+            self._unwritten = []
+            try:
+                yield
+            finally:
+                unwritten, self._unwritten = self._unwritten, None
+                if unwritten:
+                    latest = {t.number: t for t in unwritten}
+                    self.storage.put_trials(self.name, list(latest.values()))
 
     def _started(self, trial: Trial) -> None:
         point = self.space.to_point(trial.params)

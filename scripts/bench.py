@@ -626,7 +626,8 @@ def long_history(args: argparse.Namespace) -> dict[str, Any]:
             durations = [r[1] - r[0] for r in rows]
             fig["median_trial_s"] = statistics.median(durations)
             fig["min_window_util"] = min(windows)
-            for key in ("refill_ms", "refill_p90_ms"):  # threads of one worker share a name
+            # threads of one worker share its name: gaps per worker mean nothing here
+            for key in ("refill_ms", "refill_p90_ms", "gap_mean_ms", "gap_p99_ms"):
                 fig.pop(key, None)
             print_table(f"### long history: {loop}", [(loop, fig)])
             print("\nutilization per window of trials:", " ".join(f"{u:.3f}" for u in windows))

@@ -196,10 +196,9 @@ class PendingAwareOptimizer:
         """Copies of the told points and their values, in the order told."""
         return [list(p) for p in self._X], list(self._y)
 
-    @property
-    def told_keys(self) -> frozenset[tuple[Any, ...]]:
-        """The :func:`~dtune.space.point_key` of every told point."""
-        return frozenset(self._told)
+    def has_told(self, key: tuple[Any, ...]) -> bool:
+        """True if a point of this :func:`~dtune.space.point_key` was told."""
+        return key in self._told
 
     @property
     def needs_fit(self) -> bool:

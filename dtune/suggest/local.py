@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from dtune.ledger import ModelState
 from dtune.optimizer import OptimizerSettings, PendingAwareOptimizer, Point
@@ -38,6 +40,7 @@ class InProcessSuggester(Suggester):
         self.settings = settings
         self.optimizer = PendingAwareOptimizer(space, settings)
         self.pending: dict[int, Point] = {}
+        self._running_keys: Counter[tuple[Any, ...]] = Counter()  # of the pending points
         self._batch: list[Point] = []
         self._stale = False
         self.ask_seconds: list[float] = []
@@ -48,11 +51,10 @@ class InProcessSuggester(Suggester):
         return self.optimizer.in_initial_design
 
     def knows(self, point: Point) -> bool:
-        """True if ``point`` is running or its result was told: not to be suggested."""
+        """True if ``point`` is running or its result was told: not to be suggested.
+        Constant time (the driver asks it of every ready point at every refill)."""
         key = point_key(point)
-        return key in self.optimizer.told_keys or any(
-            point_key(p) == key for p in self.pending.values()
-        )
+        return self.optimizer.has_told(key) or self._running_keys[key] > 0
 
     def reset(self, state: ModelState) -> None:
         self.optimizer = PendingAwareOptimizer(self.space, self.settings)
@@ -60,6 +62,7 @@ class InProcessSuggester(Suggester):
         if state.told:
             self.optimizer.tell([p for p, _ in state.told], [v for _, v in state.told])
         self.pending = dict(state.running)
+        self._running_keys = Counter(point_key(p) for p in self.pending.values())
         self._batch = []
         self._stale = False
         self.optimizer.draw_initial_design()  # off the first refill's path
@@ -86,12 +89,22 @@ class InProcessSuggester(Suggester):
     def started(self, number: int, point: Point) -> None:
         key = point_key(point)
         self._batch = [p for p in self._batch if point_key(p) != key]
+        self._forget_running(number)
         self.pending[number] = point
+        self._running_keys[key] += 1
+
+    def _forget_running(self, number: int) -> None:
+        point = self.pending.pop(number, None)
+        if point is not None:
+            key = point_key(point)
+            self._running_keys[key] -= 1
+            if self._running_keys[key] <= 0:
+                del self._running_keys[key]
 
     def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
         told = []
         for number, point, value in results:
-            self.pending.pop(number, None)
+            self._forget_running(number)
             if value is not None:
                 told.append((point, value))
         if told:
