@@ -190,9 +190,10 @@ class _Progress:
             postfix["pruned"] = self.pruned
         to_minimize = self._ledger.to_minimize
         for t in finished:
-            if t.state is TrialState.COMPLETE and t.value is not None:
-                if self._best is None or to_minimize(t.value) < to_minimize(self._best):
-                    self._best = t.value
+            if t.state is not TrialState.COMPLETE or t.value is None:
+                continue
+            if self._best is None or to_minimize(t.value) < to_minimize(self._best):
+                self._best = t.value
         if self._best is not None:
             postfix["best"] = f"{self._best:.6g}"
         self._bar.set_postfix(postfix, refresh=False)
