@@ -1,16 +1,16 @@
 """How the dashboard copes with a large study: page load and live updates at 5,000 trials.
 
-Writes a SQLite store holding N finished trials spread over 32 workers plus 32 running
-ones, serves the dashboard, and drives headless Chromium:
+Writes a SQLite store holding N finished trials spread over 32 workers (``--workers``)
+plus as many running ones, serves the dashboard, and drives headless Chromium:
 
 - page load: from navigation until the browser holds every trial;
 - server update: the cost of one update tick (poll the store, stream/patch the changes)
-  while 32 trials finish and 32 start every second, timed inside the server process;
+  while as many trials finish and start every second, timed inside the server process;
 - end-to-end: from a trial being committed to the store until the browser shows it;
 - responsiveness: the slowest answer of the page to a trivial script while updates run
   (a frozen page would answer late).
 
-Usage: python scripts/bench_dashboard.py [--trials 5000] [--seconds 15]
+Usage: python scripts/bench_dashboard.py [--trials 5000] [--seconds 15] [--workers 32]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dtune import Categorical, Integer, Real, SQLiteStorage, Study, Trial, TrialState
 from dtune.dashboard import app as dashboard_app
@@ -91,7 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help="workers (and trials finishing per second)"
+    )
     args = parser.parse_args()
+    globals()["WORKERS"] = args.workers
 
     # time every update tick inside the server
     ticks: list[float] = []

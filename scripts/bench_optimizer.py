@@ -60,6 +60,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     # issue 13: candidates for better suggestions per trial
     "design": [{}, {"initial_point_generator": "random"}],
     "priors": [{"gp_priors": False}, {}],
+    # long histories: does more exploration get out of a local basin?
+    "explore": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}, {"liar": "cl_min"}],
     "acq-search": [
         {},
         {"acq_optimizer_kwargs": {"n_points": 10000}},

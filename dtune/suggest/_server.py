@@ -9,9 +9,10 @@ sends its ``sys.path`` first, then the model's state (:func:`dtune.suggest.servi
 
 import sys
 
-del sys.path[0]  # this script's folder: its modules are not top-level modules
+if __name__ == "__main__":
+    del sys.path[0]  # this script's folder: its modules are not top-level modules
 
-from multiprocessing.connection import Connection  # noqa: E402
+from multiprocessing.connection import Connection
 
 
 def main(fd: int) -> None:

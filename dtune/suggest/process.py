@@ -24,12 +24,12 @@ import sys
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from dtune.ledger import ModelState
 from dtune.optimizer import OptimizerSettings, Point
 from dtune.space import point_key
-from dtune.suggest import _server
 from dtune.suggest.base import Suggester
 from dtune.suggest.local import InProcessSuggester
 
@@ -37,6 +37,8 @@ __all__ = ["ProcessSuggester"]
 
 logger = logging.getLogger("dtune")
 
+# The child's script, run by path (importing it here would run its set-up in the driver).
+_SERVER = Path(__file__).with_name("_server.py")
 # How long the driver waits for a fresh suggestion before it draws one itself; it waits
 # again only once the process has sent something since.
 _WAIT_S = 1.0
@@ -133,7 +135,7 @@ class ProcessSuggester(Suggester):
         parent_end, child_end = socket.socketpair()
         with child_end:
             self._process = subprocess.Popen(
-                [sys.executable, _server.__file__, str(child_end.fileno())],
+                [sys.executable, str(_SERVER), str(child_end.fileno())],
                 pass_fds=(child_end.fileno(),),
                 stdin=subprocess.DEVNULL,
                 # Its own session: a Ctrl-C in the terminal goes to the driver only (the
