@@ -61,6 +61,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "design": [{}, {"initial_point_generator": "random"}],
     "priors": [{"gp_priors": False}, {}],
     # long histories: does more exploration get out of a local basin?
+    "acq": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}],
     "explore": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}, {"liar": "cl_min"}],
     "acq-search": [
         {},
