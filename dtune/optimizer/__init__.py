@@ -1,6 +1,7 @@
-"""The pending-aware Bayesian optimizer: settings (:mod:`.settings`), the GP posterior
-and acquisition functions (:mod:`.posterior`), candidates and local search
-(:mod:`.candidates`), and the core that ties them to a history of results (:mod:`.core`).
+"""The pending-aware Bayesian optimizer: settings (:mod:`.settings`), the GP surrogate
+with priors on its kernel (:mod:`.surrogate`), the GP posterior and acquisition functions
+(:mod:`.posterior`), candidates and local search (:mod:`.candidates`), and the core that
+ties them to a history of results (:mod:`.core`).
 """
 
 from __future__ import annotations
