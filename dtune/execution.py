@@ -526,8 +526,7 @@ class DaskBackend:
         results: list[tuple[int, Outcome | None]] = []
         for future in done:
             number = self._running.pop(future)
-            outcome = fetched.get(future)
-            results.append((number, outcome if outcome is not None else self._outcome(future)))
+            results.append((number, fetched.get(future) or self._outcome(future)))
             # Its result is in hand: let Dask forget it, or it would rerun the trial to
             # get it back if the worker holding it died.
             future.release()
@@ -535,9 +534,9 @@ class DaskBackend:
 
     def _fetch(self, finished: list[Future]) -> dict[Future, Outcome]:
         """The outcomes of finished futures in one round trip to the client's event loop
-        (one ``result()`` each cost a round trip each: at 256 workers, the driver spent
-        half its time waiting on them). Any trouble: none here, fetched one by one."""
-        if len(finished) < 2:
+        (a ``result()`` per future is a round trip each: at 256 workers the driver spent
+        half its time waiting on them). On any trouble, none: each is fetched alone."""
+        if not finished:
             return {}
         try:
             values = self.client.gather(finished)

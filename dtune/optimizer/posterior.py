@@ -9,6 +9,7 @@ batch of K suggestions costs one posterior plus K cheap updates instead of K ref
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -100,8 +101,7 @@ class Posterior:
         """
         if len(self.C):
             raise ValueError("extend a posterior before adding candidates to it")
-        grown = object.__new__(Posterior)
-        grown.__dict__.update(self.__dict__)
+        grown = copy.copy(self)
         K12 = self._kernel(self._X, X)
         K22 = self._kernel(X)
         K22[np.diag_indices_from(K22)] += self.noise
