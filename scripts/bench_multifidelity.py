@@ -33,7 +33,13 @@ Reported, as medians over seeds:
 - trials started and pruned, utilization (busy worker-seconds over 8 × the wall time
   from the ``optimize`` call to the last result);
 - report-to-decision latency: from ``dtune.report`` being called to the trial knowing
-  whether to go on (measured inside the objective), median and p90 over all reports.
+  whether to go on (measured inside the objective), median, mean and p99 over all reports.
+
+``--fresh`` starts a new cluster for each search and counts its utilization from the
+cluster's start, as a user's first search meets it (workers start, import, load data).
+``--problems keras-digits`` is the real workload (scripts/keras_digits.py): a small CNN on
+scikit-learn's digits, TensorFlow on CPU, the validation error after each epoch; give it
+minutes per search (``--budget 240``).
 
     python scripts/bench_multifidelity.py                                   # 3 problems, 3 seeds
     python scripts/bench_multifidelity.py --problems branin --seeds 1 --budget 10   # quick
@@ -42,6 +48,7 @@ Reported, as medians over seeds:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -50,12 +57,14 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench import MINIMUM, PROBLEMS, evaluate, space_of
+from keras_digits import KERAS, keras_epochs, keras_space, warm
 
 # How far an epoch-1 value lies above the final one, per problem (its value range).
 GAP = {"branin": 5.0, "hartmann6": 0.3, "mixed": 0.1}
@@ -69,12 +78,21 @@ def _scramble(params: dict[str, Any], salt: str) -> float:
 
 
 def epochs_of(problem: str, params: dict[str, Any], epochs: int, epoch_s: float) -> Any:
-    """(seconds, value) of each epoch of a trial at ``params``."""
+    """The value after each epoch of a trial at ``params`` (to minimize), each yielded
+    once that epoch's time has passed: a synthetic curve's sleep, or a real epoch."""
+    if problem == KERAS:
+        yield from keras_epochs(params, epochs)
+        return
     final, fraction = evaluate(problem, params)
     speed = 0.2 + 1.6 * _scramble(params, "speed")  # > 1: slow to converge
     gap = GAP[problem] * (0.2 + _scramble(params, "gap"))
     for epoch in range(1, epochs + 1):
-        yield epoch_s * (0.5 + fraction), final + gap * math.exp(-epoch / (speed * epochs / 3))
+        time.sleep(epoch_s * (0.5 + fraction))
+        yield final + gap * math.exp(-epoch / (speed * epochs / 3))
+
+
+def search_space(problem: str) -> dict[str, Any]:
+    return keras_space() if problem == KERAS else space_of(problem)
 
 
 def learning_curve(problem: str, epochs: int, epoch_s: float, **params: Any) -> dict[str, Any]:
@@ -84,8 +102,7 @@ def learning_curve(problem: str, epochs: int, epoch_s: float, **params: Any) -> 
 
     waits: list[float] = []
     value = math.inf
-    for epoch, (seconds, value) in enumerate(epochs_of(problem, params, epochs, epoch_s), 1):
-        time.sleep(seconds)
+    for epoch, value in enumerate(epochs_of(problem, params, epochs, epoch_s), 1):
         started = time.perf_counter()
         try:
             dtune.report(value, epoch)
@@ -126,16 +143,13 @@ def optuna_worker(
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     sampler = optuna.samplers.TPESampler(seed=seed * 1000 + index, constant_liar=True)
     study = optuna.load_study(study_name="bench", storage=storage, sampler=sampler, pruner=pruner)
-    space = space_of(problem)
+    space = search_space(problem)
     waits: list[float] = []
 
     def objective(trial: Any) -> float:
         params = _optuna_params(trial, space)
         value = math.inf
-        for epoch, (seconds, value) in enumerate(
-            epochs_of(problem, params, args.epochs, args.epoch), 1
-        ):
-            time.sleep(seconds)
+        for epoch, value in enumerate(epochs_of(problem, params, args.epochs, args.epoch), 1):
             started = time.perf_counter()
             trial.report(value, epoch)
             stop = trial.should_prune()
@@ -149,7 +163,7 @@ def optuna_worker(
 
 
 def run_optuna(
-    client: Any, problem: str, method: str, seed: int, args: argparse.Namespace
+    client: Any, problem: str, method: str, seed: int, args: argparse.Namespace, called: float
 ) -> dict[str, Any]:
     import tempfile
 
@@ -161,7 +175,6 @@ def run_optuna(
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
         optuna.create_study(study_name="bench", storage=storage, direction="minimize")
         workers = sorted(client.scheduler_info()["workers"])
-        called = time.time()
         futures = [
             client.submit(
                 optuna_worker, problem, method, seed, i, path, args, workers=[w], pure=False
@@ -177,7 +190,7 @@ def run_optuna(
         spent += (t.datetime_complete - t.datetime_start).total_seconds()
         if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
             best = min(best, t.value)
-        curve.append((spent, best - MINIMUM[problem]))
+        curve.append((spent, best - minimum(problem)))
     end = max(t.datetime_complete.timestamp() for t in done)
     return {
         "curve": curve,
@@ -216,8 +229,7 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     from ray.tune.schedulers import ASHAScheduler
 
     def trainable(config: dict[str, Any]) -> None:
-        for seconds, value in epochs_of(problem, dict(config), args.epochs, args.epoch):
-            time.sleep(seconds)
+        for value in epochs_of(problem, dict(config), args.epochs, args.epoch):
             tune.report({"value": value})
 
     last: dict[str, tuple[float, float, int, float]] = {}
@@ -243,7 +255,7 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         called = time.time()
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),
-            param_space=_ray_space(space_of(problem)),
+            param_space=_ray_space(search_space(problem)),
             tune_config=tune.TuneConfig(
                 metric="value",
                 mode="min",
@@ -272,7 +284,7 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         spent += seconds
         if iterations >= args.epochs:
             best = min(best, value)
-        curve.append((spent, best - MINIMUM[problem]))
+        curve.append((spent, best - minimum(problem)))
     end = max(r[0] for r in rows)
     return {
         "curve": curve,
@@ -285,10 +297,12 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
 
 
 def run(
-    client: Any, problem: str, method: str, seed: int, args: argparse.Namespace
+    client: Any, problem: str, method: str, seed: int, args: argparse.Namespace, called: float
 ) -> dict[str, Any]:
+    """One search; utilization is counted from ``called`` (the search's call, or the
+    start of its fresh cluster)."""
     if method.startswith("optuna"):
-        return run_optuna(client, problem, method, seed, args)
+        return run_optuna(client, problem, method, seed, args, called)
     if method == "ray-random+asha":
         return run_ray(problem, seed, args)
     import dtune
@@ -302,9 +316,8 @@ def run(
     options: dict[str, Any] = {"random_state": seed}
     if method.startswith("random"):
         options["n_initial_points"] = 100_000
-    study = dtune.Study(space_of(problem), objective_key="value", pruner=pruner, **options)
+    study = dtune.Study(search_space(problem), objective_key="value", pruner=pruner, **options)
     objective = functools.partial(learning_curve, problem, args.epochs, args.epoch)
-    called = time.time()
     study.optimize(
         objective, 100_000, client=client, timeout=args.budget, progress=False, dashboard=False
     )
@@ -318,7 +331,7 @@ def run(
         spent += t.duration or 0.0
         if t.state is dtune.TrialState.COMPLETE and t.value is not None:
             best = min(best, t.value)
-        curve.append((spent, best - MINIMUM[problem]))
+        curve.append((spent, best - minimum(problem)))
     waits = [w for t in trials for w in t.metrics.get("wait_ms", [])]
     return {
         "curve": curve,
@@ -328,6 +341,11 @@ def run(
         "utilization": busy / (len(client.scheduler_info()["workers"]) * (end - called)),
         "waits": waits,
     }
+
+
+def minimum(problem: str) -> float:
+    """The best value the problem can reach (an error rate's 0 for the Keras search)."""
+    return 0.0 if problem == KERAS else MINIMUM[problem]
 
 
 def regret_at(curve: list[tuple[float, float]], worker_s: float) -> float:
@@ -343,6 +361,26 @@ def worker_s_to(curve: list[tuple[float, float]], target: float) -> float:
     return next((spent for spent, r in curve if r <= target), math.inf)
 
 
+@contextlib.contextmanager
+def _cluster(args: argparse.Namespace, warm_for: list[str]) -> Iterator[Any]:
+    """A local cluster of ``--workers`` single-threaded workers and its client, warmed
+    (imports, the Keras data) for ``warm_for``'s problems, so that the first method
+    does not pay for them alone."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        if warm_for:
+            client.run(lambda: __import__("dtune.execution"))
+        if KERAS in warm_for:
+            client.run(warm)
+        yield client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", default=",".join(PROBLEMS))
@@ -352,42 +390,46 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=27)
     parser.add_argument("--epoch", type=float, default=0.05, help="seconds per epoch (x0.5-1.5)")
     parser.add_argument("--budget", type=float, default=20.0, help="wall seconds per search")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a new cluster for each search, counted from its start (a user's first search)",
+    )
     args = parser.parse_args()
     problems, methods = args.problems.split(","), args.methods.split(",")
+    for problem in problems:
+        if problem not in (*PROBLEMS, KERAS):
+            parser.error(f"unknown problem {problem!r}; choose from {(*PROBLEMS, KERAS)}")
 
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        # Warm the workers (imports) so the first method does not pay for them alone.
-        client.run(lambda: __import__("dtune.execution"))
-        print(
-            f"# {args.workers} workers, {args.epochs} epochs of {args.epoch} s (x0.5-1.5), "
-            f"{args.budget:g} s per search, seeds 0..{args.seeds - 1}"
-        )
-        results: dict[tuple[str, str, int], dict[str, Any]] = {}
-        for problem in problems:
-            for seed in range(args.seeds):
-                for method in methods:
-                    result = run(client, problem, method, seed, args)
-                    results[problem, method, seed] = result
-                    print(
-                        f"{problem} seed {seed} {method}: {result['trials']} trials, "
-                        f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
-                        f"{result['worker_s']:.0f} worker-s, util {result['utilization']:.3f}",
-                        flush=True,
+    print(
+        f"# {args.workers} workers ({'a fresh cluster per search' if args.fresh else 'warm'}), "
+        f"{args.epochs} epochs of {args.epoch} s (x0.5-1.5), {args.budget:g} s per search, "
+        f"seeds 0..{args.seeds - 1}"
+    )
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
+    searches = [(p, s, m) for p in problems for s in range(args.seeds) for m in methods]
+    with contextlib.ExitStack() as stack:
+        client = None if args.fresh else stack.enter_context(_cluster(args, problems))
+        for problem, seed, method in searches:
+            with contextlib.ExitStack() as fresh:
+                called = time.time()
+                if client is None:  # a user's first search: workers start, import, load
+                    result = run(
+                        fresh.enter_context(_cluster(args, [])), problem, method, seed, args, called
                     )
+                else:
+                    result = run(client, problem, method, seed, args, called)
+            results[problem, method, seed] = result
+            print(
+                f"{problem} seed {seed} {method}: {result['trials']} trials, "
+                f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
+                f"{result['worker_s']:.0f} worker-s, util {result['utilization']:.3f}",
+                flush=True,
+            )
     print()
     print(
         "| problem | method | regret@W | regret at end | W to match | ÷ none's W | trials "
-        "| pruned | utilization | decision ms median / p90 |"
+        "| pruned | utilization | decision ms median / mean / p99 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for problem in problems:
@@ -405,7 +447,8 @@ def main() -> None:
                     share.append(w / base["worker_s"])
             waits = sorted(w for r in rows for w in r["waits"])
             decision = (
-                f"{statistics.median(waits):.1f} / {waits[int(0.9 * (len(waits) - 1))]:.1f}"
+                f"{statistics.median(waits):.1f} / {statistics.fmean(waits):.1f} / "
+                f"{waits[int(0.99 * (len(waits) - 1))]:.1f}"
                 if waits and method != "none"
                 else "–"
             )

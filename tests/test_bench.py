@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -49,10 +50,34 @@ def test_bench_optimizer_runs_a_small_grid():
 
 
 @pytest.mark.slow
-def test_bench_multifidelity_runs_dtune_with_and_without_pruners():
+@pytest.mark.parametrize("cluster", ["warm", "fresh"])
+def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
     out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
                       "--budget", "3", "--workers", "2", "--epochs", "9", "--epoch", "0.02",
-                      "--methods", "none,asha,hyperband")  # fmt: skip
+                      "--methods", "none,asha,hyperband",
+                      *(["--fresh"] if cluster == "fresh" else []))  # fmt: skip
     rows = [line for line in out.stdout.splitlines() if line.startswith("| branin |")]
     assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "hyperband"]
     assert " 0 pruned" in out.stdout  # none prunes nothing
+    utilization = [float(row.split("|")[9]) for row in rows]
+    assert all(0.0 < u <= 1.0 for u in utilization), rows
+
+
+def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_epoch():
+    # In a process of its own: the workload sets TensorFlow's threads before it starts.
+    code = (
+        "from keras_digits import keras_epochs, keras_space\n"
+        "print(sorted(keras_space()))\n"
+        "params = dict(learning_rate=0.01, keep_prob=0.9, channels=3, units=32, pool='max')\n"
+        "print(list(keras_epochs(params, 3)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=300, cwd=ROOT / "scripts",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    names, errors = (ast.literal_eval(line) for line in out.stdout.splitlines()[-2:])
+    assert names == ["channels", "keep_prob", "learning_rate", "pool", "units"]
+    assert len(errors) == 3
+    assert all(0.0 <= e <= 1.0 for e in errors)
+    assert errors[-1] < 0.5  # it learns: ten classes, 0.9 at chance

@@ -342,3 +342,77 @@ def test_the_priors_keep_length_scales_off_their_bounds_on_a_short_history():
     assert at_bounds(scales[False]) > 0
     assert at_bounds(scales[True]) == 0
     assert np.all((scales[True] > 0.05) & (scales[True] < 20))
+
+
+@pytest.mark.parametrize("func", ["EI", "PI", "LCB"])
+def test_the_acquisitions_gradient_matches_finite_differences(func):
+    from dtune.optimizer.posterior import acquisition, acquisition_slopes
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(12, 3))
+    y = np.sin(4 * X).sum(axis=1)
+    opt = PendingAwareOptimizer(
+        SearchSpace({f"x{i}": Real(0.0, 1.0) for i in range(3)}), OptimizerSettings(random_state=0)
+    )
+    opt.tell([list(x) for x in X], list(y))
+    opt.fit(force=True)
+    posterior = Posterior(opt.model, X, y)
+    for x in rng.uniform(size=(4, 3)):
+        mu, std, d_mu, d_std = posterior.predict_gradient(x)
+        _, by_mu, by_std = acquisition_slopes(func, np.array([mu]), np.array([std]), y.min(), {})
+        gradient = by_mu[0] * d_mu + by_std[0] * d_std
+        h = 1e-6
+        numeric = [
+            (
+                acquisition(func, *posterior.predict((x + h * e)[None]), y.min(), {})[0]
+                - acquisition(func, *posterior.predict((x - h * e)[None]), y.min(), {})[0]
+            )
+            / (2 * h)
+            for e in np.eye(3)
+        ]
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-7)
+
+
+def test_polishing_finds_the_best_category_and_integer_and_refines_the_reals():
+    from dtune.optimizer.polish import Polisher
+
+    space = SearchSpace(
+        {
+            "x": Real(0.0, 1.0),
+            "n": Integer(1, 200, prior="log-uniform"),
+            "act": Categorical(["relu", "tanh", "elu"]),
+            "pool": Categorical(["max", "avg"]),
+        }
+    )
+    opt = PendingAwareOptimizer(space, OptimizerSettings(random_state=0))
+    skspace = opt.transformed_space
+    target = skspace.transform([[0.42, 50, "elu", "avg"]])[0]
+
+    def values(C):
+        return ((C - target) ** 2).sum(axis=1)
+
+    def value_gradient(x):
+        return float(values(x[None])[0]), 2 * (x - target)
+
+    start = skspace.transform([[0.3, 3, "relu", "max"]])
+    polisher = Polisher(skspace, CandidateSampler(skspace, np.random.RandomState(0)))
+    polished = polisher.polish(start, values, value_gradient)
+    x, n, act, pool = skspace.inverse_transform(polished)[0]
+    assert (n, act, pool) == (50, "elu", "avg")
+    assert abs(x - 0.42) < 1e-6
+    assert values(polished)[0] < values(start)[0]
+
+
+def test_an_lbfgs_search_of_a_mixed_space_suggests_points_of_the_space():
+    opt = PendingAwareOptimizer(
+        MIXED, OptimizerSettings(acq_optimizer="lbfgs", n_initial_points=5, random_state=1)
+    )
+    for _ in range(10):
+        batch = opt.ask_batch([], 2)
+        opt.tell(batch, [_objective(p) for p in batch])
+    for x, n, act in opt.history[0]:
+        assert -2.0 <= x <= 2.0
+        assert 0 <= n <= 20
+        assert isinstance(n, numbers.Integral)
+        assert act in ("relu", "tanh", "elu")
+    assert min(opt.history[1]) < 0.05  # the right category (0.3 for the others)

@@ -74,7 +74,7 @@ class CandidateSampler:
         if self.space.is_real:
             return Xt
         out, column = Xt.copy(), 0
-        for dim, allowed in zip(self.space.dimensions, self._grids, strict=True):
+        for dim, allowed in zip(self.space.dimensions, self.grids, strict=True):
             width = dim.transformed_size
             block = Xt[:, column : column + width]
             if allowed is not None:  # the nearest allowed value (integers, two categories)
@@ -91,7 +91,7 @@ class CandidateSampler:
         return out
 
     @functools.cached_property
-    def _grids(self) -> list[np.ndarray | None]:
+    def grids(self) -> list[np.ndarray | None]:
         """Per dimension, its sorted transformed values when it has few (<= 10,000) and
         one column; else None."""
         grids: list[np.ndarray | None] = []

@@ -41,7 +41,8 @@ from skopt.space import Space
 from skopt.utils import cook_estimator, cook_initial_point_generator, create_result
 
 from dtune.optimizer.candidates import CandidateSampler
-from dtune.optimizer.posterior import HEDGE, Posterior, acquisition
+from dtune.optimizer.polish import Polisher
+from dtune.optimizer.posterior import HEDGE, Posterior, acquisition, acquisition_slopes
 from dtune.optimizer.settings import OptimizerSettings
 from dtune.optimizer.surrogate import PriorGaussianProcess
 from dtune.space import SearchSpace, normalized_dimensions, point_key
@@ -124,7 +125,9 @@ class PendingAwareOptimizer:
         self._estimator = self._cook_estimator(settings.base_estimator)
         self._gp = isinstance(self._estimator, GaussianProcessRegressor)
         self._acq_optimizer = (
-            "local" if self._gp and settings.acq_optimizer != "sampling" else ("sampling")
+            ("lbfgs" if settings.acq_optimizer == "lbfgs" else "local")
+            if self._gp and settings.acq_optimizer != "sampling"
+            else "sampling"
         )
         # skopt samples 10,000; with the local search after it, 2,000 find as good
         # points at a fifth of the cost (scripts/bench_optimizer.py, docs/PERFORMANCE.md).
@@ -133,6 +136,7 @@ class PendingAwareOptimizer:
         dims = normalized_dimensions(space) if self._gp else space.dimensions
         self._skspace = Space(dims)
         self._sampler = CandidateSampler(self._skspace, self._rng)
+        self._polisher = Polisher(self._skspace, self._sampler)
         self._initial_spec = self._initial_design(settings.initial_point_generator)
         self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
@@ -452,13 +456,18 @@ class PendingAwareOptimizer:
         values = self._acquisitions(*posterior.add_candidates(candidates))
         self._last_candidates = [candidates[np.argmin(v)] for v in values]
         choice = self._hedge_choice()
-        if self._acq_optimizer == "local":
+        if self._acq_optimizer in ("local", "lbfgs"):
             best = np.argsort(values[choice])[: self._n_restarts]
             self._sampler.local_search(
                 posterior.C[best],
                 values[choice][best],
                 lambda local: self._acquisitions(*posterior.add_candidates(local))[choice],
             )
+        if self._acq_optimizer == "lbfgs":
+            func = HEDGE[choice] if self.settings.acq_func == "gp_hedge" else self.settings.acq_func
+            scores = self._acquisitions(*posterior.mean_std())[choice]
+            starts = posterior.C[np.argsort(scores)[: self._n_restarts]]
+            posterior.add_candidates(self._polish(posterior, starts, func))
         batch: list[Point] = []
         taken: list[int] = []
         for k in range(n):
@@ -482,6 +491,22 @@ class PendingAwareOptimizer:
             batch.append(point)
             seen.add(point_key(point))
         return batch
+
+    def _polish(self, posterior: Posterior, starts: np.ndarray, func: str) -> np.ndarray:
+        """``starts`` refined by ``func`` on ``posterior`` (see :mod:`.polish`)."""
+        y_opt, kwargs = float(np.min(self._y)), self.settings.acq_func_kwargs
+
+        def values(C: np.ndarray) -> np.ndarray:
+            return acquisition(func, *posterior.predict(C), y_opt, kwargs)
+
+        def value_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+            mu, std, d_mu, d_std = posterior.predict_gradient(x)
+            value, by_mu, by_std = acquisition_slopes(
+                func, np.array([mu]), np.array([std]), y_opt, kwargs
+            )
+            return float(value[0]), by_mu[0] * d_mu + by_std[0] * d_std
+
+        return self._polisher.polish(starts, values, value_gradient)
 
     def _next_from_model(self, pending: Sequence[Point], seen: set[tuple[Any, ...]]) -> Point:
         """One point from a surrogate without a posterior covariance (RF, ET): refit

@@ -46,8 +46,10 @@ class OptimizerSettings:
     acq_optimizer
         ``"auto"`` (default: ``"local"`` for a GP, else ``"sampling"``), ``"sampling"``
         (the best of ``n_points`` random candidates), ``"local"`` (then candidates around
-        the best ones in shrinking steps), or ``"lbfgs"``, an alias of ``"local"`` kept
-        for skopt compatibility.
+        the best ones in shrinking steps), or ``"lbfgs"`` (then the best few polished:
+        L-BFGS-B with exact gradients over the real dimensions near each, and every
+        allowed value of each integer and categorical one in turn; better on mixed
+        spaces, worse on real ones: measured in docs/PERFORMANCE.md).
     acq_func_kwargs, acq_optimizer_kwargs
         As in skopt (``xi``, ``kappa``, ``eta``; ``n_points``: random candidates per
         suggestion round, 2,000 by default; ``n_restarts_optimizer``: starts of the
