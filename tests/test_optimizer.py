@@ -416,3 +416,32 @@ def test_an_lbfgs_search_of_a_mixed_space_suggests_points_of_the_space():
         assert isinstance(n, numbers.Integral)
         assert act in ("relu", "tanh", "elu")
     assert min(opt.history[1]) < 0.05  # the right category (0.3 for the others)
+
+
+@pytest.mark.parametrize(
+    ("acq_optimizer", "polished_from"), [("auto", 12), ("lbfgs", 0), ("local", None)]
+)
+def test_the_best_candidates_are_polished_once_enough_results_are_told(
+    monkeypatch, acq_optimizer, polished_from
+):
+    from dtune.optimizer.polish import Polisher
+
+    monkeypatch.setattr(core, "POLISH_AFTER", 12)
+    polished_at: list[int] = []
+    polish = Polisher.polish
+
+    def counting(self, starts, values, value_gradient):
+        polished_at.append(opt.n_told)
+        return polish(self, starts, values, value_gradient)
+
+    monkeypatch.setattr(Polisher, "polish", counting)
+    opt = PendingAwareOptimizer(
+        MIXED, OptimizerSettings(acq_optimizer=acq_optimizer, n_initial_points=4, random_state=0)
+    )
+    for _ in range(16):
+        point = opt.ask([])
+        opt.tell([point], [_objective(point)])
+    if polished_from is None:
+        assert polished_at == []
+    else:
+        assert polished_at == list(range(max(4, polished_from), 16))

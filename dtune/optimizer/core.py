@@ -47,7 +47,13 @@ from dtune.optimizer.settings import OptimizerSettings
 from dtune.optimizer.surrogate import PriorGaussianProcess
 from dtune.space import SearchSpace, normalized_dimensions, point_key
 
-__all__ = ["CONDITION_MAX_POINTS", "FIT_MAX_POINTS", "PendingAwareOptimizer", "Point"]
+__all__ = [
+    "CONDITION_MAX_POINTS",
+    "FIT_MAX_POINTS",
+    "POLISH_AFTER",
+    "PendingAwareOptimizer",
+    "Point",
+]
 
 Point = list[Any]
 # Hyperparameter refits use at most this many results (a random subset): the fit costs
@@ -62,6 +68,12 @@ _MIN_CANDIDATES = 500
 # of them and a random sample of the rest (drawn again each round), so that the
 # posterior and its candidates cost ~0.2 s a batch at 5,000 results (0.33 s at 1,500).
 CONDITION_MAX_POINTS = 1000
+# With acq_optimizer="auto", the best candidates are polished (:mod:`.polish`) once this
+# many results are told: earlier, on a rough model, a rough maximum of the acquisition
+# finds better points (48 trials); later, the polish refines what the search alone does
+# not (300 trials of Hartmann6: docs/PERFORMANCE.md).
+POLISH_AFTER = 100
+_POLISH_FLOPS = 1e9
 
 
 @functools.lru_cache(maxsize=16)
@@ -124,11 +136,10 @@ class PendingAwareOptimizer:
         self._rng = check_random_state(settings.random_state)
         self._estimator = self._cook_estimator(settings.base_estimator)
         self._gp = isinstance(self._estimator, GaussianProcessRegressor)
-        self._acq_optimizer = (
-            ("lbfgs" if settings.acq_optimizer == "lbfgs" else "local")
-            if self._gp and settings.acq_optimizer != "sampling"
-            else "sampling"
-        )
+        chosen = settings.acq_optimizer if self._gp else "sampling"
+        self._acq_optimizer = "sampling" if chosen == "sampling" else "local"
+        # How many results before the best candidates are polished (None: never).
+        self._polish_after = {"lbfgs": 0, "auto": POLISH_AFTER}.get(chosen)
         # skopt samples 10,000; with the local search after it, 2,000 find as good
         # points at a fifth of the cost (scripts/bench_optimizer.py, docs/PERFORMANCE.md).
         self._n_points = int(settings.acq_optimizer_kwargs.get("n_points", 2000))
@@ -456,17 +467,19 @@ class PendingAwareOptimizer:
         values = self._acquisitions(*posterior.add_candidates(candidates))
         self._last_candidates = [candidates[np.argmin(v)] for v in values]
         choice = self._hedge_choice()
-        if self._acq_optimizer in ("local", "lbfgs"):
+        if self._acq_optimizer != "sampling":
             best = np.argsort(values[choice])[: self._n_restarts]
             self._sampler.local_search(
                 posterior.C[best],
                 values[choice][best],
                 lambda local: self._acquisitions(*posterior.add_candidates(local))[choice],
             )
-        if self._acq_optimizer == "lbfgs":
+        if self._polish_after is not None and self.n_told >= self._polish_after:
             func = HEDGE[choice] if self.settings.acq_func == "gp_hedge" else self.settings.acq_func
             scores = self._acquisitions(*posterior.mean_std())[choice]
-            starts = posterior.C[np.argsort(scores)[: self._n_restarts]]
+            # a start costs ~320 gradient steps of O(n^2): fewer starts on long histories
+            n_starts = int(_POLISH_FLOPS / (320 * (len(kept) + len(pending)) ** 2))
+            starts = posterior.C[np.argsort(scores)[: max(1, min(self._n_restarts, n_starts))]]
             posterior.add_candidates(self._polish(posterior, starts, func))
         batch: list[Point] = []
         taken: list[int] = []

@@ -44,12 +44,14 @@ class OptimizerSettings:
         ``"EI"`` (default: expected improvement), ``"gp_hedge"`` (skopt's default: EI,
         LCB or PI drawn by past gains), ``"LCB"`` or ``"PI"``.
     acq_optimizer
-        ``"auto"`` (default: ``"local"`` for a GP, else ``"sampling"``), ``"sampling"``
-        (the best of ``n_points`` random candidates), ``"local"`` (then candidates around
-        the best ones in shrinking steps), or ``"lbfgs"`` (then the best few polished:
-        L-BFGS-B with exact gradients over the real dimensions near each, and every
-        allowed value of each integer and categorical one in turn; better on mixed
-        spaces, worse on real ones: measured in docs/PERFORMANCE.md).
+        ``"auto"`` (default: for a GP, ``"local"`` and, once 100 results are told,
+        ``"lbfgs"``; else ``"sampling"``), ``"sampling"`` (the best of ``n_points``
+        random candidates), ``"local"`` (then candidates around the best ones in
+        shrinking steps), or ``"lbfgs"`` (then the best few polished: L-BFGS-B with
+        exact gradients over the real dimensions near each, and every allowed value of
+        each integer and categorical one in turn). Measured in docs/PERFORMANCE.md: the
+        polish refines long searches, and on short ones helps mixed spaces and hurts
+        real ones.
     acq_func_kwargs, acq_optimizer_kwargs
         As in skopt (``xi``, ``kappa``, ``eta``; ``n_points``: random candidates per
         suggestion round, 2,000 by default; ``n_restarts_optimizer``: starts of the
