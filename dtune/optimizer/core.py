@@ -73,7 +73,7 @@ CONDITION_MAX_POINTS = 1000
 # finds better points (48 trials); later, the polish refines what the search alone does
 # not (300 trials of Hartmann6: docs/PERFORMANCE.md).
 POLISH_AFTER = 100
-_POLISH_FLOPS = 1e9
+_POLISH_FLOPS = 2e8
 
 
 @functools.lru_cache(maxsize=16)
@@ -474,12 +474,15 @@ class PendingAwareOptimizer:
                 values[choice][best],
                 lambda local: self._acquisitions(*posterior.add_candidates(local))[choice],
             )
-        if self._polish_after is not None and self.n_told >= self._polish_after:
+        # A start costs up to ~320 gradient steps of O(n^2): fewer starts as the history
+        # grows, and none past ~600 points (256 workers: docs/PERFORMANCE.md).
+        n_starts = min(
+            self._n_restarts, int(_POLISH_FLOPS / (320 * (len(kept) + len(pending)) ** 2))
+        )
+        if self._polish_after is not None and self.n_told >= self._polish_after and n_starts:
             func = HEDGE[choice] if self.settings.acq_func == "gp_hedge" else self.settings.acq_func
             scores = self._acquisitions(*posterior.mean_std())[choice]
-            # a start costs ~320 gradient steps of O(n^2): fewer starts on long histories
-            n_starts = int(_POLISH_FLOPS / (320 * (len(kept) + len(pending)) ** 2))
-            starts = posterior.C[np.argsort(scores)[: max(1, min(self._n_restarts, n_starts))]]
+            starts = posterior.C[np.argsort(scores)[:n_starts]]
             posterior.add_candidates(self._polish(posterior, starts, func))
         batch: list[Point] = []
         taken: list[int] = []
