@@ -63,7 +63,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     # long histories: does more exploration get out of a local basin?
     "acq": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}],
     "explore": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}, {"liar": "cl_min"}],
-    "polish": [{}, {"acq_optimizer": "lbfgs"}],
+    "polish": [{"acq_optimizer": "local"}, {}, {"acq_optimizer": "lbfgs"}],
     "acq-search": [
         {},
         {"acq_optimizer_kwargs": {"n_points": 10000}},
