@@ -64,7 +64,7 @@ class Polisher:
     >>> target = np.array([0.3, 0.7])
     >>> def values(X): return ((X - target) ** 2).sum(axis=1)
     >>> def value_gradient(x): return float(values(x[None])[0]), 2 * (x - target)
-    >>> polisher.polish(np.array([[0.9, 0.1]]), values, value_gradient).round(3)
+    >>> polisher.polish(np.array([[0.38, 0.1]]), values, value_gradient).round(3)
     array([[0.3, 0.7]])
     """
 
