@@ -38,7 +38,15 @@ SPACE = {
 WORKERS = 32
 
 
-def _trial(number: int, state: TrialState, start: float, rng: object) -> Trial:
+def _placement(number: int, workers: int) -> dict[str, str]:
+    """Trial ``number``'s worker and device: ``workers`` GPUs over 4 nodes."""
+    return {
+        "worker": f"node{number % 4}-gpu{number % workers // 4}",
+        "device": str(number % workers // 4),
+    }
+
+
+def _trial(number: int, state: TrialState, start: float, rng: object, workers: int) -> Trial:
     import random
 
     assert isinstance(rng, random.Random)
@@ -49,31 +57,32 @@ def _trial(number: int, state: TrialState, start: float, rng: object) -> Trial:
         "act": rng.choice(["relu", "tanh", "gelu"]),
     }
     done = state is TrialState.COMPLETE
+    placement = _placement(number, workers)
     return Trial(
         number=number,
         state=state,
         params=params,
         value=rng.uniform(0.05, 2.0) if done else None,
         metrics={"val_accuracy": rng.random()} if done else {},
-        worker=f"node{number % 4}-gpu{number % WORKERS // 4}",
+        worker=placement["worker"],
         host=f"node{number % 4}",
-        device=str(number % WORKERS // 4) if done else None,
+        device=placement["device"] if done else None,
         submitted=start,
         started=start,
         finished=start + rng.uniform(1, 3) if done else None,
     )
 
 
-def make_store(path: Path, n: int) -> SQLiteStorage:
+def make_store(path: Path, n: int, workers: int) -> SQLiteStorage:
     import random
 
     rng = random.Random(0)
     Study(SPACE, name="big", storage=path)
     store = SQLiteStorage(path)
-    t0 = time.time() - n / WORKERS * 2.0
-    trials = [_trial(i, TrialState.COMPLETE, t0 + i / WORKERS * 2.0, rng) for i in range(n)] + [
-        _trial(n + i, TrialState.RUNNING, time.time(), rng) for i in range(WORKERS)
-    ]
+    t0 = time.time() - n / workers * 2.0
+    trials = [
+        _trial(i, TrialState.COMPLETE, t0 + i / workers * 2.0, rng, workers) for i in range(n)
+    ] + [_trial(n + i, TrialState.RUNNING, time.time(), rng, workers) for i in range(workers)]
     store.put_trials("big", trials)
     return store
 
@@ -95,7 +104,7 @@ def main() -> None:
         "--workers", type=int, default=WORKERS, help="workers (and trials finishing per second)"
     )
     args = parser.parse_args()
-    globals()["WORKERS"] = args.workers
+    workers = args.workers
 
     # time every update tick inside the server
     ticks: list[float] = []
@@ -113,7 +122,7 @@ def main() -> None:
     rng = random.Random(1)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big.db"
-        store = make_store(path, args.trials)
+        store = make_store(path, args.trials, workers)
         driver = headless_chromium()
         try:
             with serve_dashboard(path, "big") as server:
@@ -128,8 +137,8 @@ def main() -> None:
                 ticks.clear()
 
                 # every second: the 32 running trials finish and 32 new ones start
-                number = args.trials + WORKERS
-                running = list(range(args.trials, args.trials + WORKERS))
+                number = args.trials + workers
+                running = list(range(args.trials, args.trials + workers))
                 complete = args.trials
                 latencies, answers = [], []
                 end = time.perf_counter() + args.seconds
@@ -139,22 +148,24 @@ def main() -> None:
                         Trial(
                             number=n,
                             state=TrialState.COMPLETE,
-                            params=_trial(n, TrialState.RUNNING, now, rng).params,
+                            params=_trial(n, TrialState.RUNNING, now, rng, workers).params,
                             value=rng.uniform(0.05, 2.0),
-                            worker=f"node{n % 4}-gpu{n % WORKERS // 4}",
-                            device=str(n % WORKERS // 4),
+                            **_placement(n, workers),
                             submitted=now - 2,
                             started=now - 2,
                             finished=now,
                         )
                         for n in running
                     ]
-                    new = [_trial(number + i, TrialState.RUNNING, now, rng) for i in range(WORKERS)]
+                    new = [
+                        _trial(number + i, TrialState.RUNNING, now, rng, workers)
+                        for i in range(workers)
+                    ]
                     store.put_trials("big", finished + new)
                     committed = time.perf_counter()
                     complete += len(finished)
                     running = [t.number for t in new]
-                    number += WORKERS
+                    number += workers
                     while True:
                         asked = time.perf_counter()
                         seen = driver.execute_script(COUNT)
@@ -168,11 +179,11 @@ def main() -> None:
         finally:
             driver.quit()
 
-    print(f"trials in the store at load: {args.trials} complete + {WORKERS} running")
+    print(f"trials in the store at load: {args.trials} complete + {workers} running")
     print(f"page load (navigation -> every trial in the browser): {load:.2f} s")
-    print(f"first server update (reads all {args.trials + WORKERS} trials): {first_tick:.3f} s")
+    print(f"first server update (reads all {args.trials + workers} trials): {first_tick:.3f} s")
     print(
-        f"server update tick while {WORKERS} trials finish and {WORKERS} start per second: "
+        f"server update tick while {workers} trials finish and {workers} start per second: "
         f"median {statistics.median(ticks) * 1000:.1f} ms, max {max(ticks) * 1000:.1f} ms "
         f"({len(ticks)} ticks)"
     )

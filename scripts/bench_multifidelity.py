@@ -409,16 +409,12 @@ def main() -> None:
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in range(args.seeds) for m in methods]
     with contextlib.ExitStack() as stack:
-        client = None if args.fresh else stack.enter_context(_cluster(args, problems))
+        shared = None if args.fresh else stack.enter_context(_cluster(args, problems))
         for problem, seed, method in searches:
-            with contextlib.ExitStack() as fresh:
-                called = time.time()
-                if client is None:  # a user's first search: workers start, import, load
-                    result = run(
-                        fresh.enter_context(_cluster(args, [])), problem, method, seed, args, called
-                    )
-                else:
-                    result = run(client, problem, method, seed, args, called)
+            called = time.time()
+            # fresh: a user's first search, whose workers start, import and load in it
+            with _cluster(args, []) if shared is None else contextlib.nullcontext(shared) as client:
+                result = run(client, problem, method, seed, args, called)
             results[problem, method, seed] = result
             print(
                 f"{problem} seed {seed} {method}: {result['trials']} trials, "

@@ -411,11 +411,15 @@ class PendingAwareOptimizer:
             return float(ys.min())
         return float(ys.max() if self.settings.liar == "cl_max" else ys.mean())
 
-    def _acquisitions(self, mu: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
-        y_opt = float(np.min(self._y))
+    @property
+    def _acquisition_funcs(self) -> tuple[str, ...]:
+        """The acquisition functions a choice indexes (gp_hedge's three, or the one)."""
         func = self.settings.acq_func
-        funcs = HEDGE if func == "gp_hedge" else (func,)
-        return [acquisition(f, mu, std, y_opt, self.settings.acq_func_kwargs) for f in funcs]
+        return HEDGE if func == "gp_hedge" else (func,)
+
+    def _acquisitions(self, mu: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
+        y_opt, kwargs = float(np.min(self._y)), self.settings.acq_func_kwargs
+        return [acquisition(f, mu, std, y_opt, kwargs) for f in self._acquisition_funcs]
 
     def _hedge_choice(self) -> int:
         """Which acquisition function to follow (gp_hedge draws one by past gains)."""
@@ -474,16 +478,16 @@ class PendingAwareOptimizer:
                 values[choice][best],
                 lambda local: self._acquisitions(*posterior.add_candidates(local))[choice],
             )
-        # A start costs up to ~320 gradient steps of O(n^2): fewer starts as the history
-        # grows, and none past ~600 points (256 workers: docs/PERFORMANCE.md).
-        n_starts = min(
-            self._n_restarts, int(_POLISH_FLOPS / (320 * (len(kept) + len(pending)) ** 2))
-        )
-        if self._polish_after is not None and self.n_told >= self._polish_after and n_starts:
-            func = HEDGE[choice] if self.settings.acq_func == "gp_hedge" else self.settings.acq_func
-            scores = self._acquisitions(*posterior.mean_std())[choice]
-            starts = posterior.C[np.argsort(scores)[:n_starts]]
-            posterior.add_candidates(self._polish(posterior, starts, func))
+        if self._polish_after is not None and self.n_told >= self._polish_after:
+            # A start costs up to ~320 gradient steps of O(n^2): fewer starts as the
+            # history grows, and none past ~600 points (256 workers: docs/PERFORMANCE.md).
+            n = len(kept) + len(pending)
+            n_starts = min(self._n_restarts, int(_POLISH_FLOPS / (320 * n**2)))
+            if n_starts:
+                scores = self._acquisitions(*posterior.mean_std())[choice]
+                starts = posterior.C[np.argsort(scores)[:n_starts]]
+                func = self._acquisition_funcs[choice]
+                posterior.add_candidates(self._polish(posterior, starts, func))
         batch: list[Point] = []
         taken: list[int] = []
         for k in range(n):

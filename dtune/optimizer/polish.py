@@ -73,6 +73,8 @@ class Polisher:
         bounds = np.asarray(space.transformed_bounds, dtype=float)
         real: list[int] = []
         self._blocks: list[_Block] = []
+        # integers with too many values to list are searched as reals, then snapped
+        self._snap_reals = False
         column = 0
         for dim, grid in zip(space.dimensions, sampler.grids, strict=True):
             width = dim.transformed_size
@@ -81,14 +83,11 @@ class Polisher:
             elif grid is not None:  # integers, two categories
                 self._blocks.append(_Block(slice(column, column + 1), grid[:, None]))
             elif not isinstance(dim, SkCategorical):
-                real.append(column)  # reals, and integers too many to list (snapped after)
+                real.append(column)
+                self._snap_reals |= isinstance(dim, SkInteger)
             column += width
         self._real = np.asarray(real, dtype=int)
         self._real_bounds = bounds[self._real]
-        self._snap_reals = any(
-            isinstance(dim, SkInteger) and grid is None
-            for dim, grid in zip(space.dimensions, sampler.grids, strict=True)
-        )
 
     def polish(
         self, starts: np.ndarray, values: Values, value_gradient: ValueGradient
