@@ -353,7 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "worker":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.dask_options = extra
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader left (``dtune show FILE | head``): stop quietly, as ``cat`` does.
+        # Point stdout at /dev/null so that flushing it at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -75,6 +76,16 @@ def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
     assert show.returncode == 0, show.stderr
     assert "study 'study': 24 trials (" in show.stdout
     assert " pruned" in show.stdout  # e.g. "(9 complete, 15 pruned)"
+    # Its reader gone before it writes (`dtune show dtune.db | head -0`): no traceback.
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as gone:
+        quiet = subprocess.run(
+            [sys.executable, "-m", "dtune.cli", "show", "dtune.db"],
+            cwd=tmp_path, stdout=gone, stderr=subprocess.PIPE, text=True, timeout=300,
+        )  # fmt: skip
+    assert quiet.stderr == "", quiet.stderr
+    assert quiet.returncode == 1
     from dtune import load_study
 
     # continued without --pruner: the study keeps its pruner
