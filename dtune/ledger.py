@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import statistics
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,10 @@ from dtune.storage import BaseStorage
 from dtune.trial import Report, Trial, TrialState
 
 __all__ = ["CLAIM_STALE_S", "Ledger", "LedgerListener", "ModelState"]
+
+# Trials that must show the gain from a rung to the model's before pruned trials there
+# are imputed with it (until then they are told the worst value).
+_MIN_GAINS = 3
 
 logger = logging.getLogger("dtune")
 
@@ -128,6 +133,9 @@ class Ledger:
         self._model_rung: int | None = None  # index into rungs; None: final values
         self._told_early: set[int] = set()  # trials the model was told at a lower rung
         self._worst: float | None = None  # the worst value told at the model's rung
+        # Per rung k below the model's: how much trials that reached both improved from
+        # k to the model's rung (value there minus value at k), to impute pruned trials.
+        self._gains: dict[int, list[float]] = {}
         self._load()
 
     def __repr__(self) -> str:
@@ -238,11 +246,17 @@ class Ledger:
                 point = self.point(trial)
                 if point is None:
                     continue
+            self._gains = {}
+            for trial in self.trials:
+                point = self.point(trial)
+                if point is None:
+                    continue
                 if self._model_rung is not None:
                     value = self.rung_value(trial, self._model_rung)
                     if value is not None:
                         told.append((point, value))
                         self._told_early.add(trial.number)
+                        self._add_gains(trial, value)
                         continue
                 if trial.state is TrialState.RUNNING:
                     running.append((trial.number, point))
@@ -251,16 +265,48 @@ class Ledger:
                     value = self.told_value(trial)
                     if value is not None:
                         told.append((point, value))
+                        if trial.state is TrialState.COMPLETE:
+                            self._add_gains(trial, value)
             self._worst = max((v for _, v in told), default=None)
             if self._worst is not None:
                 told.extend(
-                    (point, self._worst)
+                    (point, self._imputed(trial))
                     for trial in self.trials
                     if trial.state is TrialState.PRUNED
                     and trial.number not in self._told_early
                     and (point := self.point(trial)) is not None
                 )
             return ModelState(told, running, len(self._trials))
+
+    def _below_model(self) -> range:
+        """The indices of the rungs below the one the model fits."""
+        assert self.rungs is not None
+        return range(len(self.rungs) - 1 if self._model_rung is None else self._model_rung)
+
+    def _add_gains(self, trial: Trial, value: float) -> None:
+        """Record how ``trial`` improved from each lower rung to ``value``, its value at
+        the model's rung."""
+        if self.rungs is None:
+            return
+        for k in self._below_model():
+            early = self.rung_value(trial, k)
+            if early is not None:
+                self._gains.setdefault(k, []).append(value - early)
+
+    def _imputed(self, trial: Trial) -> float | None:
+        """What the model is told of a trial pruned below its rung: the value at the
+        highest rung it reached, plus the median gain from there to the model's rung of
+        the trials that reached both (an additive learning-curve model); the worst value
+        told while fewer than ``_MIN_GAINS`` trials show that gain."""
+        if self.rungs is not None:
+            for k in reversed(self._below_model()):
+                early = self.rung_value(trial, k)
+                if early is not None:
+                    gains = self._gains.get(k, [])
+                    if len(gains) >= _MIN_GAINS:
+                        return early + statistics.median(gains)
+                    break
+        return self._worst
 
     def _told(self, value: float | None) -> float | None:
         if value is not None and (self._worst is None or value > self._worst):
@@ -369,12 +415,16 @@ class Ledger:
             told = None
             if self._model_rung is None and t.state.is_finished():
                 told = self._told(self.told_value(t))
+                if told is not None and t.state is TrialState.COMPLETE:
+                    self._add_gains(t, told)
             elif self._model_rung is not None and t.number not in self._told_early:
                 told = self._told(self.rung_value(t, self._model_rung))
+                if told is not None:
+                    self._add_gains(t, told)
             if told is None and t.state is TrialState.PRUNED and t.number not in self._told_early:
                 # Stopped for doing worse than others: the model learns to avoid its point
-                # (told the worst value at its rung) rather than propose it again.
-                told = self._worst
+                # (told what its curve would reach) rather than propose it again.
+                told = self._imputed(t)
             results.append((t.number, point, told))
         for listener in self._listeners:
             listener.finished(results)
@@ -444,6 +494,7 @@ class Ledger:
                     if value is not None and point is not None:
                         self._told_early.add(number)
                         self._told(value)
+                        self._add_gains(trial, value)
                         for listener in self._listeners:
                             listener.finished([(number, point, value)])
             return trial

@@ -148,6 +148,37 @@ def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
     assert recorder.told[-1] == (6, 0.5)
 
 
+def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end():
+    store = InMemoryStorage()
+    store.create_study(StudyRecord("s", "minimize", None, {}, {}, 0.0))
+    ledger = Ledger(store, "s", SearchSpace(SPACE), "minimize", rungs=[1, 3, 9])
+    recorder = _Recorder()
+    ledger.subscribe(recorder)
+    full = [ledger.start({"x": i / 10}) for i in range(5)]
+    for i, t in enumerate(full):  # each gains 0.5 from step 1 to 3, and 0.1 more to 9
+        for step, value in ((1, 1.0 + i), (3, 0.5 + i), (9, 0.4 + i)):
+            ledger.report(t.number, Report(step, value))
+    assert ledger.model_rung == 3
+    early = ledger.start({"x": 0.9})
+    ledger.report(early.number, Report(1, 5.0))
+    ledger.finish([(early.number, Outcome(value=5.0, pruned=True))])
+    assert recorder.told[-1] == (early.number, 4.5)  # 5.0 at rung 1, less the gain to 3
+    ledger.finish([(t.number, Outcome(value=0.4 + i)) for i, t in enumerate(full)])
+    assert ledger.model_rung is None  # 5 complete: the model fits final values
+    at_1, at_3 = ledger.start({"x": 0.95}), ledger.start({"x": 0.05})
+    ledger.report(at_1.number, Report(1, 2.5))
+    ledger.report(at_3.number, Report(1, 1.5))
+    ledger.report(at_3.number, Report(3, 1.2))
+    ledger.finish([(at_1.number, Outcome(value=2.5, pruned=True))])
+    ledger.finish([(at_3.number, Outcome(value=1.2, pruned=True))])
+    told = dict(recorder.told[-2:])
+    assert told[at_1.number] == pytest.approx(2.5 - 0.6)
+    assert told[at_3.number] == pytest.approx(1.2 - 0.1)  # from its highest rung
+    # A model rebuilt from the store is told the same (and ``early`` from the new rung).
+    rebuilt = sorted(v for _, v in ledger.model_state().told)
+    assert rebuilt == pytest.approx([0.4, 1.1, 1.4, 1.9, 2.4, 3.4, 4.4, 5.0 - 0.6])
+
+
 # -- on real workers ----------------------------------------------------------------------------
 
 
