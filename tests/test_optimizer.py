@@ -445,3 +445,4 @@ def test_the_best_candidates_are_polished_once_enough_results_are_told(
         assert polished_at == []
     else:
         assert polished_at == list(range(max(4, polished_from), 16))
+    assert len(opt.ask_batch([], 3)) == 3  # polished or not, the batch asked for

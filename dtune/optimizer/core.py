@@ -481,8 +481,8 @@ class PendingAwareOptimizer:
         if self._polish_after is not None and self.n_told >= self._polish_after:
             # A start costs up to ~320 gradient steps of O(n^2): fewer starts as the
             # history grows, and none past ~600 points (256 workers: docs/PERFORMANCE.md).
-            n = len(kept) + len(pending)
-            n_starts = min(self._n_restarts, int(_POLISH_FLOPS / (320 * n**2)))
+            size = len(kept) + len(pending)
+            n_starts = min(self._n_restarts, int(_POLISH_FLOPS / (320 * size**2)))
             if n_starts:
                 scores = self._acquisitions(*posterior.mean_std())[choice]
                 starts = posterior.C[np.argsort(scores)[:n_starts]]
