@@ -268,14 +268,11 @@ class Ledger:
                         if trial.state is TrialState.COMPLETE:
                             self._add_gains(trial, value)
             self._worst = max((v for _, v in told), default=None)
-            if self._worst is not None:
-                told.extend(
-                    (point, self._imputed(trial))
-                    for trial in self.trials
-                    if trial.state is TrialState.PRUNED
-                    and trial.number not in self._told_early
-                    and (point := self.point(trial)) is not None
-                )
+            for trial in self.trials:
+                if trial.state is TrialState.PRUNED and trial.number not in self._told_early:
+                    point, value = self.point(trial), self._imputed(trial)
+                    if point is not None and value is not None:
+                        told.append((point, value))
             return ModelState(told, running, len(self._trials))
 
     def _below_model(self) -> range:
