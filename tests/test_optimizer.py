@@ -446,3 +446,34 @@ def test_the_best_candidates_are_polished_once_enough_results_are_told(
     else:
         assert polished_at == list(range(max(4, polished_from), 16))
     assert len(opt.ask_batch([], 3)) == 3  # polished or not, the batch asked for
+
+
+@pytest.mark.parametrize("stalled", [True, False])
+def test_a_stalled_search_gives_every_third_point_to_a_restart_search_of_its_own(
+    monkeypatch, stalled
+):
+    monkeypatch.setattr(core, "POLISH_AFTER", 12)
+    opt = PendingAwareOptimizer(
+        SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)}),
+        OptimizerSettings(n_initial_points=4, random_state=0),
+    )
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.0, 0.3, (70, 2)).tolist()  # every result in one corner
+    if stalled:  # the best at the 10th result, none of the 60 since comes near it
+        y = [1.0 - 0.01 * i for i in range(10)] + list(0.95 + 0.05 * rng.rand(60))
+    else:  # still improving
+        y = [1.0 - 0.01 * i for i in range(70)]
+    opt.tell(X, y)
+    opt.skip_initial(70)
+    batch = opt.ask_batch([], 6)
+    assert len({tuple(p) for p in batch}) == 6
+    if not stalled:
+        assert opt._restarts is None
+        return
+    restarts = opt._restarts
+    assert restarts.started == 1
+    assert [restarts.proposed(p) for p in batch] == [True, True, False, False, False, False]
+    opt.tell(batch, [0.5] * 6)
+    search = restarts._search
+    assert search.n_told == 2  # only its own results, none of the 70 before
+    assert opt.n_told == 76

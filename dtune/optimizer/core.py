@@ -24,6 +24,7 @@ the study negates values for ``direction="maximize"``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -43,6 +44,7 @@ from skopt.utils import cook_estimator, cook_initial_point_generator, create_res
 from dtune.optimizer.candidates import CandidateSampler
 from dtune.optimizer.polish import Polisher
 from dtune.optimizer.posterior import HEDGE, Posterior, acquisition, acquisition_slopes
+from dtune.optimizer.restarts import Restarts, stalled
 from dtune.optimizer.settings import OptimizerSettings
 from dtune.optimizer.surrogate import PriorGaussianProcess
 from dtune.space import SearchSpace, normalized_dimensions, point_key
@@ -148,6 +150,8 @@ class PendingAwareOptimizer:
         self._skspace = Space(dims)
         self._sampler = CandidateSampler(self._skspace, self._rng)
         self._polisher = Polisher(self._skspace, self._sampler)
+        self._restarts: Restarts | None = None  # made at the first stall past POLISH_AFTER
+        self._refit_due = False  # a restart search found a new best: refit the kernel
         self._initial_spec = self._initial_design(settings.initial_point_generator)
         self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
@@ -220,7 +224,8 @@ class PendingAwareOptimizer:
         """True when enough results arrived since the surrogate's hyperparameters were last
         fit: at least one, and at least ``refit_growth`` times the results it was fit on.
 
-        Past ``FIT_MAX_POINTS`` results, a refit waits for them to double.
+        Past ``FIT_MAX_POINTS`` results, a refit waits for them to double, or for a
+        restart search to find a new best value (:mod:`.restarts`).
 
         Between refits every result is still used: :meth:`ask_batch` conditions the last
         fitted kernel on all of them. Only the kernel's hyperparameters wait, which keeps
@@ -228,6 +233,8 @@ class PendingAwareOptimizer:
         """
         if self._estimator is None or self.n_told < 2:
             return False
+        if self._refit_due:
+            return True
         new = self.n_told - self._model_n_told
         growth = self.settings.refit_growth
         if self._model_n_told >= FIT_MAX_POINTS:
@@ -281,6 +288,10 @@ class PendingAwareOptimizer:
             self._X.append(list(point))
             self._y.append(float(value))
             self._told.add(point_key(point))
+            if self._restarts is not None and self._restarts.proposed(point):
+                self._restarts.tell(list(point), float(value))
+                # A new basin: length scales fitted in the old one may not hold there.
+                self._refit_due = self._refit_due or value < min(self._y[:-1])
 
     def fit(self, force: bool = False) -> None:
         """Refit the surrogate, hyperparameters included, when :attr:`needs_fit` (or,
@@ -293,13 +304,19 @@ class PendingAwareOptimizer:
         """A fit of the surrogate on a snapshot of the results, to run in any thread;
         pass what it returns to :meth:`adopt_fit`. Results told meanwhile are kept.
 
-        Past ``FIT_MAX_POINTS`` results a random subset of them fits the hyperparameters.
+        Past ``FIT_MAX_POINTS`` results the best half of that many and a random sample
+        of the others fit the hyperparameters (so that the length scales are those
+        near the best values, as the suggestions' conditioning set is).
         """
         # The transformed history is replaced, never changed in place: safe to share.
         Xt, yt, n_told = self._transformed_told(), np.asarray(self._y), self.n_told
         estimator = clone(self._estimator)
+        self._refit_due = False
         if n_told > FIT_MAX_POINTS:
-            subset = self._rng.choice(n_told, FIT_MAX_POINTS, replace=False)
+            order = np.argsort(yt, kind="stable")
+            best = FIT_MAX_POINTS // 2
+            others = self._rng.choice(order[best:], FIT_MAX_POINTS - best, replace=False)
+            subset = np.concatenate([order[:best], others])
             Xt, yt = Xt[subset], yt[subset]
 
         def fit() -> tuple[Any, int]:
@@ -356,7 +373,10 @@ class PendingAwareOptimizer:
             self.fit(force=True)
         busy = [*pending, *points]
         if self._gp:
-            batch = self._next_batch_gp(busy, seen, n - len(points))
+            batch = self._restart_points(busy, seen, n - len(points))
+            if len(batch) < n - len(points):
+                more = self._next_batch_gp([*busy, *batch], seen, n - len(points) - len(batch))
+                batch += more
         else:
             batch = []
             for _ in range(n - len(points)):
@@ -511,6 +531,34 @@ class PendingAwareOptimizer:
             batch.append(point)
             seen.add(point_key(point))
         return batch
+
+    def _restart_points(
+        self, pending: Sequence[Point], seen: set[tuple[Any, ...]], n: int
+    ) -> list[Point]:
+        """A share of ``n`` points from a restart search while the search is stalled
+        past ``POLISH_AFTER`` results, with ``acq_optimizer="auto"`` or ``"lbfgs"``
+        (:mod:`.restarts`); the points are added to ``seen``."""
+        if self._polish_after is None or self.n_told < POLISH_AFTER:
+            return []
+        if not stalled(self._y, len(self.space)):
+            if self._restarts is not None:
+                self._restarts.drop()
+            return []
+        if self._restarts is None:
+            seed = int(self._rng.randint(0, np.iinfo(np.int32).max))
+            self._restarts = Restarts(self._restart_search, len(self.space), seed=seed)
+        m = sum(self._restarts.turns(n))
+        if not m:
+            return []
+        points = [p for p in self._restarts.ask(pending, m) if point_key(p) not in seen]
+        seen.update(point_key(p) for p in points)
+        return points
+
+    def _restart_search(self, seed: int) -> PendingAwareOptimizer:
+        """A search of the same space and settings that knows no result yet (no polish,
+        no restarts of its own)."""
+        settings = dataclasses.replace(self.settings, acq_optimizer="local", random_state=seed)
+        return PendingAwareOptimizer(self.space, settings)
 
     def _polish(self, posterior: Posterior, starts: np.ndarray, func: str) -> np.ndarray:
         """``starts`` refined by ``func`` on ``posterior`` (see :mod:`.polish`)."""
