@@ -242,10 +242,6 @@ class Ledger:
         with self._lock:
             told, running = [], []
             self._told_early = set()
-            for trial in self.trials:
-                point = self.point(trial)
-                if point is None:
-                    continue
             self._gains = {}
             for trial in self.trials:
                 point = self.point(trial)

@@ -11,11 +11,11 @@ there was 1e-93. Boxes around points the global model picked (its lower confiden
 away from the good points) did not get two such seeds out (0.1195, 0.1198 against 0.120).
 
 TuRBO (Eriksson et al. 2019) restarts a stalled local search from a fresh design with a
-model of its own. Here the global search goes on, and once ``stall`` results have not
-improved its best value, every ``share``-th point comes from a *restart search*: an
+model of its own. Here the global search goes on, and once max(50, 10·d) results have not
+improved its best value, every third point comes from a *restart search*: an
 optimizer of the same settings that starts from its own initial design and is told only
 the results of the points it proposed, so its model and its length scales are its own.
-A restart search that has been told ``patience`` results without beating the global best
+A restart search that has been told max(50, 10·d) results without beating the global best
 is replaced by a new one; one that beats it ends the stall, and the global search (which
 is told every result) takes over from the new best, its kernel refitted at once (past
 400 results it would otherwise wait for the results to double, with length scales from
@@ -111,7 +111,7 @@ class Restarts:
         current one has used up its patience), accounting for its own running points
         and ``pending`` ones."""
         if self._search is None or self._told >= self._patience:
-            self._drop()
+            self.drop()
             self._search = self._new_search(int(self._rng.randint(0, 2**31 - 1)))
             self.started += 1
         self._search.fit()  # when its results have grown enough (tens: cheap)
@@ -136,7 +136,4 @@ class Restarts:
     def drop(self) -> None:
         """Drop the current restart search (the global search is no longer stalled):
         the next stall starts a new one."""
-        self._drop()
-
-    def _drop(self) -> None:
         self._search, self._keys, self._running, self._told = None, set(), {}, 0
