@@ -122,12 +122,18 @@ class _Recorder:
         self.resets.append(len(state.told))
 
 
-def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
+def _rung_ledger() -> tuple[Ledger, _Recorder]:
+    """A ledger with rungs at 1, 3 and 9, and a listener recording what it is told."""
     store = InMemoryStorage()
     store.create_study(StudyRecord("s", "minimize", None, {}, {}, 0.0))
     ledger = Ledger(store, "s", SearchSpace(SPACE), "minimize", rungs=[1, 3, 9])
     recorder = _Recorder()
     ledger.subscribe(recorder)
+    return ledger, recorder
+
+
+def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
+    ledger, recorder = _rung_ledger()
     assert ledger.rung_min_points == 5
     trials = [ledger.start({"x": i / 10}) for i in range(7)]
     for t in trials[:4]:
@@ -149,11 +155,7 @@ def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
 
 
 def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end():
-    store = InMemoryStorage()
-    store.create_study(StudyRecord("s", "minimize", None, {}, {}, 0.0))
-    ledger = Ledger(store, "s", SearchSpace(SPACE), "minimize", rungs=[1, 3, 9])
-    recorder = _Recorder()
-    ledger.subscribe(recorder)
+    ledger, recorder = _rung_ledger()
     full = [ledger.start({"x": i / 10}) for i in range(5)]
     for i, t in enumerate(full):  # each gains 0.5 from step 1 to 3, and 0.1 more to 9
         for step, value in ((1, 1.0 + i), (3, 0.5 + i), (9, 0.4 + i)):

@@ -550,7 +550,7 @@ class PendingAwareOptimizer:
         m = sum(self._restarts.turns(n))
         if not m:
             return []
-        points = [p for p in self._restarts.ask(pending, m) if point_key(p) not in seen]
+        points = self._restarts.ask(pending, m, seen)
         seen.update(point_key(p) for p in points)
         return points
 

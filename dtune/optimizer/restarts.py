@@ -84,7 +84,7 @@ class Restarts:
     ...     space, OptimizerSettings(n_initial_points=3, random_state=seed)), 1, seed=0)
     >>> restarts.turns(6)
     [False, False, True, False, False, True]
-    >>> points = restarts.ask([], 2)
+    >>> points = restarts.ask([], 2, seen=set())
     >>> restarts.proposed(points[0]), restarts.started
     (True, 1)
     """
@@ -94,7 +94,7 @@ class Restarts:
         self._patience = max(_STALL, 10 * n_dims)
         self._rng = np.random.RandomState(seed)
         self._search: _Search | None = None
-        self._keys: set[tuple[Any, ...]] = set()  # points the current search proposed
+        # The current search's points not told yet, by key.
         self._running: dict[tuple[Any, ...], list[Any]] = {}
         self._told = 0  # results the current search was told
         self._turn = 0  # points asked while stalled
@@ -106,10 +106,13 @@ class Restarts:
         self._turn += n
         return [(self._turn - n + k + 1) % _SHARE == 0 for k in range(n)]
 
-    def ask(self, pending: Sequence[list[Any]], n: int) -> list[list[Any]]:
-        """``n`` points from the restart search (a new one if there is none, or the
-        current one has used up its patience), accounting for its own running points
-        and ``pending`` ones."""
+    def ask(
+        self, pending: Sequence[list[Any]], n: int, seen: set[tuple[Any, ...]]
+    ) -> list[list[Any]]:
+        """Up to ``n`` points from the restart search (a new one if there is none, or
+        the current one has used up its patience), accounting for its own running points
+        and ``pending`` ones; those whose key is in ``seen`` (told or pending in the
+        global search) are left out."""
         if self._search is None or self._told >= self._patience:
             self.drop()
             self._search = self._new_search(int(self._rng.randint(0, 2**31 - 1)))
@@ -117,14 +120,14 @@ class Restarts:
         self._search.fit()  # when its results have grown enough (tens: cheap)
         busy = {point_key(p): p for p in pending} | self._running
         points = self._search.ask_batch(list(busy.values()), n)
-        for point in points:
-            self._keys.add(point_key(point))
-            self._running[point_key(point)] = point
+        points = [p for p in points if point_key(p) not in seen]
+        self._running.update((point_key(p), p) for p in points)
         return points
 
     def proposed(self, point: list[Any]) -> bool:
-        """Whether the current restart search proposed ``point``."""
-        return point_key(point) in self._keys
+        """Whether the current restart search proposed ``point`` and has not been told
+        its result."""
+        return point_key(point) in self._running
 
     def tell(self, point: list[Any], value: float) -> None:
         """A result of a point the current restart search proposed."""
@@ -136,4 +139,4 @@ class Restarts:
     def drop(self) -> None:
         """Drop the current restart search (the global search is no longer stalled):
         the next stall starts a new one."""
-        self._search, self._keys, self._running, self._told = None, set(), {}, 0
+        self._search, self._running, self._told = None, {}, 0
