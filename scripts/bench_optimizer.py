@@ -60,6 +60,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     # issue 13: candidates for better suggestions per trial
     "design": [{}, {"initial_point_generator": "random"}],
     "priors": [{"gp_priors": False}, {}],
+    # a length scale per category column (skopt's kernel) or per categorical
+    "kernel": [{"categorical_kernel": False}, {}],
     # long histories: does more exploration get out of a local basin?
     "acq": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}],
     "explore": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}, {"liar": "cl_min"}],

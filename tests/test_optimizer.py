@@ -344,6 +344,62 @@ def test_the_priors_keep_length_scales_off_their_bounds_on_a_short_history():
     assert np.all((scales[True] > 0.05) & (scales[True] < 20))
 
 
+def test_a_categoricals_one_hot_columns_share_one_length_scale():
+    from skopt.learning.gaussian_process.kernels import Matern
+
+    from dtune.optimizer.surrogate import CategoricalMatern
+
+    space = SearchSpace(
+        {
+            "x": Real(0.0, 1.0),
+            "units": Integer(1, 9),
+            "activation": Categorical(["relu", "elu", "tanh", "gelu"]),
+            "flag": Categorical(["on", "off"]),
+        }
+    )
+    rng = np.random.RandomState(0)
+    activations = ["relu", "elu", "tanh", "gelu"]
+    points = [
+        [float(rng.uniform()), int(rng.randint(1, 10)), str(rng.choice(activations)),
+         str(rng.choice(["on", "off"]))]
+        for _ in range(20)
+    ]  # fmt: skip
+    offsets = {"relu": 0.0, "elu": 0.1, "tanh": 0.3, "gelu": 0.05, "on": 0.0, "off": 0.2}
+    values = [4 * (x - 0.3) ** 2 + 0.02 * (u - 5) ** 2 + offsets[a] + offsets[f]
+              for x, u, a, f in points]  # fmt: skip
+    kernels = {}
+    for shared in (True, False):
+        opt = PendingAwareOptimizer(
+            space, OptimizerSettings(random_state=0, categorical_kernel=shared)
+        )
+        opt.tell(points, values)
+        opt.fit(force=True)
+        kernels[shared] = opt.model.kernel_.k1.k2
+    # skopt's kernel: a length scale per column (x, units, 4 one-hot columns, flag)
+    assert type(kernels[False]) is Matern
+    assert len(kernels[False].length_scale) == 7
+    kernel = kernels[True]
+    assert isinstance(kernel, CategoricalMatern)
+    assert len(kernel.length_scale) == 4
+    X = opt._transform(points[:6])
+    # two categories are at distance 1 in units of the categorical's length scale
+    a, b = X[0].copy(), X[0].copy()
+    b[2:6] = np.roll(a[2:6], 1)
+    scale = kernel.length_scale[2]
+    r = np.sqrt(5) / scale
+    assert kernel(a[None], b[None])[0, 0] == pytest.approx((1 + r + r * r / 3) * np.exp(-r))
+    # the gradient by the shared log length scales, against finite differences
+    _, gradient = kernel(X, eval_gradient=True)
+    h = 1e-6
+    for i in range(len(kernel.theta)):
+        step = h * np.eye(len(kernel.theta))[i]
+        plus, minus = (
+            kernel.clone_with_theta(kernel.theta + step),
+            kernel.clone_with_theta(kernel.theta - step),
+        )
+        assert np.allclose(gradient[..., i], (plus(X) - minus(X)) / (2 * h), atol=1e-6)
+
+
 @pytest.mark.parametrize("func", ["EI", "PI", "LCB"])
 def test_the_acquisitions_gradient_matches_finite_differences(func):
     from dtune.optimizer.posterior import acquisition, acquisition_slopes

@@ -36,6 +36,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skopt.learning import GaussianProcessRegressor
+from skopt.learning.gaussian_process.kernels import Matern
 from skopt.space import Categorical as SkCategorical
 from skopt.space import Integer as SkInteger
 from skopt.space import Space
@@ -46,7 +47,7 @@ from dtune.optimizer.polish import Polisher
 from dtune.optimizer.posterior import HEDGE, Posterior, acquisition, acquisition_slopes
 from dtune.optimizer.restarts import Restarts, stalled
 from dtune.optimizer.settings import OptimizerSettings
-from dtune.optimizer.surrogate import PriorGaussianProcess
+from dtune.optimizer.surrogate import CategoricalMatern, PriorGaussianProcess
 from dtune.space import SearchSpace, normalized_dimensions, point_key
 
 __all__ = [
@@ -176,7 +177,24 @@ class PendingAwareOptimizer:
             space=self.space.dimensions,
             random_state=self._rng.randint(0, np.iinfo(np.int32).max),
         )
-        if self.settings.gp_priors and isinstance(estimator, GaussianProcessRegressor):
+        if not isinstance(estimator, GaussianProcessRegressor):
+            return estimator
+        # skopt's kernel: ConstantKernel * Matern (HammingKernel if every dimension is
+        # categorical, left as it is)
+        amplitude, kernel = estimator.kernel.k1, estimator.kernel.k2
+        space = Space(normalized_dimensions(self.space))
+        columns = tuple(dim.transformed_size for dim in space.dimensions)
+        if self.settings.categorical_kernel and max(columns) > 1 and type(kernel) is Matern:
+            estimator.set_params(
+                kernel=amplitude
+                * CategoricalMatern(
+                    length_scale=np.ones(len(columns)),
+                    length_scale_bounds=(0.01, 100.0),
+                    nu=2.5,
+                    columns=columns,
+                )
+            )
+        if self.settings.gp_priors:
             return PriorGaussianProcess(**estimator.get_params(deep=False))
         return estimator
 

@@ -69,6 +69,11 @@ class OptimizerSettings:
         Fit the GP's kernel with weak priors on its length scales, amplitude and noise
         (maximum a posteriori, as Optuna's GPSampler; default), or, with False, by
         maximum likelihood as scikit-optimize does (measured in docs/PERFORMANCE.md).
+    categorical_kernel
+        On a space with a categorical of three or more categories (and a dimension
+        that is not categorical), give the GP's kernel one length scale per categorical (a Hamming distance between categories, as
+        Optuna's GPSampler; default), or, with False, one per category as
+        scikit-optimize does (measured in docs/PERFORMANCE.md).
 
     Examples
     --------
@@ -92,6 +97,7 @@ class OptimizerSettings:
     liar: str = "believer"
     refit_growth: float = 0.1
     gp_priors: bool = True
+    categorical_kernel: bool = True
 
     def __post_init__(self) -> None:
         estimator = self.base_estimator
@@ -144,8 +150,9 @@ class OptimizerSettings:
                 f"acq_optimizer='lbfgs' needs a Gaussian-process surrogate; "
                 f"base_estimator={self.base_estimator!r} needs acq_optimizer='sampling'"
             )
-        if not isinstance(self.gp_priors, bool):
-            raise TypeError(f"gp_priors={self.gp_priors!r} must be True or False")
+        for name in ("gp_priors", "categorical_kernel"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}={getattr(self, name)!r} must be True or False")
         seed = self.random_state
         if not (seed is None or isinstance(seed, numbers.Integral) or hasattr(seed, "randint")):
             raise TypeError(f"random_state={seed!r} must be an int, a RandomState or None")

@@ -9,17 +9,26 @@ in [0, 1], values standardized): length scales near 1, an amplitude near 1, and 
 noise. These are the priors of Optuna's GPSampler, written over the log
 hyperparameters scikit-learn optimizes. Measured in docs/PERFORMANCE.md ("The
 surrogate's priors").
+
+On a space with a categorical of three or more categories (one-hot columns in skopt's
+transformed space) beside other dimensions, the kernel is a :class:`CategoricalMatern`: one length scale per
+categorical, not per category, over a distance of 1 between two categories (a Hamming
+distance, as GPSampler's kernel). Measured in docs/PERFORMANCE.md ("One length scale per
+categorical").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from sklearn.gaussian_process.kernels import Hyperparameter
 from skopt.learning import GaussianProcessRegressor
+from skopt.learning.gaussian_process.kernels import Matern
 
-__all__ = ["PriorGaussianProcess", "log_prior"]
+__all__ = ["CategoricalMatern", "PriorGaussianProcess", "log_prior"]
 
 Objective = Callable[..., Any]
 
@@ -76,3 +85,68 @@ class PriorGaussianProcess(GaussianProcessRegressor):
             return value - prior, grad - prior_grad
 
         return super()._constrained_optimization(posterior, initial_theta, bounds)
+
+
+class CategoricalMatern(Matern):
+    """skopt's Matern kernel over a transformed space, with one length scale per
+    *dimension* of the space: a categorical's one-hot columns share one. Two different
+    categories are at distance 1 (the one-hot distance, sqrt 2, scaled down), so a
+    categorical's length scale means what a real dimension's does and the same prior
+    fits both.
+
+    With a length scale per category column, as skopt's kernel has, each category is
+    fitted on its own few results and the model learns little across them: on the mixed
+    space of scripts/bench.py its predictions ranked points worse than this kernel's on
+    the same data (docs/PERFORMANCE.md).
+
+    Parameters
+    ----------
+    length_scale
+        One per dimension of the space.
+    columns
+        Per dimension, how many transformed columns it has (one-hot: one per category).
+
+    Examples
+    --------
+    >>> k = CategoricalMatern(length_scale=[0.5, 2.0], columns=(1, 3))
+    >>> X = np.array([[0.1, 1.0, 0.0, 0.0], [0.1, 0.0, 1.0, 0.0]])
+    >>> plain = Matern(length_scale=[0.5, 2.0 * 2**0.5, 2.0 * 2**0.5, 2.0 * 2**0.5])
+    >>> bool(np.allclose(k(X), plain(X))), k.theta.shape
+    (True, (2,))
+    """
+
+    def __init__(
+        self,
+        length_scale: Any = 1.0,
+        length_scale_bounds: Any = (1e-5, 1e5),
+        nu: float = 2.5,
+        columns: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(length_scale=length_scale, length_scale_bounds=length_scale_bounds, nu=nu)
+        self.columns = columns
+
+    @property
+    def hyperparameter_length_scale(self) -> Hyperparameter:
+        return Hyperparameter(
+            "length_scale", "numeric", self.length_scale_bounds, len(self.columns)
+        )
+
+    def _per_column(self) -> Matern:
+        """The same kernel with a length scale per transformed column."""
+        width = np.asarray(self.columns)
+        scale = np.asarray(self.length_scale, dtype=float) * np.where(width > 1, math.sqrt(2), 1.0)
+        return Matern(
+            length_scale=np.repeat(scale, width), length_scale_bounds=(1e-9, 1e9), nu=self.nu
+        )
+
+    def __call__(self, X: Any, Y: Any = None, eval_gradient: bool = False) -> Any:
+        per_column = self._per_column()
+        if not eval_gradient:
+            return per_column(X, Y)
+        K, gradient = per_column(X, Y, eval_gradient=True)
+        # d/d log l of a shared length scale: the sum over its columns
+        starts = np.concatenate([[0], np.cumsum(self.columns)[:-1]])
+        return K, np.add.reduceat(gradient, starts, axis=2)
+
+    def gradient_x(self, x: Any, X_train: Any) -> Any:
+        return self._per_column().gradient_x(x, X_train)
