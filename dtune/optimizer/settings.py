@@ -71,9 +71,10 @@ class OptimizerSettings:
         maximum likelihood as scikit-optimize does (measured in docs/PERFORMANCE.md).
     categorical_kernel
         On a space with a categorical of three or more categories (and a dimension
-        that is not categorical), give the GP's kernel one length scale per categorical (a Hamming distance between categories, as
-        Optuna's GPSampler; default), or, with False, one per category as
-        scikit-optimize does (measured in docs/PERFORMANCE.md).
+        that is not categorical), give the GP's kernel one length scale per
+        categorical (a Hamming distance between categories, as Optuna's GPSampler;
+        default), or, with False, one per category as scikit-optimize does (measured
+        in docs/PERFORMANCE.md).
 
     Examples
     --------

@@ -11,10 +11,10 @@ hyperparameters scikit-learn optimizes. Measured in docs/PERFORMANCE.md ("The
 surrogate's priors").
 
 On a space with a categorical of three or more categories (one-hot columns in skopt's
-transformed space) beside other dimensions, the kernel is a :class:`CategoricalMatern`: one length scale per
-categorical, not per category, over a distance of 1 between two categories (a Hamming
-distance, as GPSampler's kernel). Measured in docs/PERFORMANCE.md ("One length scale per
-categorical").
+transformed space) beside other dimensions, the kernel is a :class:`CategoricalMatern`:
+one length scale per categorical, not per category, over a distance of 1 between two
+categories (a Hamming distance, as GPSampler's kernel). Measured in
+docs/PERFORMANCE.md ("One length scale per categorical").
 """
 
 from __future__ import annotations
