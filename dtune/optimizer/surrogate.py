@@ -110,7 +110,7 @@ class CategoricalMatern(Matern):
     --------
     >>> k = CategoricalMatern(length_scale=[0.5, 2.0], columns=(1, 3))
     >>> X = np.array([[0.1, 1.0, 0.0, 0.0], [0.1, 0.0, 1.0, 0.0]])
-    >>> plain = Matern(length_scale=[0.5, 2.0 * 2**0.5, 2.0 * 2**0.5, 2.0 * 2**0.5])
+    >>> plain = Matern([0.5, 2.0 * 2**0.5, 2.0 * 2**0.5, 2.0 * 2**0.5], nu=2.5)
     >>> bool(np.allclose(k(X), plain(X))), k.theta.shape
     (True, (2,))
     """
