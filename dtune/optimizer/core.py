@@ -137,7 +137,8 @@ class PendingAwareOptimizer:
         self.space = space
         self.settings = settings = settings or OptimizerSettings()
         self._rng = check_random_state(settings.random_state)
-        self._estimator = self._cook_estimator(settings.base_estimator)
+        normalized = Space(normalized_dimensions(space))  # the GP's transformed space
+        self._estimator = self._cook_estimator(settings.base_estimator, normalized)
         self._gp = isinstance(self._estimator, GaussianProcessRegressor)
         chosen = settings.acq_optimizer if self._gp else "sampling"
         self._acq_optimizer = "sampling" if chosen == "sampling" else "local"
@@ -147,8 +148,7 @@ class PendingAwareOptimizer:
         # points at a fifth of the cost (scripts/bench_optimizer.py, docs/PERFORMANCE.md).
         self._n_points = int(settings.acq_optimizer_kwargs.get("n_points", 2000))
         self._n_restarts = int(settings.acq_optimizer_kwargs.get("n_restarts_optimizer", 5))
-        dims = normalized_dimensions(space) if self._gp else space.dimensions
-        self._skspace = Space(dims)
+        self._skspace = normalized if self._gp else Space(space.dimensions)
         self._sampler = CandidateSampler(self._skspace, self._rng)
         self._polisher = Polisher(self._skspace, self._sampler)
         self._restarts: Restarts | None = None  # made at the first stall past POLISH_AFTER
@@ -167,7 +167,7 @@ class PendingAwareOptimizer:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def _cook_estimator(self, base_estimator: Any) -> Any:
+    def _cook_estimator(self, base_estimator: Any, normalized: Space) -> Any:
         if not isinstance(base_estimator, str):
             return base_estimator
         if base_estimator.upper() == "DUMMY":
@@ -182,8 +182,7 @@ class PendingAwareOptimizer:
         # skopt's kernel: ConstantKernel * Matern (HammingKernel if every dimension is
         # categorical, left as it is)
         amplitude, kernel = estimator.kernel.k1, estimator.kernel.k2
-        space = Space(normalized_dimensions(self.space))
-        columns = tuple(dim.transformed_size for dim in space.dimensions)
+        columns = tuple(dim.transformed_size for dim in normalized.dimensions)
         if self.settings.categorical_kernel and max(columns) > 1 and type(kernel) is Matern:
             estimator.set_params(
                 kernel=amplitude
