@@ -13,6 +13,8 @@ sequential ``ask``/``tell`` (one worker) as the reference.
     python scripts/bench_optimizer.py --grid refit          # refit_growth
     python scripts/bench_optimizer.py --grid candidates --no-reference   # n_points, local search
     python scripts/bench_optimizer.py --problems branin --seeds 2 --trials 20   # quick
+    python scripts/bench_optimizer.py --grid trust-region --problems hartmann6,ackley10 \
+        --trials 1000 --workers 32 --seeds 4 --no-reference   # long searches
 
 ``--peers`` compares dtune instead with the other optimizers on the same simulated
 workers (same durations), medians of 10 seeds in issue 13's figures: scikit-optimize's
@@ -66,6 +68,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "acq": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}],
     "explore": [{}, {"acq_func": "gp_hedge"}, {"acq_func": "LCB"}, {"liar": "cl_min"}],
     "polish": [{"acq_optimizer": "local"}, {}, {"acq_optimizer": "lbfgs"}],
+    # long searches: a trust region around the best from the first stall on
+    "trust-region": [{"trust_region": False}, {}],
     "acq-search": [
         {},
         {"acq_optimizer_kwargs": {"n_points": 10000}},
@@ -103,8 +107,10 @@ def simulate(problem: str, seed: int, workers: int, n: int, options: dict) -> di
         progress=False,
     )
     cpu_s = time.process_time() - started
-    values = [true_value(problem, t.params) for t in study.trials if t.value is not None]
-    return {"regret": min(values) - MINIMUM[problem], "cpu_s": cpu_s}
+    trials = sorted(study.trials, key=lambda t: t.number)
+    values = [true_value(problem, t.params) for t in trials if t.value is not None]
+    found = int(np.argmin(values)) + 1  # the trial (in the order started) that found it
+    return {"regret": min(values) - MINIMUM[problem], "cpu_s": cpu_s, "found": found}
 
 
 def objective(problem: str, **params: Any) -> float:
@@ -271,8 +277,8 @@ def main() -> None:
         f"{args.workers} simulated workers, {args.trials} trials, medians of {args.seeds} seeds "
         "(regret: best value found - minimum)\n"
     )
-    print("| problem | options | regret median | regret max | CPU s |")
-    print("|---|---|---|---|---|")
+    print("| problem | options | regret median | regret max | per seed | best found at | CPU s |")
+    print("|---|---|---|---|---|---|---|")
     with threadpool_limits(limits=1):
         for problem in args.problems.split(","):
             for options in GRIDS[args.grid]:
@@ -282,9 +288,12 @@ def main() -> None:
                 ]
                 regrets = [r["regret"] for r in runs]
                 label = ", ".join(f"{k}={v!r}" for k, v in options.items())
+                per_seed = " / ".join(f"{r:.3g}" for r in regrets)
+                found = " / ".join(str(r["found"]) for r in runs)
                 print(
                     f"| {problem} | {label} | {statistics.median(regrets):.4f} | "
-                    f"{max(regrets):.4f} | {statistics.median(r['cpu_s'] for r in runs):.1f} |",
+                    f"{max(regrets):.4f} | {per_seed} | {found} | "
+                    f"{statistics.median(r['cpu_s'] for r in runs):.1f} |",
                     flush=True,
                 )
             if args.no_reference:

@@ -13,6 +13,7 @@ from dtune.optimizer import OptimizerSettings, PendingAwareOptimizer, core
 from dtune.optimizer.candidates import CandidateSampler
 from dtune.optimizer.core import FIT_MAX_POINTS
 from dtune.optimizer.posterior import Posterior
+from dtune.optimizer.trust_region import TrustRegion
 
 MIXED = SearchSpace(
     {"x": Real(-2.0, 2.0), "n": Integer(0, 20), "act": Categorical(["relu", "tanh", "elu"])}
@@ -381,7 +382,7 @@ def test_a_categoricals_one_hot_columns_share_one_length_scale():
     kernel = kernels[True]
     assert isinstance(kernel, CategoricalMatern)
     assert len(kernel.length_scale) == 4
-    X = opt._transform(points[:6])
+    X = opt.transform(points[:6])
     # two categories are at distance 1 in units of the categorical's length scale
     a, b = X[0].copy(), X[0].copy()
     b[2:6] = np.roll(a[2:6], 1)
@@ -505,7 +506,7 @@ def test_the_best_candidates_are_polished_once_enough_results_are_told(
 
 
 @pytest.mark.parametrize("stalled", [True, False])
-def test_a_stalled_search_gives_every_third_point_to_a_restart_search_of_its_own(
+def test_a_stalled_search_gives_a_third_of_its_points_to_a_trust_region_and_a_third_to_a_restart(
     monkeypatch, stalled
 ):
     monkeypatch.setattr(core, "POLISH_AFTER", 12)
@@ -526,10 +527,58 @@ def test_a_stalled_search_gives_every_third_point_to_a_restart_search_of_its_own
     if not stalled:
         assert opt._restarts is None
         return
-    restarts = opt._restarts
+    restarts, region = opt._restarts, opt._trust_region
     assert restarts.started == 1
-    assert [restarts.proposed(p) for p in batch] == [True, True, False, False, False, False]
+    assert [region.proposed(p) for p in batch] == [True, True, False, False, False, False]
+    assert [restarts.proposed(p) for p in batch] == [False, False, True, True, False, False]
     opt.tell(batch, [0.5] * 6)
     search = restarts._search
     assert search.n_told == 2  # only its own results, none of the 70 before
     assert opt.n_told == 76
+    # The region's search was told the results in its box (side 0.8 around the best,
+    # which holds the whole corner), and then every later one in it, not only its own.
+    in_box = int(region._inside(opt.transform(batch)).sum())
+    assert in_box >= 2
+    assert region._search.n_told == 70 + in_box
+
+
+def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_best():
+    space = SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)})
+    opt = PendingAwareOptimizer(space, OptimizerSettings(random_state=0))
+
+    def new_search(seed: int) -> PendingAwareOptimizer:
+        return PendingAwareOptimizer(space, OptimizerSettings(random_state=seed))
+
+    region = TrustRegion(new_search, opt.transform, 2, seed=0)
+    rng = np.random.RandomState(0)
+    X = rng.rand(30, 2).tolist()
+    y = [(a - 0.3) ** 2 + (b - 0.6) ** 2 for a, b in X]
+
+    def ask(n: int) -> list[list[float]]:
+        return region.ask(X, opt.transform(X), np.asarray(y), [], n, set())
+
+    def within(points: list[list[float]], centre: list[float], half: float) -> bool:
+        return all(abs(p[i] - centre[i]) <= half + 1e-9 for p in points for i in range(2))
+
+    best = X[int(np.argmin(y))]
+    points = ask(4)
+    assert len(points) == 4
+    assert within(points, best, 0.4)
+    for point in points:  # max(4, 2 dimensions) failures in a row halve the box
+        region.tell(point, 10.0)
+        X.append(point), y.append(10.0)
+    assert region.length == 0.4
+    points = ask(3)
+    assert within(points, best, 0.2)  # built again around the same best
+    for k, point in enumerate(points):  # three improvements in a row double it
+        region.tell(point, -1.0 - k)
+        X.append(point), y.append(-1.0 - k)
+    assert region.length == 0.8
+    points = ask(2)  # around the new best
+    assert within(points, X[int(np.argmin(y))], 0.4)
+    for _ in range(7):  # halved below 1/128 of the cube: back to the initial side
+        for point in ask(4):
+            region.tell(point, 10.0)
+            X.append(point), y.append(10.0)
+    assert region.collapsed == 1
+    assert region.length == 0.8

@@ -41,7 +41,22 @@ class CandidateSampler:
     def __init__(self, space: Space, rng: np.random.RandomState) -> None:
         self.space = space
         self._rng = rng
-        self._bounds = np.asarray(space.transformed_bounds)
+        self._bounds = np.asarray(space.transformed_bounds, dtype=float)
+
+    def restrict(self, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Draw and search candidates only within the box ``lower``-``upper`` (transformed
+        coordinates; clipped to the space's bounds), as a trust region does.
+
+        >>> sampler = CandidateSampler(Space([SkReal(0.0, 1.0)]), np.random.RandomState(0))
+        >>> sampler.restrict(np.array([0.4]), np.array([1.5]))
+        >>> C = sampler.sample(100)
+        >>> float(C.min()) >= 0.4, float(C.max()) <= 1.0
+        (True, True)
+        """
+        space = np.asarray(self.space.transformed_bounds, dtype=float)
+        low = np.clip(lower, space[:, 0], space[:, 1])
+        high = np.clip(upper, low, space[:, 1])
+        self._bounds = np.column_stack([low, high])
 
     def sample(self, n: int) -> np.ndarray:
         """``n`` random points, transformed: uniform in the normalized space (what

@@ -48,6 +48,7 @@ from dtune.optimizer.posterior import HEDGE, Posterior, acquisition, acquisition
 from dtune.optimizer.restarts import Restarts, stalled
 from dtune.optimizer.settings import OptimizerSettings
 from dtune.optimizer.surrogate import CategoricalMatern, PriorGaussianProcess
+from dtune.optimizer.trust_region import TrustRegion
 from dtune.space import SearchSpace, normalized_dimensions, point_key
 
 __all__ = [
@@ -77,6 +78,9 @@ CONDITION_MAX_POINTS = 1000
 # not (300 trials of Hartmann6: docs/PERFORMANCE.md).
 POLISH_AFTER = 100
 _POLISH_FLOPS = 2e8
+# Past the first stall, of every _SHARE points one comes from the trust region, and while
+# stalled, one from a restart search (see _restart_points).
+_SHARE = 3
 
 
 @functools.lru_cache(maxsize=16)
@@ -152,6 +156,9 @@ class PendingAwareOptimizer:
         self._sampler = CandidateSampler(self._skspace, self._rng)
         self._polisher = Polisher(self._skspace, self._sampler)
         self._restarts: Restarts | None = None  # made at the first stall past POLISH_AFTER
+        self._trust_region: TrustRegion | None = None  # likewise
+        self._restricted = False  # a trust region's search: points in a box only
+        self._turn = 0  # points shared out since the first stall (see _restart_points)
         self._refit_due = False  # a restart search found a new best: refit the kernel
         self._initial_spec = self._initial_design(settings.initial_point_generator)
         self._initial_points: list[Point] | None = None
@@ -291,6 +298,14 @@ class PendingAwareOptimizer:
             or self.n_told < 2
         )
 
+    def restrict(self, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Suggest only points in the box ``lower``-``upper`` of the transformed space
+        (a trust region's search, :mod:`.trust_region`); with no initial design of its
+        own: until it is told enough results, its points are random in the box."""
+        self._sampler.restrict(lower, upper)
+        self._restricted = True
+        self._initial_spec = self._initial_points = None
+
     def skip_initial(self, n: int) -> None:
         """Count ``n`` points as already asked (a resumed study's earlier trials)."""
         self._n_asked += n
@@ -305,6 +320,8 @@ class PendingAwareOptimizer:
             self._X.append(list(point))
             self._y.append(float(value))
             self._told.add(point_key(point))
+            if self._trust_region is not None:
+                self._trust_region.tell(list(point), float(value))
             if self._restarts is not None and self._restarts.proposed(point):
                 self._restarts.tell(list(point), float(value))
                 # A new basin: length scales fitted in the old one may not hold there.
@@ -419,7 +436,7 @@ class PendingAwareOptimizer:
         True
         """
         seen = self._told | {point_key(p) for p in pending}
-        Kt = np.vstack([self._transformed_told(), self._transform(pending)])
+        Kt = np.vstack([self._transformed_told(), self.transform(pending)])
         for _ in range(3):
             x = self._sampler.farthest(Kt)
             point = list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
@@ -435,7 +452,10 @@ class PendingAwareOptimizer:
         return self._random_unseen(seen)
 
     def _random_unseen(self, seen: set[tuple[Any, ...]]) -> Point:
-        candidates = self._skspace.rvs(n_samples=100, random_state=self._rng)
+        if self._restricted:
+            candidates = [self._to_point(x) for x in self._sampler.sample(100)]
+        else:
+            candidates = self._skspace.rvs(n_samples=100, random_state=self._rng)
         for point in candidates:
             if point_key(point) not in seen:
                 return list(point)
@@ -466,7 +486,14 @@ class PendingAwareOptimizer:
         probs = np.exp(self.settings.acq_func_kwargs.get("eta", 1.0) * logits)
         return int(np.argmax(self._rng.multinomial(1, probs / probs.sum())))
 
-    def _transform(self, points: Sequence[Point]) -> np.ndarray:
+    def transform(self, points: Sequence[Point]) -> np.ndarray:
+        """``points`` as rows of :attr:`transformed_space` (none: an empty array).
+
+        >>> from dtune.space import Real
+        >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(-2.0, 2.0)}))
+        >>> opt.transform([[0.0], [2.0]]).ravel().tolist(), opt.transform([]).shape
+        ([0.5, 1.0], (0, 1))
+        """
         if not points:
             return np.empty((0, self._skspace.transformed_n_dims))
         return np.asarray(self._skspace.transform([list(p) for p in points]), float)
@@ -474,7 +501,7 @@ class PendingAwareOptimizer:
     def _transformed_told(self) -> np.ndarray:
         """Every told point, transformed (each point once, as it is first needed)."""
         if len(self._Xt) < len(self._X):
-            self._Xt = np.vstack([self._Xt, self._transform(self._X[len(self._Xt) :])])
+            self._Xt = np.vstack([self._Xt, self.transform(self._X[len(self._Xt) :])])
         return self._Xt
 
     def _conditioning(self) -> np.ndarray:
@@ -500,7 +527,7 @@ class PendingAwareOptimizer:
         posterior = Posterior(self._model, told_X, told_y)
         believer = self.settings.liar == "believer"
         if pending:  # each believed at the model's mean, or at the constant liar's value
-            Xp = self._transform(pending)
+            Xp = self.transform(pending)
             lies = posterior.mean(Xp) if believer else np.full(len(pending), self._lie())
             posterior = posterior.extend(Xp, lies)
         budget = int(_CANDIDATE_FLOPS / max(1, len(kept) + len(pending)) ** 2)
@@ -552,23 +579,37 @@ class PendingAwareOptimizer:
     def _restart_points(
         self, pending: Sequence[Point], seen: set[tuple[Any, ...]], n: int
     ) -> list[Point]:
-        """A share of ``n`` points from a restart search while the search is stalled
-        past ``POLISH_AFTER`` results, with ``acq_optimizer="auto"`` or ``"lbfgs"``
-        (:mod:`.restarts`); the points are added to ``seen``."""
+        """Shares of ``n`` points from a trust region and a restart search, past
+        ``POLISH_AFTER`` results with ``acq_optimizer="auto"`` or ``"lbfgs"``: from the
+        first stall on, every third point comes from a trust region around the best
+        result (:mod:`.trust_region`), and while the search is stalled, another third
+        from a restart search (:mod:`.restarts`). The points are added to ``seen``."""
         if self._polish_after is None or self.n_told < POLISH_AFTER:
             return []
-        if not stalled(self._y, len(self.space)):
-            if self._restarts is not None:
-                self._restarts.drop()
-            return []
-        if self._restarts is None:
+        is_stalled = stalled(self._y, len(self.space))
+        if not is_stalled and self._restarts is not None:
+            self._restarts.drop()
+        if is_stalled and self._restarts is None:
             seed = int(self._rng.randint(0, np.iinfo(np.int32).max))
-            self._restarts = Restarts(self._restart_search, len(self.space), seed=seed)
-        m = sum(self._restarts.turns(n))
-        if not m:
+            n_dims = len(self.space)
+            self._restarts = Restarts(self._restart_search, n_dims, seed=seed)
+            if self.settings.trust_region:
+                self._trust_region = TrustRegion(
+                    self._restart_search, self.transform, n_dims, seed=seed + 1
+                )
+        if not (is_stalled or self._trust_region is not None):
             return []
-        points = self._restarts.ask(pending, m, seen)
-        seen.update(point_key(p) for p in points)
+        turns = [(self._turn + k) % _SHARE for k in range(1, n + 1)]
+        self._turn += n
+        points: list[Point] = []
+        if self._trust_region is not None and turns.count(1):
+            Xt, y = self._transformed_told(), np.asarray(self._y)
+            points += self._trust_region.ask(self._X, Xt, y, pending, turns.count(1), seen)
+            seen.update(point_key(p) for p in points)
+        if is_stalled and self._restarts is not None and turns.count(0):
+            more = self._restarts.ask([*pending, *points], turns.count(0), seen)
+            seen.update(point_key(p) for p in more)
+            points += more
         return points
 
     def _restart_search(self, seed: int) -> PendingAwareOptimizer:
@@ -597,7 +638,7 @@ class PendingAwareOptimizer:
         """One point from a surrogate without a posterior covariance (RF, ET): refit
         (hyperparameters fixed) on told + pending points at the liar's value."""
         model = clone(self._model)
-        X = np.vstack([self._transformed_told(), self._transform(pending)])
+        X = np.vstack([self._transformed_told(), self.transform(pending)])
         y = np.concatenate([self._y, np.full(len(pending), self._lie())])
         candidates = self._sampler.sample(self._n_points)
         with warnings.catch_warnings():

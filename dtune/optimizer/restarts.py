@@ -19,7 +19,8 @@ A restart search that has been told max(50, 10·d) results without beating the g
 is replaced by a new one; one that beats it ends the stall, and the global search (which
 is told every result) takes over from the new best, its kernel refitted at once (past
 400 results it would otherwise wait for the results to double, with length scales from
-the old basin).
+the old basin). Another third goes to a trust region around the best result
+(:mod:`.trust_region`), which refines the basin the search is in.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ __all__ = ["Restarts", "stalled"]
 # restart search runs (at least; 10 per dimension in more than 5 dimensions).
 _STALL = 50
 _TOLERANCE = 0.01
-# Every _SHARE-th point asked while stalled comes from the restart search.
-_SHARE = 3
 
 
 def stalled(y: Sequence[float], n_dims: int) -> bool:
@@ -82,8 +81,6 @@ class Restarts:
     >>> space = SearchSpace({"x": Real(0.0, 1.0)})
     >>> restarts = Restarts(lambda seed: PendingAwareOptimizer(
     ...     space, OptimizerSettings(n_initial_points=3, random_state=seed)), 1, seed=0)
-    >>> restarts.turns(6)
-    [False, False, True, False, False, True]
     >>> points = restarts.ask([], 2, seen=set())
     >>> restarts.proposed(points[0]), restarts.started
     (True, 1)
@@ -97,14 +94,7 @@ class Restarts:
         # The current search's points not told yet, by key.
         self._running: dict[tuple[Any, ...], list[Any]] = {}
         self._told = 0  # results the current search was told
-        self._turn = 0  # points asked while stalled
         self.started = 0  # restart searches started
-
-    def turns(self, n: int) -> list[bool]:
-        """Which of the next ``n`` points asked while stalled come from the restart
-        search (every ``_SHARE``-th)."""
-        self._turn += n
-        return [(self._turn - n + k + 1) % _SHARE == 0 for k in range(n)]
 
     def ask(
         self, pending: Sequence[list[Any]], n: int, seen: set[tuple[Any, ...]]

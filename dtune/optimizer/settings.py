@@ -51,7 +51,10 @@ class OptimizerSettings:
         exact gradients over the real dimensions near each, and every allowed value of
         each integer and categorical one in turn). Measured in docs/PERFORMANCE.md: the
         polish refines long searches, and on short ones helps mixed spaces and hurts
-        real ones.
+        real ones. With ``"auto"`` or ``"lbfgs"``, a search past 100 results that
+        stalls also gives a third of its points to fresh restart searches while it is
+        stalled (:mod:`dtune.optimizer.restarts`), and another to a trust region
+        (``trust_region``).
     acq_func_kwargs, acq_optimizer_kwargs
         As in skopt (``xi``, ``kappa``, ``eta``; ``n_points``: random candidates per
         suggestion round, 2,000 by default; ``n_restarts_optimizer``: starts of the
@@ -75,6 +78,11 @@ class OptimizerSettings:
         categorical (a Hamming distance between categories, as Optuna's GPSampler;
         default), or, with False, one per category as scikit-optimize does (measured
         in docs/PERFORMANCE.md).
+    trust_region
+        With ``acq_optimizer`` ``"auto"`` or ``"lbfgs"``: from the first stall past 100
+        results, give a third of the points to a trust region around the best result
+        (:mod:`dtune.optimizer.trust_region`; default), or, with False, do not (the
+        restart searches still run while stalled; measured in docs/PERFORMANCE.md).
 
     Examples
     --------
@@ -99,6 +107,7 @@ class OptimizerSettings:
     refit_growth: float = 0.1
     gp_priors: bool = True
     categorical_kernel: bool = True
+    trust_region: bool = True
 
     def __post_init__(self) -> None:
         estimator = self.base_estimator
@@ -151,7 +160,7 @@ class OptimizerSettings:
                 f"acq_optimizer='lbfgs' needs a Gaussian-process surrogate; "
                 f"base_estimator={self.base_estimator!r} needs acq_optimizer='sampling'"
             )
-        for name in ("gp_priors", "categorical_kernel"):
+        for name in ("gp_priors", "categorical_kernel", "trust_region"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}={getattr(self, name)!r} must be True or False")
         seed = self.random_state
