@@ -26,11 +26,14 @@ the old basin). Another third goes to a trust region around the best result
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dtune.space import point_key
+
+if TYPE_CHECKING:  # the optimizer builds these searches from itself
+    from dtune.optimizer.core import PendingAwareOptimizer
 
 __all__ = ["Restarts", "stalled"]
 
@@ -54,12 +57,6 @@ def stalled(y: Sequence[float], n_dims: int) -> bool:
         return False
     before, recent = np.asarray(y[:-stall]), np.asarray(y[-stall:])
     return bool(recent.min() >= before.min() - _TOLERANCE * float(np.std(y)))
-
-
-class _Search(Protocol):
-    def fit(self) -> None: ...
-    def ask_batch(self, pending: Sequence[list[Any]], n: int) -> list[list[Any]]: ...
-    def tell(self, points: Sequence[list[Any]], values: Sequence[float]) -> None: ...
 
 
 class Restarts:
@@ -86,11 +83,13 @@ class Restarts:
     (True, 1)
     """
 
-    def __init__(self, new_search: Callable[[int], _Search], n_dims: int, *, seed: int) -> None:
+    def __init__(
+        self, new_search: Callable[[int], PendingAwareOptimizer], n_dims: int, *, seed: int
+    ) -> None:
         self._new_search = new_search
         self._patience = max(_STALL, 10 * n_dims)
         self._rng = np.random.RandomState(seed)
-        self._search: _Search | None = None
+        self._search: PendingAwareOptimizer | None = None
         # The current search's points not told yet, by key.
         self._running: dict[tuple[Any, ...], list[Any]] = {}
         self._told = 0  # results the current search was told

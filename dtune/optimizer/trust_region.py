@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dtune.space import point_key
+
+if TYPE_CHECKING:  # the optimizer builds these searches from itself
+    from dtune.optimizer.core import PendingAwareOptimizer
 
 __all__ = ["TrustRegion"]
 
@@ -39,14 +42,6 @@ _MIN_LENGTH = 0.5**7
 _SUCCESSES = 3  # improvements in a row that double the box
 _MAX_LOCAL = 200  # results a new region's search is told: the nearest to its centre
 _IMPROVEMENT = 1e-3  # relative: a point improves on the best by more than this
-
-
-class _Search(Protocol):
-    def restrict(self, lower: np.ndarray, upper: np.ndarray) -> None: ...
-    def skip_initial(self, n: int) -> None: ...
-    def fit(self) -> None: ...
-    def ask_batch(self, pending: Sequence[list[Any]], n: int) -> list[list[Any]]: ...
-    def tell(self, points: Sequence[list[Any]], values: Sequence[float]) -> None: ...
 
 
 class TrustRegion:
@@ -79,7 +74,7 @@ class TrustRegion:
 
     def __init__(
         self,
-        new_search: Callable[[int], _Search],
+        new_search: Callable[[int], PendingAwareOptimizer],
         transform: Callable[[Sequence[list[Any]]], np.ndarray],
         n_dims: int,
         *,
@@ -91,7 +86,7 @@ class TrustRegion:
         self._rng = np.random.RandomState(seed)
         self.length = _INITIAL_LENGTH
         self._successes = self._failures = 0
-        self._search: _Search | None = None
+        self._search: PendingAwareOptimizer | None = None
         self._box = (np.zeros(0), np.zeros(0))
         self._centre_value = math.inf
         self._best = math.inf
