@@ -441,7 +441,16 @@ def figures(job: Job, result: dict) -> dict[str, float]:
         seconds = t * job.high / 1.5
         finished = [r[3] for r in rows if r[1] - start <= seconds]
         out[f"regret@{seconds:g}s"] = (min(finished) - minimum) if finished else math.nan
-    stats = ("ask_max_ms", "ask_median_ms", "wait_max_ms", "fit_max_s", "asks", "drawn_in_driver")
+    stats = (
+        "ask_max_ms",
+        "ask_median_ms",
+        "wait_max_ms",
+        "wait_total_s",
+        "waits",
+        "fit_max_s",
+        "asks",
+        "drawn_in_driver",
+    )
     for key in stats:
         if key in result:
             out[key] = result[key]
