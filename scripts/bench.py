@@ -409,7 +409,8 @@ def figures(job: Job, result: dict) -> dict[str, float]:
     for n in REGRET_AT_N:
         if n <= len(best):
             out[f"regret@{n}"] = best[n - 1] - minimum
-    out["regret_final"] = best[-1] - minimum  # a long search's regret@n and @s stop early
+    if len(best) > REGRET_AT_N[-1]:  # a long search: its regret@n and @s stop early
+        out["regret_final"] = best[-1] - minimum
     keys = [json.dumps(r[4]) for r in rows]
     out["duplicates"] = len(keys) - len(set(keys))
     if job.loop == "sequential":
