@@ -450,6 +450,8 @@ def figures(job: Job, result: dict) -> dict[str, float]:
         "wait_total_s",
         "waits",
         "fit_max_s",
+        "search_fits",
+        "search_fit_max_s",
         "asks",
         "drawn_in_driver",
     )

@@ -542,6 +542,43 @@ def test_a_stalled_search_gives_a_third_of_its_points_to_a_trust_region_and_a_th
     assert region._search.n_told == 70 + in_box
 
 
+def test_with_search_fits_deferred_a_batch_never_fits_and_the_caller_runs_the_refits(
+    monkeypatch,
+):
+    monkeypatch.setattr(core, "POLISH_AFTER", 12)
+    opt = PendingAwareOptimizer(
+        SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)}),
+        OptimizerSettings(n_initial_points=4, random_state=0),
+    )
+    opt.defer_search_fits()
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.0, 0.3, (70, 2)).tolist()
+    y = [1.0 - 0.01 * i for i in range(10)] + list(0.95 + 0.05 * rng.rand(60))
+    opt.tell(X, y)
+    opt.skip_initial(70)
+    opt.fit()
+    # The new box's search has 70 results and no model: it proposes nothing, and the
+    # global model takes its share of the batch; the restart search draws its design.
+    batch = opt.ask_batch([], 6)
+    region, restarts = opt._trust_region, opt._restarts
+    assert len({tuple(p) for p in batch}) == 6
+    assert not any(region.proposed(p) for p in batch)
+    assert sum(restarts.proposed(p) for p in batch) == 2
+    assert not region.search.has_model
+    search, fit = opt.search_fit()
+    assert search is region.search
+    search.adopt_fit(fit())
+    assert search.fitted_on == 70
+    batch = opt.ask_batch([], 6)
+    assert sum(region.proposed(p) for p in batch) == 2
+    # The restart search, told two results, is refitted by the caller too.
+    opt.tell(batch, [0.5] * 6)
+    search, fit = opt.search_fit()
+    assert search is restarts.search
+    search.adopt_fit(fit())
+    assert opt.search_fit() is None
+
+
 def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_best():
     space = SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)})
     opt = PendingAwareOptimizer(space, OptimizerSettings(random_state=0))

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from dtune import Real, SearchSpace
@@ -93,6 +94,27 @@ def test_the_process_serves_the_model_after_the_driver_drew_the_initial_design()
     assert stats["asks"] >= 1  # batches came from the process
     assert stats["drawn_in_driver"] < 20 - 4, stats
     assert stats["fits"] >= 1
+    assert stats["restarts"] == 0
+
+
+def test_the_process_fits_a_stalled_searchs_trust_region_and_restarts_off_the_batch_path():
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=0))
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-2.0, -1.4, (120, 2)).tolist()  # every result in one corner
+    y = [1.0 - 0.01 * i for i in range(10)] + list(0.95 + 0.05 * rng.rand(110))
+    local.optimizer.tell(X, y)  # stalled for 110 results: past POLISH_AFTER
+    local.optimizer.skip_initial(120)
+    with ProcessSuggester(local, depth=3) as suggester:
+        _wait_until(lambda: suggester.up)
+        points = _search(suggester, local, 30, trial_seconds=0.05)
+        _wait_until(lambda: suggester.up and bool(suggester.search_fit_seconds))
+        stats = suggester.summary()
+    assert len({point_key(p) for p in points}) == 30
+    assert not {point_key(p) for p in points} & {point_key(p) for p in X}
+    assert stats["asks"] >= 1
+    # The box's and the restart search's models were fitted in the process's search
+    # thread and reported, not inside a batch.
+    assert stats["search_fits"] >= 1
     assert stats["restarts"] == 0
 
 

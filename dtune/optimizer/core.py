@@ -160,6 +160,7 @@ class PendingAwareOptimizer:
         self._restricted = False  # a trust region's search: points in a box only
         self._turn = 0  # points shared out since the first stall (see _restart_points)
         self._refit_due = False  # a restart search found a new best: refit the kernel
+        self._fit_searches_here = True  # False: the caller fits them (defer_search_fits)
         self._initial_spec = self._initial_design(settings.initial_point_generator)
         self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
@@ -326,6 +327,26 @@ class PendingAwareOptimizer:
                 self._restarts.tell(list(point), float(value))
                 # A new basin: length scales fitted in the old one may not hold there.
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
+
+    def defer_search_fits(self) -> None:
+        """Leave the refits of the trust region's and the restart searches' surrogates
+        to the caller (:meth:`search_fit`), as the suggestion process runs them in a
+        thread: a batch never waits for one. Until a new search has its first model, it
+        proposes nothing and the global model takes its share of the points."""
+        self._fit_searches_here = False
+        for part in (self._trust_region, self._restarts):
+            if part is not None:
+                part.fit_here = False
+
+    def search_fit(self) -> tuple[PendingAwareOptimizer, Callable[[], tuple[Any, int]]] | None:
+        """A trust region's or restart search that needs a refit, and the refit (see
+        :meth:`prepare_fit`; pass its result to that search's :meth:`adopt_fit`), or
+        None when none does."""
+        for part in (self._trust_region, self._restarts):
+            search = part.search if part is not None else None
+            if search is not None and search.needs_fit:
+                return search, search.prepare_fit()
+        return None
 
     def fit(self, force: bool = False) -> None:
         """Refit the surrogate, hyperparameters included, when :attr:`needs_fit` (or,
@@ -593,10 +614,12 @@ class PendingAwareOptimizer:
             seed = int(self._rng.randint(0, np.iinfo(np.int32).max))
             n_dims = len(self.space)
             self._restarts = Restarts(self._restart_search, n_dims, seed=seed)
+            self._restarts.fit_here = self._fit_searches_here
             if self.settings.trust_region:
                 self._trust_region = TrustRegion(
                     self._restart_search, self.transform, n_dims, seed=seed + 1
                 )
+                self._trust_region.fit_here = self._fit_searches_here
         if not (is_stalled or self._trust_region is not None):
             return []
         turns = [(self._turn + k) % _SHARE for k in range(1, n + 1)]

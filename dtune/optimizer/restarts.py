@@ -93,6 +93,8 @@ class Restarts:
         # The current search's points not told yet, by key.
         self._running: dict[tuple[Any, ...], list[Any]] = {}
         self._told = 0  # results the current search was told
+        # False: the owner runs the search's refits (PendingAwareOptimizer.search_fit).
+        self.fit_here = True
         self.started = 0  # restart searches started
 
     def ask(
@@ -106,12 +108,20 @@ class Restarts:
             self.drop()
             self._search = self._new_search(int(self._rng.randint(0, 2**31 - 1)))
             self.started += 1
-        self._search.fit()  # when its results have grown enough (tens: cheap)
+        if self.fit_here:
+            self._search.fit()  # when its results have grown enough (tens: cheap)
+        elif not self._search.has_model and not self._search.in_initial_design:
+            return []  # its first fit runs elsewhere; the global search fills in
         busy = {point_key(p): p for p in pending} | self._running
         points = self._search.ask_batch(list(busy.values()), n)
         points = [p for p in points if point_key(p) not in seen]
         self._running.update((point_key(p), p) for p in points)
         return points
+
+    @property
+    def search(self) -> PendingAwareOptimizer | None:
+        """The current restart search (None while the global search is not stalled)."""
+        return self._search
 
     def proposed(self, point: list[Any]) -> bool:
         """Whether the current restart search proposed ``point`` and has not been told

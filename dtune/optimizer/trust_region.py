@@ -87,11 +87,14 @@ class TrustRegion:
         self.length = _INITIAL_LENGTH
         self._successes = self._failures = 0
         self._search: PendingAwareOptimizer | None = None
+        self._last_model: Any = None  # the last box's search's surrogate
         self._box = (np.zeros(0), np.zeros(0))
         self._centre_value = math.inf
         self._best = math.inf
         # Points the region proposed and has not been told, by key (of any box).
         self._proposed: dict[tuple[Any, ...], list[Any]] = {}
+        # False: the owner runs the search's refits (PendingAwareOptimizer.search_fit).
+        self.fit_here = True
         self.built = 0  # searches built (moves and resizes)
         self.collapsed = 0  # times the box shrank below _MIN_LENGTH
 
@@ -110,16 +113,25 @@ class TrustRegion:
         best = int(np.argmin(y))
         self._best = min(self._best, float(y[best]))
         if self._search is None or y[best] < self._centre_value:
+            self._drop_search()
             self._build(X, Xt, y, best)
         assert self._search is not None
         inside = self._inside(self._transform(pending))
         in_box = [p for p, i in zip(pending, inside, strict=True) if i]
         busy = {point_key(p): p for p in in_box} | self._proposed
-        self._search.fit()
+        if self.fit_here:
+            self._search.fit()
+        elif not self._search.has_model and not self._search.in_initial_design:
+            return []  # its first fit runs elsewhere; the global model fills in
         points = self._search.ask_batch(list(busy.values()), n)
         points = [p for p in points if point_key(p) not in seen]
         self._proposed.update((point_key(p), p) for p in points)
         return points
+
+    @property
+    def search(self) -> PendingAwareOptimizer | None:
+        """The current box's search (None until the next ask builds one)."""
+        return self._search
 
     def proposed(self, point: list[Any]) -> bool:
         """Whether the region proposed ``point`` and has not been told its result."""
@@ -148,6 +160,11 @@ class TrustRegion:
             length = _INITIAL_LENGTH
             self.collapsed += 1
         self.length, self._successes, self._failures = length, 0, 0
+        self._drop_search()
+
+    def _drop_search(self) -> None:
+        if self._search is not None and self._search.has_model:
+            self._last_model = self._search.model
         self._search = None
 
     def _inside(self, Xt: np.ndarray) -> np.ndarray:
@@ -161,6 +178,9 @@ class TrustRegion:
         lower, upper = centre - self.length / 2, centre + self.length / 2
         search = self._new_search(int(self._rng.randint(0, 2**31 - 1)))
         search.restrict(lower, upper)
+        if not self.fit_here and self._last_model is not None:
+            # Until its own first fit (run elsewhere) comes, the last box's kernel.
+            search.adopt_fit((self._last_model, 0))
         self._box = (lower, upper)
         inside = np.flatnonzero(self._inside(Xt))
         nearest = inside[np.argsort(((Xt[inside] - centre) ** 2).sum(axis=1))[:_MAX_LOCAL]]

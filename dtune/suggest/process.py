@@ -95,6 +95,8 @@ class ProcessSuggester(Suggester):
         self._starved_since: float | None = None
         self.ask_seconds: list[float] = []  # each batch's compute time, in the process
         self.fit_seconds: list[float] = []  # each hyperparameter refit, in the process
+        # each refit of a trust region's or restart search's model, in the process
+        self.search_fit_seconds: list[float] = []
         self.wait_seconds: list[float] = []  # each time the driver waited for a suggestion
         self.drawn_here = 0  # points the driver drew itself (start-up, slow answers, fallback)
 
@@ -246,7 +248,9 @@ class ProcessSuggester(Suggester):
             self.ask_seconds.append(message[3])
             self._starved_since = None
         elif kind == "fitted":
-            self.fit_seconds.append(message[1])
+            (self.fit_seconds if message[2] == "model" else self.search_fit_seconds).append(
+                message[1]
+            )
         elif kind == "drop":
             dropped = set(message[1])
             self._ready = [(g, p) for g, p in self._ready if point_key(p) not in dropped]
@@ -328,6 +332,8 @@ class ProcessSuggester(Suggester):
             "fits": len(self.fit_seconds),
             "fit_max_s": max(fits),
             "fit_total_s": sum(fits),
+            "search_fits": len(self.search_fit_seconds),
+            "search_fit_max_s": max(self.search_fit_seconds, default=0.0),
             "waits": len(waits),
             "wait_max_ms": 1000 * max(waits, default=0.0),
             "wait_total_s": sum(waits),
@@ -337,5 +343,6 @@ class ProcessSuggester(Suggester):
         }
         # The next summary covers what comes after this one (the next optimize call).
         self.ask_seconds, self.fit_seconds, self.wait_seconds = [], [], []
+        self.search_fit_seconds = []
         self.drawn_here = 0
         return stats

@@ -20,8 +20,10 @@ side) and talks over a socket::
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
     ("dropped", keys) ───────────────────▶  the driver will not take those
-                ◀──── ("fitted", s) ───────  fit thread: hyperparameter refits, adopted
-                                            when done (suggestions never wait for one)
+                ◀─ ("fitted", s, what) ────  fit thread: hyperparameter refits, adopted
+                                            when done (suggestions never wait for one);
+                                            search thread: the same for the trust
+                                            region's and restart searches' models
 
 A suggestion computed before the latest result is *stale*: still handed out rather than
 let a worker idle, but replaced as soon as fresh ones exist. The process draws no
@@ -73,6 +75,9 @@ class _Service:
         self.generation = 0  # bumps with every tell; a suggestion from an older one is stale
         self.fitting: Future | None = None  # a hyperparameter refit in the fit thread
         self.fit_started = 0.0
+        # A trust region's or restart search's refit in the search thread, and its search.
+        self.search_fitting: tuple[PendingAwareOptimizer, Future] | None = None
+        self.search_fit_started = 0.0
         self.start_over(told, running)
 
     def start_over(self, told: list[tuple[Point, float]], running: list[tuple[int, Point]]) -> None:
@@ -80,6 +85,7 @@ class _Service:
         self.optimizer = PendingAwareOptimizer(
             self.space, self.settings.replace(n_initial_points=0)
         )
+        self.optimizer.defer_search_fits()  # run in the search thread
         if told:
             self.optimizer.tell([p for p, _ in told], [v for _, v in told])
         self.pending: dict[int, Point] = dict(running)
@@ -88,6 +94,8 @@ class _Service:
         self.results: list[tuple[Point, float]] = []
         self.generation += 1
         self.fitting = None  # a refit of the old model, if running, is not adopted
+        self.search_fitting = None
+        self.next_search_fit: tuple[PendingAwareOptimizer, Any] | None = None
 
     def fresh(self) -> int:
         return sum(1 for g, _ in self.ready if g >= self.generation)
@@ -100,7 +108,14 @@ class _Service:
 
     def has_work(self) -> bool:
         idle_fit = self.fitting is None and self.optimizer.needs_fit
-        return self.can_suggest() or bool(self.results) or idle_fit
+        return self.can_suggest() or bool(self.results) or idle_fit or self.search_fit_due()
+
+    def search_fit_due(self) -> bool:
+        """Whether the search thread is idle and a trust region's or restart search's
+        refit waits for it (prepared here: :meth:`run` submits it)."""
+        if self.search_fitting is None and self.next_search_fit is None:
+            self.next_search_fit = self.optimizer.search_fit()
+        return self.next_search_fit is not None
 
     def suggest(self) -> None:
         # Finished points whose results wait to be told are neither pending nor told yet;
@@ -153,14 +168,28 @@ class _Service:
         # slower and fights the workers for cores. Hyperparameter refits run in a thread
         # of their own (mostly LAPACK, which releases the GIL), so a long refit never
         # holds suggestions up: they use the last fitted kernel meanwhile.
-        with threadpool_limits(limits=1), ThreadPoolExecutor(1) as fitter:
+        # The trust region's and restart searches' refits (a new box's first fit is on
+        # up to 200 results) run in a second thread: were they run in the batch, as
+        # they are in one process, the driver would wait seconds for its suggestions.
+        with (
+            threadpool_limits(limits=1),
+            ThreadPoolExecutor(1) as fitter,
+            ThreadPoolExecutor(1) as search_fitter,
+        ):
             while True:
                 if self.fitting is not None and self.fitting.done():
                     self.optimizer.adopt_fit(self.fitting.result())
-                    self.conn.send(("fitted", time.perf_counter() - self.fit_started))
+                    self.conn.send(("fitted", time.perf_counter() - self.fit_started, "model"))
                     self.fitting = None
                     self.generation += 1  # suggestions from the old kernel are stale
-                timeout = 0.0 if self.has_work() else 0.05 if self.fitting is not None else None
+                if self.search_fitting is not None and self.search_fitting[1].done():
+                    search, done = self.search_fitting
+                    search.adopt_fit(done.result())  # a search since replaced: harmless
+                    seconds = time.perf_counter() - self.search_fit_started
+                    self.conn.send(("fitted", seconds, "search"))
+                    self.search_fitting = None
+                busy = self.fitting is not None or self.search_fitting is not None
+                timeout = 0.0 if self.has_work() else 0.05 if busy else None
                 if self.conn.poll(timeout):
                     if not self.handle(self.conn.recv()):
                         return
@@ -172,5 +201,10 @@ class _Service:
                 elif self.fitting is None and self.optimizer.needs_fit:
                     self.fit_started = time.perf_counter()
                     self.fitting = fitter.submit(self.optimizer.prepare_fit())
+                elif self.next_search_fit is not None:
+                    search, fit = self.next_search_fit
+                    self.search_fit_started = time.perf_counter()
+                    self.search_fitting = (search, search_fitter.submit(fit))
+                    self.next_search_fit = None
                 elif self.can_suggest():
                     self.suggest()
