@@ -128,8 +128,11 @@ def _child_exits(pid):
 
 def _noticed_gone(suggester, pid):
     """True once the driver's side has seen process ``pid`` go (``up`` takes in what
-    waits on the socket, its end included)."""
-    return not suggester.up or suggester.pid != pid
+    waits on the socket, its end included): a new process, or none. A killed process's
+    end of the socket closes only once the kernel has torn it down (milliseconds for a
+    forked driver's size), so "not up yet" does not count as gone."""
+    _ = suggester.up  # takes in what waits on the socket
+    return suggester.pid != pid
 
 
 def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
