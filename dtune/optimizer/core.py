@@ -338,15 +338,29 @@ class PendingAwareOptimizer:
             if part is not None:
                 part.fit_here = False
 
-    def search_fit(self) -> tuple[PendingAwareOptimizer, Callable[[], tuple[Any, int]]] | None:
-        """A trust region's or restart search that needs a refit, and the refit (see
-        :meth:`prepare_fit`; pass its result to that search's :meth:`adopt_fit`), or
-        None when none does."""
+    @property
+    def search_to_fit(self) -> PendingAwareOptimizer | None:
+        """The trust region's or restart search that needs a refit, if one does."""
         for part in (self._trust_region, self._restarts):
             search = part.search if part is not None else None
             if search is not None and search.needs_fit:
-                return search, search.prepare_fit()
+                return search
         return None
+
+    def search_fit(self) -> tuple[PendingAwareOptimizer, Callable[[], tuple[Any, int]]] | None:
+        """:attr:`search_to_fit` and its refit (see :meth:`prepare_fit`; pass its result
+        to that search's :meth:`adopt_fit`), or None when no search needs one."""
+        search = self.search_to_fit
+        return None if search is None else (search, search.prepare_fit())
+
+    def ready_to_ask(self, fit_here: bool) -> bool:
+        """Refit when due if ``fit_here``; whether :meth:`ask_batch` can run without a
+        fit: the surrogate exists or is not needed yet (a trust region's or restart
+        search whose refits run elsewhere waits for its first model)."""
+        if fit_here:
+            self.fit()
+            return True
+        return self.has_model or self.in_initial_design
 
     def fit(self, force: bool = False) -> None:
         """Refit the surrogate, hyperparameters included, when :attr:`needs_fit` (or,

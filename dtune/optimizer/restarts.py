@@ -108,9 +108,7 @@ class Restarts:
             self.drop()
             self._search = self._new_search(int(self._rng.randint(0, 2**31 - 1)))
             self.started += 1
-        if self.fit_here:
-            self._search.fit()  # when its results have grown enough (tens: cheap)
-        elif not self._search.has_model and not self._search.in_initial_design:
+        if not self._search.ready_to_ask(self.fit_here):
             return []  # its first fit runs elsewhere; the global search fills in
         busy = {point_key(p): p for p in pending} | self._running
         points = self._search.ask_batch(list(busy.values()), n)

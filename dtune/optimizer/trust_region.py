@@ -119,9 +119,7 @@ class TrustRegion:
         inside = self._inside(self._transform(pending))
         in_box = [p for p, i in zip(pending, inside, strict=True) if i]
         busy = {point_key(p): p for p in in_box} | self._proposed
-        if self.fit_here:
-            self._search.fit()
-        elif not self._search.has_model and not self._search.in_initial_design:
+        if not self._search.ready_to_ask(self.fit_here):
             return []  # its first fit runs elsewhere; the global model fills in
         points = self._search.ask_batch(list(busy.values()), n)
         points = [p for p in points if point_key(p) not in seen]

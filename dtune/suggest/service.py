@@ -95,7 +95,6 @@ class _Service:
         self.generation += 1
         self.fitting = None  # a refit of the old model, if running, is not adopted
         self.search_fitting = None
-        self.next_search_fit: tuple[PendingAwareOptimizer, Any] | None = None
 
     def fresh(self) -> int:
         return sum(1 for g, _ in self.ready if g >= self.generation)
@@ -108,14 +107,8 @@ class _Service:
 
     def has_work(self) -> bool:
         idle_fit = self.fitting is None and self.optimizer.needs_fit
-        return self.can_suggest() or bool(self.results) or idle_fit or self.search_fit_due()
-
-    def search_fit_due(self) -> bool:
-        """Whether the search thread is idle and a trust region's or restart search's
-        refit waits for it (prepared here: :meth:`run` submits it)."""
-        if self.search_fitting is None and self.next_search_fit is None:
-            self.next_search_fit = self.optimizer.search_fit()
-        return self.next_search_fit is not None
+        idle_search_fit = self.search_fitting is None and self.optimizer.search_to_fit is not None
+        return self.can_suggest() or bool(self.results) or idle_fit or idle_search_fit
 
     def suggest(self) -> None:
         # Finished points whose results wait to be told are neither pending nor told yet;
@@ -201,10 +194,8 @@ class _Service:
                 elif self.fitting is None and self.optimizer.needs_fit:
                     self.fit_started = time.perf_counter()
                     self.fitting = fitter.submit(self.optimizer.prepare_fit())
-                elif self.next_search_fit is not None:
-                    search, fit = self.next_search_fit
+                elif self.search_fitting is None and (job := self.optimizer.search_fit()):
                     self.search_fit_started = time.perf_counter()
-                    self.search_fitting = (search, search_fitter.submit(fit))
-                    self.next_search_fit = None
+                    self.search_fitting = (job[0], search_fitter.submit(job[1]))
                 elif self.can_suggest():
                     self.suggest()
