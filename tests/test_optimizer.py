@@ -345,6 +345,27 @@ def test_the_priors_keep_length_scales_off_their_bounds_on_a_short_history():
     assert np.all((scales[True] > 0.05) & (scales[True] < 20))
 
 
+def test_the_priors_leave_the_amplitude_free_on_a_smooth_function():
+    # Branin on 40 points: the likelihood wants a large amplitude with long length
+    # scales (a nearly quadratic model); an amplitude prior of Gamma(2, 1) held it near
+    # 2.3 squared, which cost Branin 3x at 8 workers (docs/PERFORMANCE.md)
+    space = SearchSpace({"a": Real(0.0, 1.0), "b": Real(0.0, 1.0)})
+    X = np.random.RandomState(0).uniform(0, 1, (40, 2))
+    x1, x2 = 15 * X[:, 0] - 5, 15 * X[:, 1]
+    y = (x2 - 5.1 / (4 * np.pi**2) * x1**2 + 5 / np.pi * x1 - 6) ** 2
+    y = list(y + 10 * (1 - 1 / (8 * np.pi)) * np.cos(x1) + 10)
+    amplitude = {}
+    for priors in (False, True):
+        opt = PendingAwareOptimizer(
+            space, OptimizerSettings(n_initial_points=0, random_state=0, gp_priors=priors)
+        )
+        opt.tell([list(x) for x in X], y)
+        opt.fit()
+        amplitude[priors] = opt.model.kernel_.k1.k1.constant_value
+    assert amplitude[True] > 100  # 2.3 squared is 5.3
+    assert amplitude[True] > amplitude[False] / 2
+
+
 def test_a_categoricals_one_hot_columns_share_one_length_scale():
     from skopt.learning.gaussian_process.kernels import Matern
 

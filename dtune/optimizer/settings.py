@@ -69,9 +69,10 @@ class OptimizerSettings:
         Refit the kernel's hyperparameters once the results grew by this fraction since
         the last fit (default 0.1); 0 refits after every result.
     gp_priors
-        Fit the GP's kernel with weak priors on its length scales, amplitude and noise
-        (maximum a posteriori, as Optuna's GPSampler; default), or, with False, by
-        maximum likelihood as scikit-optimize does (measured in docs/PERFORMANCE.md).
+        Fit the GP's kernel with weak priors on its length scales and noise (maximum
+        a posteriori, as Optuna's GPSampler, less its amplitude prior; default), or,
+        with False, by maximum likelihood as scikit-optimize does (measured in
+        docs/PERFORMANCE.md).
     categorical_kernel
         On a space with a categorical of three or more categories (and a dimension
         that is not categorical), give the GP's kernel one length scale per
