@@ -451,21 +451,32 @@ study = dtune.Study({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)}, storage=STORE,
 study.optimize(objective, 24, client=ADDRESS, progress=False)
 points = {tuple(t.params.values()) for t in study.trials}
 print("DONE", len(study.trials), len(points), flush=True)
+print("FORKED", study._process.fork, flush=True)
 """
 
 
-@pytest.mark.parametrize("how", ["stdin", "-c", "script without a main guard"])
+@pytest.mark.parametrize(
+    "how", ["stdin", "-c", "script without a main guard", "stdin, started by path"]
+)
 def test_a_search_runs_from_stdin_c_or_an_unguarded_script_on_a_remote_cluster(
     how, scheduler, tmp_path
 ):
-    """The suggestion process never imports or re-runs the driver's __main__."""
+    """The suggestion process never imports or re-runs the driver's __main__, forked
+    (the default on Linux) or started by path (elsewhere, and after a stuck fork)."""
     code = _SEARCH_SCRIPT.replace("STORE", repr(str(tmp_path / "s.db")))
     code = code.replace("ADDRESS", repr(scheduler))
+    by_path = how.endswith("by path")
+    if by_path:
+        code = code.replace(
+            "\nstudy = ",
+            "\nimport dtune.suggest.process\ndtune.suggest.process._CAN_FORK = False\nstudy = ",
+            1,
+        )
     workers = start_dask_workers(scheduler, 3)
     try:
         with Client(scheduler, timeout=60) as client:
             client.wait_for_workers(3, timeout=120)
-        if how == "stdin":
+        if how.startswith("stdin"):
             command, stdin = [sys.executable, "-"], code
         elif how == "-c":
             command, stdin = [sys.executable, "-c", code], None
@@ -482,15 +493,19 @@ def test_a_search_runs_from_stdin_c_or_an_unguarded_script_on_a_remote_cluster(
     assert "DONE 24 24" in done.stdout  # every trial, no point twice
     assert "Traceback" not in done.stderr
     assert "0 suggestion process restarts" in done.stderr  # the process served throughout
+    assert f"FORKED {not by_path}" in done.stdout
 
 
 def _suggestion_processes() -> list[int]:
+    """This process's suggestion processes: forked ones (its own command line) and ones
+    started by path."""
     import psutil
 
+    me = psutil.Process()
     return [
         p.pid
-        for p in psutil.Process().children(recursive=True)
-        if any("_server.py" in part for part in p.cmdline())
+        for p in me.children()
+        if p.cmdline() == me.cmdline() or any("_server.py" in part for part in p.cmdline())
     ]
 
 
@@ -522,6 +537,47 @@ def test_a_killed_suggestion_process_does_not_stop_the_search(client, tmp_path, 
     _wait_until(lambda: replacement not in _suggestion_processes(), timeout=10)
 
 
+def test_on_a_warm_cluster_the_model_serves_from_the_first_point_after_the_initial_design(
+    client, tmp_path, caplog
+):
+    """The suggestion process is forked from the driver, up in milliseconds: no point
+    after the initial design is drawn without the model while it starts (started by
+    path, it took 2-3 s, some 8-16 of 48 sub-second trials)."""
+    study = Study(SPACE, storage=tmp_path / "s.db", random_state=0, n_initial_points=4)
+    with caplog.at_level(logging.INFO, logger="dtune"):
+        study.optimize(objectives.nap, 16, client=client, progress=False)
+    (stats,) = [r.dtune_suggest for r in caplog.records if hasattr(r, "dtune_suggest")]
+    assert stats["drawn_while_starting"] == 0, stats
+    assert stats["asks"] >= 1, stats  # the process's batches served the search
+    assert len({t.params["x"] for t in study.trials}) == 16
+
+
+def test_the_forked_suggestion_process_holds_none_of_the_drivers_sockets(tmp_path):
+    """The child lets go of every inherited descriptor: once the driver closes its
+    cluster, the scheduler's port is closed, though the study keeps its process."""
+    import socket
+
+    import psutil
+
+    study = Study(SPACE, storage=tmp_path / "s.db", random_state=0, n_initial_points=4)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        study.optimize(objectives.nap, 8, client=client, progress=False)
+        host, port = cluster.scheduler_address.removeprefix("tcp://").rsplit(":", 1)
+        assert study._process is not None
+        pid = study._process.pid
+        assert pid in _suggestion_processes()
+    child = psutil.Process(pid)
+    assert child.net_connections(kind="inet") == []  # no Dask comm, no listening port
+    open_files = [f.path for f in child.open_files()]
+    assert not any(path.endswith("s.db") for path in open_files), open_files
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+    assert study._process.up  # and it still serves the study's next call
+
+
 def test_a_second_optimize_call_is_served_by_the_process_the_first_one_started(
     client, tmp_path, caplog
 ):
@@ -529,8 +585,8 @@ def test_a_second_optimize_call_is_served_by_the_process_the_first_one_started(
     study = Study(SPACE, storage=tmp_path / "s.db", random_state=0, n_initial_points=4)
     study.optimize(objectives.nap, 16, client=client, progress=False)
     (first,) = set(_suggestion_processes()) - others
-    # A 1-second call can end before the process has imported scikit-optimize (2-3 s);
-    # the second call is the one this test is about.
+    # Started by path, a 1-second call could end before the process was up; the second
+    # call is the one this test is about.
     _wait_until(lambda: study._process is not None and study._process.up, timeout=60)
     with caplog.at_level(logging.INFO, logger="dtune"):
         study.optimize(objectives.nap, 16, client=client, progress=False)

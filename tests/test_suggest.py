@@ -82,9 +82,10 @@ def _search(suggester, local, n, running=4, trial_seconds=0.0):
     return loop.points
 
 
-def test_the_process_serves_the_model_after_the_driver_drew_the_initial_design():
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "by path"])
+def test_the_process_serves_the_model_after_the_driver_drew_the_initial_design(fork):
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=0))
-    with ProcessSuggester(local, depth=3) as suggester:
+    with ProcessSuggester(local, fork=fork, depth=3) as suggester:
         _wait_until(lambda: suggester.up)
         # Trials of 0.1 s: points the driver draws while the process is slow to answer
         # (model-free ones) do not use up the search before its first batch arrives.
@@ -135,9 +136,10 @@ def _noticed_gone(suggester, pid):
     return suggester.pid != pid
 
 
-def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "by path"])
+def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(fork, caplog):
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=4, random_state=1))
-    with ProcessSuggester(local, depth=2, max_restarts=1) as suggester:
+    with ProcessSuggester(local, fork=fork, depth=2, max_restarts=1) as suggester:
         first = suggester.pid
         _wait_until(lambda: suggester.up)
         points = _search(suggester, local, 8)
@@ -162,9 +164,40 @@ def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(caplog):
     assert len({point_key(p) for p in points}) == len(points) == 24
 
 
-def test_a_suggestion_process_that_stops_answering_is_replaced():
+def test_a_forked_process_that_does_not_start_is_replaced_by_one_started_by_path(
+    monkeypatch, caplog
+):
+    """A child stuck at the fork (a lock another thread of the driver held) is killed,
+    and it and the later ones are started by path."""
+    import psutil
+
+    from dtune.suggest import process, service
+
+    monkeypatch.setattr(process, "_FORK_START_S", 1.0)
+    monkeypatch.setattr(service, "serve", lambda conn: time.sleep(3600))  # never answers
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=2, random_state=4))
+    with ProcessSuggester(local, depth=2) as suggester:
+        assert suggester.fork  # Linux
+        stuck = suggester.pid
+        with caplog.at_level(logging.WARNING, logger="dtune"):
+            points = _search(suggester, local, 4)
+            while suggester.restarts == 0:
+                points += _search(suggester, local, 1)
+                time.sleep(0.2)
+        assert suggester.failures == ["forked from the driver did not start within 1 s"]
+        assert not suggester.fork
+        assert _child_exits(stuck)
+        _wait_until(lambda: suggester.up)
+        assert any("_server.py" in part for part in psutil.Process(suggester.pid).cmdline())
+        points += _search(suggester, local, 12, trial_seconds=0.1)
+        assert suggester.summary()["asks"] >= 1  # its batches served
+    assert len({point_key(p) for p in points}) == len(points)
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "by path"])
+def test_a_suggestion_process_that_stops_answering_is_replaced(fork):
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=3, random_state=2))
-    with ProcessSuggester(local, depth=2, answer_timeout=1.0) as suggester:
+    with ProcessSuggester(local, fork=fork, depth=2, answer_timeout=1.0) as suggester:
         _wait_until(lambda: suggester.up)
         stopped = suggester.pid
         os.kill(stopped, signal.SIGSTOP)

@@ -3,25 +3,45 @@ copy as the initial design, the source of model-free points while the process st
 is slow to answer (the driver never fits or searches on the refill path), and the
 fallback when the process is gone for good.
 
-The process is a plain child running ``dtune/suggest/_server.py`` by path over a socket
-pair (see :mod:`dtune.suggest.service` for the protocol): it never imports the driver's
-``__main__``, so a search runs the same from a script without a main guard, standard
-input, ``python -c`` or a notebook. If it exits, is killed (the OOM killer picks the
-driver's biggest process first) or stops answering, the search goes on with model-free
-points from the driver's copy, one warning says what happened, and a new process is started,
-at most ``max_restarts`` times.
+The process talks to the driver over a socket pair (see :mod:`dtune.suggest.service` for
+the protocol). On Linux it is forked from the driver, which has scikit-optimize imported
+already (its own optimizer copy): it is up in milliseconds, so the model serves from the
+first result after the initial design, even on a warm cluster with sub-second trials. A
+process started by path (``dtune/suggest/_server.py``) would spend 2-3 s importing
+scikit-optimize first, and the driver would hand out model-free points meanwhile. The
+forked child keeps nothing of the driver but what the suggestions need: it lets go of
+every inherited file descriptor (Dask's sockets, the store, a notebook's channels), its
+standard streams write to the driver's file descriptors 1 and 2, it runs in its own
+session, and it leaves with ``os._exit`` (no ``atexit`` or finalizer of the driver's
+runs). The driver's objects are frozen out of the child's garbage collections, so the
+child does not copy the driver's memory by touching it. A forked child that does not
+answer within seconds (a lock another thread of the driver held at the fork) is
+replaced by one started by path, and elsewhere than on Linux every process is started by
+path. Either way the driver's ``__main__`` is never imported or run again, so a search
+runs the same from a script without a main guard, standard input, ``python -c`` or a
+notebook.
+
+If the process exits, is killed (the OOM killer picks the driver's biggest process
+first) or stops answering, the search goes on with model-free points from the driver's
+copy, one warning says what happened, and a new process is started, at most
+``max_restarts`` times.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
+import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import traceback
+import warnings
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -42,6 +62,11 @@ _SERVER = Path(__file__).with_name("_server.py")
 # How long the driver waits for a fresh suggestion before it draws one itself; it waits
 # again only once the process has sent something since.
 _WAIT_S = 1.0
+# A forked process is up in milliseconds; one silent for this long is taken for stuck
+# (a lock held at the fork by another of the driver's threads) and replaced by path.
+_FORK_START_S = 15.0
+# Where forking the driver is safe enough to be the default (see the module's notes).
+_CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
 
 
 class ProcessSuggester(Suggester):
@@ -61,7 +86,11 @@ class ProcessSuggester(Suggester):
         A process that says nothing for this long while suggestions are wanted is
         taken for hung, killed and replaced.
     start_timeout
-        A process that is not up after this long is killed and replaced.
+        A process started by path that is not up after this long is killed and replaced.
+    fork
+        Fork the process from the driver (up at once) rather than start it by path
+        (2-3 s of imports first). Default: on Linux. A forked process that is not up
+        within 15 s is replaced by one started by path, and so are the later ones.
 
     Notes
     -----
@@ -78,8 +107,10 @@ class ProcessSuggester(Suggester):
         max_restarts: int = 3,
         answer_timeout: float = 20.0,
         start_timeout: float = 120.0,
+        fork: bool | None = None,
     ) -> None:
         self.local = local
+        self.fork = _CAN_FORK if fork is None else fork
         self.depth = depth
         self.max_restarts = max_restarts
         self.answer_timeout = answer_timeout
@@ -87,7 +118,7 @@ class ProcessSuggester(Suggester):
         self.restarts = 0
         self.failures: list[str] = []
         self._conn: Connection | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | _Forked | None = None
         self._ready: list[tuple[int, Point]] = []
         self._up = False
         self._model_wanted = False
@@ -99,6 +130,7 @@ class ProcessSuggester(Suggester):
         self.search_fit_seconds: list[float] = []
         self.wait_seconds: list[float] = []  # each time the driver waited for a suggestion
         self.drawn_here = 0  # points the driver drew itself (start-up, slow answers, fallback)
+        self.drawn_starting = 0  # of those, while the process was starting
 
     # -- the process ----------------------------------------------------------------------
 
@@ -136,14 +168,21 @@ class ProcessSuggester(Suggester):
     def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair()
         with child_end:
-            self._process = subprocess.Popen(
-                [sys.executable, str(_SERVER), str(child_end.fileno())],
-                pass_fds=(child_end.fileno(),),
-                stdin=subprocess.DEVNULL,
-                # Its own session: a Ctrl-C in the terminal goes to the driver only (the
-                # process exits when the driver's end of the socket closes).
-                start_new_session=True,
-            )
+            if self.fork:
+                try:
+                    self._process = _fork(child_end.fileno())
+                except OSError as error:  # out of memory or processes: start one by path
+                    logger.warning("dtune: could not fork the suggestion process: %s", error)
+                    self.fork = False
+            if not self.fork:
+                self._process = subprocess.Popen(
+                    [sys.executable, str(_SERVER), str(child_end.fileno())],
+                    pass_fds=(child_end.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    # Its own session: a Ctrl-C in the terminal goes to the driver only
+                    # (the process exits when the driver's end of the socket closes).
+                    start_new_session=True,
+                )
         self._conn = Connection(parent_end.detach())
         self._up = False
         self._ready = []
@@ -158,7 +197,8 @@ class ProcessSuggester(Suggester):
             list(self.local.pending.items()),
             self.depth if self._model_wanted else 0,
         )
-        self._send(sys.path)
+        if not self.fork:
+            self._send(sys.path)  # before it unpickles what refers to modules
         self._send(state)
 
     def _process_settings(self) -> OptimizerSettings:
@@ -280,6 +320,7 @@ class ProcessSuggester(Suggester):
             return self._ready.pop(newest)[1]
         self._check_responsive()
         self.drawn_here += 1
+        self.drawn_starting += self._conn is not None and not self._up
         # Starting, restarting or slow: a point without the model, so the driver never
         # fits or searches on the refill path; gone for good: the driver's own model.
         return self.local.explore() if self._conn is not None else self.local.suggest(free)
@@ -289,7 +330,10 @@ class ProcessSuggester(Suggester):
         if self._conn is None:
             return
         if not self._up:
-            if now - self._spawned > self.start_timeout:
+            if self.fork and now - self._spawned > _FORK_START_S:
+                self.fork = False  # this one and the next ones by path
+                self._lost(f"forked from the driver did not start within {_FORK_START_S:g} s")
+            elif now - self._spawned > self.start_timeout:
                 self._lost(f"did not start within {self.start_timeout:g} s")
             return
         if self._starved_since is None:
@@ -338,11 +382,97 @@ class ProcessSuggester(Suggester):
             "wait_max_ms": 1000 * max(waits, default=0.0),
             "wait_total_s": sum(waits),
             "drawn_in_driver": self.drawn_here,
+            "drawn_while_starting": self.drawn_starting,
             "restarts": self.restarts,
             **self.local.summary(),
         }
         # The next summary covers what comes after this one (the next optimize call).
         self.ask_seconds, self.fit_seconds, self.wait_seconds = [], [], []
         self.search_fit_seconds = []
-        self.drawn_here = 0
+        self.drawn_here = self.drawn_starting = 0
         return stats
+
+
+class _Forked:
+    """A forked child, with the part of ``subprocess.Popen`` the suggester uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored)
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"forked process {self.pid}", timeout or 0.0)
+            time.sleep(0.005)
+        return code
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _fork(fd: int) -> _Forked:
+    """Fork the suggestion process; the child serves on ``fd`` and never returns."""
+    from dtune.suggest.service import serve  # imported here: the child imports nothing
+
+    # The driver's objects stay out of the child's collections: a collection touches
+    # every object it scans, and each page it touches would be copied.
+    gc.freeze()
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a multi-threaded process may deadlock the
+            # child; a stuck child is replaced by one started by path.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        raise
+    if pid:
+        gc.unfreeze()
+        return _Forked(pid)
+    code = 1
+    try:
+        _let_go_of_the_driver(keep=fd)
+        serve(Connection(fd))
+        code = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _let_go_of_the_driver(keep: int) -> None:
+    """In the forked child: its own session and default signals; every inherited file
+    descriptor but ``keep`` and the standard streams points at /dev/null (the numbers
+    stay taken, so an object of the driver's that closes its own cannot close one of
+    the child's), so Dask's sockets, a dashboard's port and the store are the driver's
+    alone; the standard streams are the driver's file descriptors (a notebook's are
+    channels served by threads the child does not have)."""
+    os.setsid()  # a Ctrl-C in the terminal goes to the driver only
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signum, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    for name in os.listdir("/proc/self/fd"):
+        number = int(name)
+        if number not in (1, 2, keep, null):
+            with contextlib.suppress(OSError):
+                os.dup2(null, number)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
