@@ -237,3 +237,41 @@ def test_a_reset_rebuilds_the_process_optimizer_in_place_from_the_new_state(told
             points.append(suggester.suggest())
             assert not told & {point_key(p) for p in points}
             assert suggester.pid == before
+
+
+@pytest.mark.parametrize(("slots", "stale_after"), [(8, 1), (256, 32)])
+def test_ready_suggestions_go_stale_after_one_result_or_an_eighth_of_many_slots(slots, stale_after):
+    """At 256 slots a batch's fixed cost would be paid for every result (64 a second):
+    there suggestions stay fresh for 32 results, and a batch tops them up only once half
+    are taken; up to 12 slots every result makes them stale."""
+    import socket
+    from multiprocessing.connection import Connection
+
+    from dtune.suggest.service import _Service
+
+    rng = np.random.RandomState(0)
+    told = [(list(p), _value(p)) for p in rng.uniform(-2, 2, (12, 2))]
+    ours, theirs = socket.socketpair()
+    with Connection(ours.detach()) as conn, Connection(theirs.detach()) as driver:
+        depth = max(2, -(-slots // 4))  # ProcessSuggester.set_slots
+        service = _Service(conn, SPACE, OptimizerSettings(random_state=0), told, [], depth)
+        assert service.can_suggest()
+        service.suggest()
+        assert driver.recv()[0] == "ready"
+        assert service.fresh() == depth
+        assert not service.can_suggest()
+        for _ in range(stale_after):
+            assert service.fresh() == depth  # not stale yet
+            point = rng.uniform(-2, 2, 2).tolist()
+            service.results.append((point, _value(point)))
+            service.tell_results()
+        assert service.fresh() == 0  # stale: a new batch
+        assert service.can_suggest()
+        service.suggest()
+        while driver.poll(0):  # the new batch, and the stale ones dropped
+            driver.recv()
+        for _, point in service.ready[: depth - depth // 2 - 1]:  # the driver takes some
+            service.handle(("submitted", 0, point))
+        assert not service.can_suggest()  # above half the depth: no batch yet
+        service.handle(("submitted", 0, service.ready[0][1]))
+        assert service.can_suggest()

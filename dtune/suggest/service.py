@@ -15,7 +15,8 @@ side) and talks over a socket::
                 ◀──────────── ("hello",) ─  imports done
     ("depth", n) ────────────────────────▶  keep n fresh suggestions ready
     ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
-    ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1
+    ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1 (every
+                                            result; every depth // 2 from 16 slots)
     take ◀── ("ready", gen, points, s) ───  ask_batch: a batch conditioned on told +
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
@@ -26,7 +27,13 @@ side) and talks over a socket::
                                             region's and restart searches' models
 
 A suggestion computed before the latest result is *stale*: still handed out rather than
-let a worker idle, but replaced as soon as fresh ones exist. The process draws no
+let a worker idle, but replaced as soon as fresh ones exist. With many slots, a batch
+costs a fixed ~0.15 s (the posterior over the candidates, conditioned on hundreds of
+running points) that would be paid again for every result (64 a second at 256 slots):
+there a suggestion goes stale only after ``depth // 2`` results (an eighth of the slots'
+results), and a new batch is computed once the fresh ones
+fall to half the depth, so each batch is worth its fixed cost. Up to 12 slots (depth
+3), every result makes the ready suggestions stale, as it always did. The process draws no
 initial design (the driver's copy does), and exits when the driver's end closes.
 """
 
@@ -72,7 +79,8 @@ class _Service:
         self.conn = conn
         self.space, self.settings = space, settings
         self.depth = depth
-        self.generation = 0  # bumps with every tell; a suggestion from an older one is stale
+        self.generation = 0  # bumps with tells; a suggestion from an older one is stale
+        self.told_since = 0  # results told since the generation last moved
         self.fitting: Future | None = None  # a hyperparameter refit in the fit thread
         self.fit_started = 0.0
         # A trust region's or restart search's refit in the search thread, and its search.
@@ -92,9 +100,26 @@ class _Service:
         self.ready: list[tuple[int, Point]] = []
         self.dropped: list[Point] = []  # busy until the driver acknowledges the drop
         self.results: list[tuple[Point, float]] = []
-        self.generation += 1
+        self.next_generation()
         self.fitting = None  # a refit of the old model, if running, is not adopted
         self.search_fitting = None
+
+    def next_generation(self) -> None:
+        self.generation += 1
+        self.told_since = 0
+
+    @property
+    def step(self) -> int:
+        """Results that make ready suggestions stale, and how far their count falls
+        before a batch tops them up: 1 up to depth 3 (12 slots), depth // 2 past."""
+        return max(1, self.depth // 2)
+
+    def tell_results(self) -> None:
+        self.optimizer.tell([p for p, _ in self.results], [v for _, v in self.results])
+        self.told_since += len(self.results)
+        self.results.clear()
+        if self.told_since >= self.step:
+            self.next_generation()
 
     def fresh(self) -> int:
         return sum(1 for g, _ in self.ready if g >= self.generation)
@@ -103,7 +128,7 @@ class _Service:
         # A first fit already running is waited for rather than done twice.
         optimizer = self.optimizer
         model = not optimizer.in_initial_design and (self.fitting is None or optimizer.has_model)
-        return model and self.fresh() < self.depth
+        return model and self.fresh() <= self.depth - self.step
 
     def has_work(self) -> bool:
         idle_fit = self.fitting is None and self.optimizer.needs_fit
@@ -174,7 +199,7 @@ class _Service:
                     self.optimizer.adopt_fit(self.fitting.result())
                     self.conn.send(("fitted", time.perf_counter() - self.fit_started, "model"))
                     self.fitting = None
-                    self.generation += 1  # suggestions from the old kernel are stale
+                    self.next_generation()  # suggestions from the old kernel are stale
                 if self.search_fitting is not None and self.search_fitting[1].done():
                     search, done = self.search_fitting
                     search.adopt_fit(done.result())  # a search since replaced: harmless
@@ -188,9 +213,7 @@ class _Service:
                         return
                     continue  # take in every waiting message first
                 if self.results:
-                    self.optimizer.tell([p for p, _ in self.results], [v for _, v in self.results])
-                    self.results.clear()
-                    self.generation += 1
+                    self.tell_results()
                 elif self.fitting is None and self.optimizer.needs_fit:
                     self.fit_started = time.perf_counter()
                     self.fitting = fitter.submit(self.optimizer.prepare_fit())
