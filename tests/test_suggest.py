@@ -151,6 +151,7 @@ def test_a_killed_suggestion_process_is_replaced_and_the_search_goes_on(fork, ca
         second = suggester.pid
         assert second is not None
         assert second != first
+        assert not suggester.fork  # a replacement is started by path
         assert "killed by signal 9" in caplog.text
         assert "starting a new one (1 of at most 1)" in caplog.text
         # the second loss is the last one allowed: the driver carries on alone

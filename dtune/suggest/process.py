@@ -1,7 +1,7 @@
-"""Suggestions computed ahead in a process of its own, with the driver's own optimizer
-copy as the initial design, the source of model-free points while the process starts or
-is slow to answer (the driver never fits or searches on the refill path), and the
-fallback when the process is gone for good.
+"""Suggestions computed ahead in a process of its own, with the driver's own optimizer copy
+as the initial design, the source of model-free points while the process starts or is
+slow to answer (the driver never fits or searches on the refill path), and the fallback
+when the process is gone for good.
 
 The process talks to the driver over a socket pair (see :mod:`dtune.suggest.service` for
 the protocol). On Linux it is forked from the driver, which has scikit-optimize imported
@@ -15,11 +15,11 @@ standard streams write to the driver's file descriptors 1 and 2, it runs in its 
 session, and it leaves with ``os._exit`` (no ``atexit`` or finalizer of the driver's
 runs). The driver's objects are frozen out of the child's garbage collections, so the
 child does not copy the driver's memory by touching it. A forked child that does not
-answer within seconds (a lock another thread of the driver held at the fork) is
-replaced by one started by path, and elsewhere than on Linux every process is started by
-path. Either way the driver's ``__main__`` is never imported or run again, so a search
-runs the same from a script without a main guard, standard input, ``python -c`` or a
-notebook.
+answer within seconds (a lock another thread of the driver held at the fork) is replaced
+by one started by path, as is one lost for any other reason (only a suggester's first
+process is forked), and elsewhere than on Linux every process is started by path. Either
+way the driver's ``__main__`` is never imported or run again, so a search runs the same
+from a script without a main guard, standard input, ``python -c`` or a notebook.
 
 If the process exits, is killed (the OOM killer picks the driver's biggest process
 first) or stops answering, the search goes on with model-free points from the driver's
@@ -89,8 +89,9 @@ class ProcessSuggester(Suggester):
         A process started by path that is not up after this long is killed and replaced.
     fork
         Fork the process from the driver (up at once) rather than start it by path
-        (2-3 s of imports first). Default: on Linux. A forked process that is not up
-        within 15 s is replaced by one started by path, and so are the later ones.
+        (2-3 s of imports first). Default: on Linux. Only the first process is forked:
+        one that is not up within 15 s, or is lost for any reason, is replaced by one
+        started by path.
 
     Notes
     -----
@@ -234,6 +235,9 @@ class ProcessSuggester(Suggester):
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
         self._stop()
+        # Whatever took it (a lock held at the fork, the OOM killer), its replacements
+        # are started by path: a fork's risk is taken once per suggester.
+        self.fork = False
         if self.restarts < self.max_restarts:
             self.restarts += 1
             plan = f"starting a new one ({self.restarts} of at most {self.max_restarts})"
@@ -331,7 +335,6 @@ class ProcessSuggester(Suggester):
             return
         if not self._up:
             if self.fork and now - self._spawned > _FORK_START_S:
-                self.fork = False  # this one and the next ones by path
                 self._lost(f"forked from the driver did not start within {_FORK_START_S:g} s")
             elif now - self._spawned > self.start_timeout:
                 self._lost(f"did not start within {self.start_timeout:g} s")
