@@ -267,6 +267,7 @@ def run_dtune(job: Job, client: Any, n_workers: int, extra: dict, **options: Any
         objective = functools.partial(dtune_objective, job.problem, job.low, job.high)
         study.optimize(objective, job.n_trials, client=client, progress=False)
         trials = study.trials
+        extra["child_shared_mb"] = _shared_with_driver_mb(study)
     logger.removeHandler(handler)
     extra.update(handler.stats)
     return [
@@ -274,6 +275,21 @@ def run_dtune(job: Job, client: Any, n_workers: int, extra: dict, **options: Any
         for t in trials
         if t.value is not None
     ]
+
+
+def _shared_with_driver_mb(study: Any) -> float:
+    """The suggestion process's resident pages that are not its own: a forked process
+    shares the driver's until either writes them, and its peak RSS counts them again."""
+    import psutil
+
+    process = study._process
+    if process is None or process.pid is None:
+        return 0.0
+    try:
+        memory = psutil.Process(process.pid).memory_full_info()
+    except psutil.Error:
+        return 0.0
+    return (memory.rss - memory.uss) / 2**20
 
 
 def _skopt_space(problem: str) -> list[Any]:
@@ -552,7 +568,9 @@ def job_main(spec: str) -> None:
     me = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the suggestion process
     result["cpu_s"] = me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-    result["peak_mb"] = (me.ru_maxrss + children.ru_maxrss) / 1024
+    # Pages a forked suggestion process shares with the driver are counted once.
+    shared = result.pop("child_shared_mb", 0.0)
+    result["peak_mb"] = (me.ru_maxrss + children.ru_maxrss) / 1024 - shared
     print(json.dumps(result))
 
 
