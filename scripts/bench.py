@@ -470,6 +470,7 @@ def figures(job: Job, result: dict) -> dict[str, float]:
         "search_fit_max_s",
         "asks",
         "drawn_in_driver",
+        "drawn_while_starting",
     )
     for key in stats:
         if key in result:
