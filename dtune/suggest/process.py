@@ -111,7 +111,7 @@ class ProcessSuggester(Suggester):
         fork: bool | None = None,
     ) -> None:
         self.local = local
-        self.fork = _CAN_FORK if fork is None else fork
+        self.fork = _CAN_FORK if fork is None else fork  # how the next process starts
         self.depth = depth
         self.max_restarts = max_restarts
         self.answer_timeout = answer_timeout
@@ -198,7 +198,7 @@ class ProcessSuggester(Suggester):
             list(self.local.pending.items()),
             self.depth if self._model_wanted else 0,
         )
-        if not self.fork:
+        if not isinstance(self._process, _Forked):
             self._send(sys.path)  # before it unpickles what refers to modules
         self._send(state)
 
@@ -334,7 +334,7 @@ class ProcessSuggester(Suggester):
         if self._conn is None:
             return
         if not self._up:
-            if self.fork and now - self._spawned > _FORK_START_S:
+            if isinstance(self._process, _Forked) and now - self._spawned > _FORK_START_S:
                 self._lost(f"forked from the driver did not start within {_FORK_START_S:g} s")
             elif now - self._spawned > self.start_timeout:
                 self._lost(f"did not start within {self.start_timeout:g} s")

@@ -16,7 +16,7 @@ side) and talks over a socket::
     ("depth", n) ────────────────────────▶  keep n fresh suggestions ready
     ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
     ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1 (every
-                                            result; every depth // 2 from 16 slots)
+                                            result; every depth // 2 from 13 slots)
     take ◀── ("ready", gen, points, s) ───  ask_batch: a batch conditioned on told +
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
@@ -30,11 +30,11 @@ A suggestion computed before the latest result is *stale*: still handed out rath
 let a worker idle, but replaced as soon as fresh ones exist. With many slots, a batch
 costs a fixed ~0.15 s (the posterior over the candidates, conditioned on hundreds of
 running points) that would be paid again for every result (64 a second at 256 slots):
-there a suggestion goes stale only after ``depth // 2`` results (an eighth of the slots'
-results), and a new batch is computed once the fresh ones
-fall to half the depth, so each batch is worth its fixed cost. Up to 12 slots (depth
-3), every result makes the ready suggestions stale, as it always did. The process draws no
-initial design (the driver's copy does), and exits when the driver's end closes.
+from 13 slots (depth 4) a suggestion goes stale only after ``depth // 2`` results (an
+eighth of the slots), and a new batch is computed once the fresh ones fall to half the
+depth, so each batch is worth its fixed cost. Up to 12 slots (depth 2-3), every result
+makes the ready suggestions stale, as it always did. The process draws no initial design
+(the driver's copy does), and exits when the driver's end closes.
 """
 
 from __future__ import annotations
