@@ -51,6 +51,7 @@ from dtune import Study
 from dtune.sim import SimulatedCluster
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
+    "defaults": [{}],
     "liar": [
         {"liar": "believer", "acq_func": "EI"},
         {"liar": "believer", "acq_func": "gp_hedge"},

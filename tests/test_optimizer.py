@@ -422,6 +422,44 @@ def test_a_categoricals_one_hot_columns_share_one_length_scale():
         assert np.allclose(gradient[..., i], (plus(X) - minus(X)) / (2 * h), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "space",
+    [
+        SearchSpace({f"x{i}": Real(0.0, 1.0) for i in range(6)}),
+        MIXED,  # a CategoricalMatern
+        SearchSpace({"x": Real(-2.0, 2.0)}),
+        SearchSpace({"a": Categorical(["p", "q", "r"]), "b": Categorical(["u", "v"])}),
+    ],
+    ids=["six-reals", "mixed", "one-real", "all-categorical"],
+)
+def test_the_log_marginal_likelihood_and_its_gradient_are_scikit_learns(space):
+    """The fitted GP's objective, computed without scikit-learn's gradient tensors,
+    agrees with scikit-learn's own at hyperparameters away from the optimum."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    from dtune.optimizer.surrogate import _matern_parts
+
+    opt = PendingAwareOptimizer(space, OptimizerSettings(n_initial_points=5, random_state=0))
+    points = opt.ask_batch([], 60)
+    numbers_of = [[v if isinstance(v, numbers.Number) else len(v) for v in p] for p in points]
+    opt.tell(points, [float(np.sin(3 * sum(p)) + 0.1 * p[0]) for p in numbers_of])
+    opt.fit(force=True)
+    gp = opt.model
+    # skopt's all-categorical kernel (Hamming) is left to scikit-learn
+    assert (_matern_parts(gp.kernel_) is None) == (space.names == ("a", "b"))
+    rng = np.random.RandomState(1)
+    for _ in range(5):
+        theta = gp.kernel_.theta + rng.normal(0.0, 0.5, len(gp.kernel_.theta))
+        theta[-1] = np.log(rng.uniform(1e-4, 0.5))  # the fitted kernel's noise is zeroed
+        value, gradient = gp.log_marginal_likelihood(theta, eval_gradient=True)
+        sk_value, sk_gradient = GaussianProcessRegressor.log_marginal_likelihood(
+            gp, theta, eval_gradient=True
+        )
+        assert value == pytest.approx(sk_value, rel=1e-9)
+        np.testing.assert_allclose(gradient, sk_gradient, rtol=1e-7, atol=1e-9)
+        assert gp.log_marginal_likelihood(theta) == pytest.approx(sk_value, rel=1e-9)
+
+
 @pytest.mark.parametrize("func", ["EI", "PI", "LCB"])
 def test_the_acquisitions_gradient_matches_finite_differences(func):
     from dtune.optimizer.posterior import acquisition, acquisition_slopes

@@ -487,14 +487,16 @@ class PendingAwareOptimizer:
         return self._random_unseen(seen)
 
     def _random_unseen(self, seen: set[tuple[Any, ...]]) -> Point:
-        if self._restricted:
-            candidates = [self._to_point(x) for x in self._sampler.sample(100)]
+        if self._restricted:  # each transformed back as needed: the first is nearly always new
+            candidates = map(self._to_point, self._sampler.sample(100))
         else:
-            candidates = self._skspace.rvs(n_samples=100, random_state=self._rng)
+            candidates = iter(self._skspace.rvs(n_samples=100, random_state=self._rng))
+        first: Point = []
         for point in candidates:
+            first = first or list(point)
             if point_key(point) not in seen:
                 return list(point)
-        return list(candidates[0])  # a small discrete space, every point evaluated
+        return first  # a small discrete space, every point evaluated
 
     def _lie(self) -> float:
         """The constant liar's value (for "believer", the mean: RF and ET)."""

@@ -130,6 +130,8 @@ class ProcessSuggester(Suggester):
         # each refit of a trust region's or restart search's model, in the process
         self.search_fit_seconds: list[float] = []
         self.wait_seconds: list[float] = []  # each time the driver waited for a suggestion
+        # The process's CPU seconds: batches ("ask"), refits ("model"), "search" refits.
+        self.cpu_seconds = dict.fromkeys(("ask", "model", "search"), 0.0)
         self.drawn_here = 0  # points the driver drew itself (start-up, slow answers, fallback)
         self.drawn_starting = 0  # of those, while the process was starting
 
@@ -290,11 +292,13 @@ class ProcessSuggester(Suggester):
         elif kind == "ready":
             self._ready.extend((message[1], p) for p in message[2])
             self.ask_seconds.append(message[3])
+            self.cpu_seconds["ask"] += message[4]
             self._starved_since = None
         elif kind == "fitted":
             (self.fit_seconds if message[2] == "model" else self.search_fit_seconds).append(
                 message[1]
             )
+            self.cpu_seconds[message[2]] += message[3]
         elif kind == "drop":
             dropped = set(message[1])
             self._ready = [(g, p) for g, p in self._ready if point_key(p) not in dropped]
@@ -381,6 +385,9 @@ class ProcessSuggester(Suggester):
             "fit_total_s": sum(fits),
             "search_fits": len(self.search_fit_seconds),
             "search_fit_max_s": max(self.search_fit_seconds, default=0.0),
+            "ask_cpu_s": self.cpu_seconds["ask"],
+            "fit_cpu_s": self.cpu_seconds["model"],
+            "search_fit_cpu_s": self.cpu_seconds["search"],
             "waits": len(waits),
             "wait_max_ms": 1000 * max(waits, default=0.0),
             "wait_total_s": sum(waits),
@@ -392,6 +399,7 @@ class ProcessSuggester(Suggester):
         # The next summary covers what comes after this one (the next optimize call).
         self.ask_seconds, self.fit_seconds, self.wait_seconds = [], [], []
         self.search_fit_seconds = []
+        self.cpu_seconds = dict.fromkeys(self.cpu_seconds, 0.0)
         self.drawn_here = self.drawn_starting = 0
         return stats
 

@@ -17,11 +17,11 @@ side) and talks over a socket::
     ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
     ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1 (every
                                             result; every depth // 2 from 13 slots)
-    take ◀── ("ready", gen, points, s) ───  ask_batch: a batch conditioned on told +
+    take ◀ ("ready", gen, points, s, cpu)   ask_batch: a batch conditioned on told +
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
     ("dropped", keys) ───────────────────▶  the driver will not take those
-                ◀─ ("fitted", s, what) ────  fit thread: hyperparameter refits, adopted
+          ◀─ ("fitted", s, what, cpu) ────  fit thread: hyperparameter refits, adopted
                                             when done (suggestions never wait for one);
                                             search thread: the same for the trust
                                             region's and restart searches' models
@@ -42,14 +42,17 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
 
 from dtune.optimizer import OptimizerSettings, PendingAwareOptimizer, Point
 from dtune.space import SearchSpace, point_key
+
+T = TypeVar("T")
 
 __all__ = ["serve"]
 
@@ -64,6 +67,12 @@ def serve(conn: Connection) -> None:
     except BaseException:
         with contextlib.suppress(OSError):
             conn.send(("error", traceback.format_exc()))
+
+
+def _timed(fit: Callable[[], T]) -> tuple[T, float]:
+    """``fit()`` and the CPU seconds its thread spent on it."""
+    cpu = time.thread_time()
+    return fit(), time.thread_time() - cpu
 
 
 class _Service:
@@ -144,10 +153,11 @@ class _Service:
             *self.dropped,
             *(p for p, _ in self.results),
         ]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         points = self.optimizer.ask_batch(busy, max(1, self.depth - self.fresh()))
         self.ready.extend((self.generation, p) for p in points)
-        self.conn.send(("ready", self.generation, points, time.perf_counter() - started))
+        took = time.perf_counter() - started, time.thread_time() - cpu
+        self.conn.send(("ready", self.generation, points, *took))
         stale = [p for g, p in self.ready if g < self.generation]
         if stale and self.fresh() >= self.depth:  # stale spares are no longer needed
             self.ready = [(g, p) for g, p in self.ready if g >= self.generation]
@@ -196,15 +206,18 @@ class _Service:
         ):
             while True:
                 if self.fitting is not None and self.fitting.done():
-                    self.optimizer.adopt_fit(self.fitting.result())
-                    self.conn.send(("fitted", time.perf_counter() - self.fit_started, "model"))
+                    fitted, cpu = self.fitting.result()
+                    self.optimizer.adopt_fit(fitted)
+                    seconds = time.perf_counter() - self.fit_started
+                    self.conn.send(("fitted", seconds, "model", cpu))
                     self.fitting = None
                     self.next_generation()  # suggestions from the old kernel are stale
                 if self.search_fitting is not None and self.search_fitting[1].done():
                     search, done = self.search_fitting
-                    search.adopt_fit(done.result())  # a search since replaced: harmless
+                    fitted, cpu = done.result()
+                    search.adopt_fit(fitted)  # a search since replaced: harmless
                     seconds = time.perf_counter() - self.search_fit_started
-                    self.conn.send(("fitted", seconds, "search"))
+                    self.conn.send(("fitted", seconds, "search", cpu))
                     self.search_fitting = None
                 busy = self.fitting is not None or self.search_fitting is not None
                 timeout = 0.0 if self.has_work() else 0.05 if busy else None
@@ -216,9 +229,9 @@ class _Service:
                     self.tell_results()
                 elif self.fitting is None and self.optimizer.needs_fit:
                     self.fit_started = time.perf_counter()
-                    self.fitting = fitter.submit(self.optimizer.prepare_fit())
+                    self.fitting = fitter.submit(_timed, self.optimizer.prepare_fit())
                 elif self.search_fitting is None and (job := self.optimizer.search_fit()):
                     self.search_fit_started = time.perf_counter()
-                    self.search_fitting = (job[0], search_fitter.submit(job[1]))
+                    self.search_fitting = (job[0], search_fitter.submit(_timed, job[1]))
                 elif self.can_suggest():
                     self.suggest()
