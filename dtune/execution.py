@@ -23,6 +23,8 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import math
 import numbers
@@ -33,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ __all__ = [
     "DaskBackend",
     "IncomingReport",
     "Outcome",
+    "PackedObjective",
     "TrialRun",
     "parse_result",
     "run_trial",
@@ -257,8 +261,56 @@ def _call_in_child(
         return result
 
 
+@dataclass(frozen=True)
+class PackedObjective:
+    """An objective pickled once, on the driver, for every trial of a search.
+
+    Dask pickles what it submits with each task. An objective defined in a notebook or a
+    script is pickled by value (its code and what it refers to), which cost about a third
+    of the driver's time at 256 workers (docs/PERFORMANCE.md, "The objective pickled
+    once"). Packed, a submission copies these bytes, and a worker unpickles them once per
+    search and keeps the function (:meth:`unpack`).
+
+    >>> packed = PackedObjective.of(lambda x: x + 1)
+    >>> packed.unpack()(1), packed.unpack() is packed.unpack()
+    (2, True)
+    """
+
+    payload: bytes
+    digest: str
+
+    @classmethod
+    def of(cls, objective: Callable[..., Any]) -> PackedObjective:
+        import cloudpickle
+
+        payload = cloudpickle.dumps(objective)
+        return cls(payload, hashlib.blake2b(payload, digest_size=16).hexdigest())
+
+    def unpack(self) -> Callable[..., Any]:
+        """The objective: unpickled on first use in this process, then kept (the last
+        few searches' objectives)."""
+        with _UNPACKED_LOCK:
+            objective = _UNPACKED.get(self.digest)
+        if objective is None:
+            objective = pickle.loads(self.payload)
+            with _UNPACKED_LOCK:
+                _UNPACKED[self.digest] = objective
+                while len(_UNPACKED) > _UNPACKED_KEPT:
+                    _UNPACKED.popitem(last=False)
+        return objective
+
+    def __repr__(self) -> str:
+        return f"PackedObjective({len(self.payload)} bytes, {self.digest[:8]})"
+
+
+# A worker's unpacked objectives, by digest: the latest few searches'.
+_UNPACKED: collections.OrderedDict[str, Callable[..., Any]] = collections.OrderedDict()
+_UNPACKED_LOCK = threading.Lock()
+_UNPACKED_KEPT = 4
+
+
 def run_trial(
-    objective: Callable[..., Any],
+    objective: Callable[..., Any] | PackedObjective,
     params: Mapping[str, Any],
     objective_key: str | None,
     *,
@@ -289,6 +341,8 @@ def run_trial(
     "TypeError: the objective's return value is None (NoneType); expected a finite float"
     """
     started = time.time()
+    if isinstance(objective, PackedObjective):
+        objective = objective.unpack()
     value: float | None = None
     metrics: dict[str, Any] = {}
     channel = DaskChannel(report_to) if report_to is not None else None
@@ -329,7 +383,7 @@ def run_trial(
 class TrialRun:
     """What every trial of one search runs, and how."""
 
-    objective: Callable[..., Any]
+    objective: Callable[..., Any] | PackedObjective
     objective_key: str | None = None
     gpus_per_trial: int = 1
     isolate: bool = False
@@ -412,13 +466,17 @@ class DaskBackend:
     client
         The Dask client.
     run
-        What each trial runs.
+        What each trial runs; its objective is pickled once, here
+        (:class:`PackedObjective`).
     key_prefix
         Task keys are ``<key_prefix>-<trial number>``.
     """
 
     def __init__(self, client: Client, run: TrialRun, key_prefix: str) -> None:
         from distributed import as_completed
+
+        if not isinstance(run.objective, PackedObjective):
+            run = dataclasses.replace(run, objective=PackedObjective.of(run.objective))
 
         self.client = client
         self.run = run

@@ -18,6 +18,11 @@ transformed space) beside other dimensions, the kernel is a :class:`CategoricalM
 one length scale per categorical, not per category, over a distance of 1 between two
 categories (a Hamming distance, as GPSampler's kernel). Measured in
 docs/PERFORMANCE.md ("One length scale per categorical").
+
+The fit maximizes scikit-learn's log marginal likelihood, computed here for skopt's
+kernel without scikit-learn's per-hyperparameter (n, n) gradient arrays: the same
+values and gradients, fits 3-6x faster on 200-400 results (docs/PERFORMANCE.md,
+"Faster hyperparameter fits").
 """
 
 from __future__ import annotations
