@@ -136,3 +136,17 @@ def reports_badly(x: float) -> float:
         dtune.report(0.5, 5)
         dtune.report(0.4, 3)
     return x
+
+
+class CountsItsPickling:
+    """A quadratic in ``x`` that counts, in the process that pickles it, how often it
+    was pickled."""
+
+    pickled = 0
+
+    def __call__(self, x: float) -> float:
+        return (x - 0.3) ** 2
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        type(self).pickled += 1
+        return (CountsItsPickling, ())

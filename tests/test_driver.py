@@ -14,6 +14,17 @@ from tests.conftest import n_told
 BRANIN = {"x1": Real(-5.0, 10.0), "x2": Real(0.0, 15.0)}
 
 
+def test_the_objective_is_pickled_once_per_search_not_with_every_trial(client):
+    objective = objectives.CountsItsPickling()
+    before = objectives.CountsItsPickling.pickled
+    study = Study({"x": Real(0.0, 1.0)}, random_state=0)
+    study.optimize(objective, 16, client=client, progress=False)
+    assert n_told(study) == 16
+    assert min(t.value for t in study.trials) < 0.05  # the workers ran the real thing
+    # once to check that it pickles, once packed for the workers: not once per trial
+    assert objectives.CountsItsPickling.pickled - before <= 2
+
+
 def test_a_slow_trial_does_not_hold_back_the_others(client, tmp_path):
     told = []  # (when, trial, results told so far), as each trial is recorded
 
