@@ -92,17 +92,17 @@ class PriorGaussianProcess(GaussianProcessRegressor):
     def log_marginal_likelihood(
         self, theta: Any = None, eval_gradient: bool = False, clone_kernel: bool = True
     ) -> Any:
-        parts = _matern_parts(self.kernel_) if theta is not None else None
-        if parts is not None and len(parts) == self.X_train_.shape[1]:
-            y = np.asarray(self.y_train_)
-            if y.ndim == 1 or y.shape[1] == 1:
-                if clone_kernel:
-                    kernel = self.kernel_.clone_with_theta(theta)
-                else:
-                    kernel = self.kernel_
-                    kernel.theta = theta
+        # Read from theta itself; the fit sets kernel_'s hyperparameters to the best
+        # theta when it is done, so kernel_ is not updated at every evaluation.
+        y = np.asarray(self.y_train_)
+        if theta is not None and (y.ndim == 1 or y.shape[1] == 1):
+            if getattr(self, "_parts_of", None) is not self.kernel_:  # once per fit
+                self._parts_of, self._parts = self.kernel_, _matern_parts(self.kernel_)
+            parts = self._parts
+            if parts is not None and len(parts) == self.X_train_.shape[1]:
+                theta = np.asarray(theta, dtype=float)
                 return _matern_lml(
-                    kernel, parts, self.X_train_, y.ravel(), self.alpha, eval_gradient
+                    theta, parts, self.X_train_, y.ravel(), self.alpha, eval_gradient
                 )
         return super().log_marginal_likelihood(theta, eval_gradient, clone_kernel)
 
@@ -193,9 +193,10 @@ class CategoricalMatern(Matern):
 
 def _matern_parts(kernel: Kernel) -> np.ndarray | None:
     """For ``ConstantKernel * Matern(nu=2.5) + WhiteKernel`` (a
-    :class:`CategoricalMatern` or a plain Matern, every hyperparameter free): per
-    transformed column, the index of its length scale among the kernel's; None for any
-    other kernel."""
+    :class:`CategoricalMatern` or a plain Matern, every hyperparameter free): the factor
+    of each transformed column's length scale on its log length scale in ``theta``
+    (``log l_column = theta[1 + index] + log factor``), as an array ``(index, factor)``
+    per column; None for any other kernel."""
     if not (isinstance(kernel, Sum) and isinstance(kernel.k2, WhiteKernel)):
         return None
     product = kernel.k1
@@ -207,25 +208,31 @@ def _matern_parts(kernel: Kernel) -> np.ndarray | None:
     if any(hp.fixed for hp in kernel.hyperparameters):
         return None
     if isinstance(matern, CategoricalMatern):
-        parts = np.repeat(np.arange(len(matern.columns)), matern.columns)
+        widths = np.asarray(matern.columns)
+        index = np.repeat(np.arange(len(widths)), widths)
+        # two categories are sqrt(2) apart in one-hot columns: scaled to 1
+        factor = np.repeat(np.where(widths > 1, math.sqrt(2), 1.0), widths)
     elif type(matern).__call__ is SkMatern.__call__:
-        parts = np.arange(np.size(matern.length_scale))
+        index = np.arange(np.size(matern.length_scale))
+        factor = np.ones(len(index))
     else:
         return None  # a Matern whose covariance is its own
-    return parts if len(kernel.theta) == parts.max(initial=-1) + 3 else None
+    if len(kernel.theta) != index.max(initial=-1) + 3:
+        return None
+    return np.column_stack([index, factor])
 
 
 def _matern_lml(
-    kernel: Sum,
-    scale_of_column: np.ndarray,
+    theta: np.ndarray,
+    parts: np.ndarray,
     X: np.ndarray,
     y: np.ndarray,
     jitter: Any,
     eval_gradient: bool,
 ) -> Any:
-    """scikit-learn's ``log_marginal_likelihood`` (and its gradient over the log
-    hyperparameters: amplitude, length scales, noise) for the kernels
-    :func:`_matern_parts` accepts.
+    """scikit-learn's ``log_marginal_likelihood`` at the log hyperparameters ``theta``
+    (amplitude, length scales, noise), and its gradient, for the kernels
+    :func:`_matern_parts` accepts (``parts``: what it returned).
 
     scikit-learn builds d K / d log l as an (n, n, d) array per kernel term, stacks
     them, and contracts them with ``alpha alpha^T - K^-1`` in an einsum; on 400 results
@@ -234,37 +241,31 @@ def _matern_lml(
     derivative, so they reduce to ``2 (x_c^2 . M 1 - x_c . M x_c) / l_c^2``: two
     matrix products, no third axis.
     """
-    product, white = kernel.k1, kernel.k2
-    amplitude, matern = product.k1.constant_value, product.k2
-    n_scales = int(scale_of_column.max()) + 1 if len(scale_of_column) else 0
-    scales = np.broadcast_to(np.asarray(matern.length_scale, dtype=float), (n_scales,))
-    if isinstance(matern, CategoricalMatern):
-        widths = np.asarray(matern.columns)
-        column_scale = np.repeat(scales * np.where(widths > 1, math.sqrt(2), 1.0), widths)
-    else:
-        column_scale = scales[scale_of_column]
-    Xs = X / column_scale
+    index, factor = parts[:, 0].astype(int), parts[:, 1]
+    p = np.exp(theta)
+    amplitude, noise = p[0], p[-1]
+    Xs = X / (p[1:-1][index] * factor)
     r5 = math.sqrt(5) * squareform(pdist(Xs))
     decay = np.exp(-r5)
     K_signal = amplitude * (1.0 + r5 + r5**2 / 3.0) * decay
     K = K_signal.copy()
-    K[np.diag_indices_from(K)] += white.noise_level + jitter
+    K[np.diag_indices_from(K)] += noise + jitter
     try:
         L = cholesky(K, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
-        return (-np.inf, np.zeros_like(kernel.theta)) if eval_gradient else -np.inf
+        return (-np.inf, np.zeros_like(theta)) if eval_gradient else -np.inf
     alpha = cho_solve((L, True), y, check_finite=False)
     lml = -0.5 * y @ alpha - np.log(np.diag(L)).sum() - len(y) / 2 * np.log(2 * np.pi)
     if not eval_gradient:
         return lml
     inverse, info = dpotri(L, lower=1)  # K^-1 from L, a third cheaper than solving for I
     if info != 0:
-        return -np.inf, np.zeros_like(kernel.theta)
+        return -np.inf, np.zeros_like(theta)
     W = np.outer(alpha, alpha) - (np.tril(inverse) + np.tril(inverse, -1).T)
     M = W * (amplitude * 5.0 / 3.0 * (1.0 + r5) * decay)
     per_column = 2.0 * ((Xs**2).T @ M.sum(axis=1) - np.einsum("ic,ic->c", Xs, M @ Xs))
-    grad = np.empty(len(kernel.theta))
+    grad = np.empty(len(theta))
     grad[0] = 0.5 * np.einsum("ij,ij->", W, K_signal)
-    grad[1:-1] = 0.5 * np.bincount(scale_of_column, per_column, minlength=n_scales)
-    grad[-1] = 0.5 * white.noise_level * np.trace(W)
+    grad[1:-1] = 0.5 * np.bincount(index, per_column, minlength=len(theta) - 2)
+    grad[-1] = 0.5 * noise * np.trace(W)
     return lml, grad
