@@ -21,8 +21,8 @@ docs/PERFORMANCE.md ("One length scale per categorical").
 
 The fit maximizes scikit-learn's log marginal likelihood, computed here for skopt's
 kernel without scikit-learn's per-hyperparameter (n, n) gradient arrays: the same
-values and gradients, fits 3-6x faster on 200-400 results (docs/PERFORMANCE.md,
-"Faster hyperparameter fits").
+values and gradients, fits 2-3x faster on 50 results and 3.5-7x on 200-400
+(docs/PERFORMANCE.md, "Faster fits, and the objective pickled once").
 """
 
 from __future__ import annotations
