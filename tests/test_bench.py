@@ -49,6 +49,14 @@ def test_bench_optimizer_runs_a_small_grid():
     assert out.stdout.count("| branin |") == 4  # three schedules and skopt's reference
 
 
+def test_bench_fit_finds_the_same_optimum_with_both_likelihoods():
+    out = _run_script("bench_fit.py", "--problems", "branin,mixed", "--sizes", "30",
+                      "--evaluations", "16", "--repeats", "2")  # fmt: skip
+    fits = [line for line in out.stdout.splitlines() if line.startswith("| ") and " s |" in line]
+    assert len(fits) == 2
+    assert all(line.rstrip(" |").endswith(("yes", "same likelihood")) for line in fits)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["warm", "fresh"])
 def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
