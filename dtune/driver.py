@@ -24,11 +24,11 @@ import logging
 import pickle
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dtune.exceptions import SchedulerLostError, TooManyFailuresError
-from dtune.execution import Backend, DaskBackend, IncomingReport, TrialRun
+from dtune.execution import Backend, DaskBackend, IncomingReport, PackedObjective, TrialRun
 from dtune.ledger import Ledger
 from dtune.pruners import Pruner
 from dtune.storage import driver_owner
@@ -75,11 +75,11 @@ class SearchSettings:
     pruner: Pruner | None = None
 
 
-def _check_picklable(objective: Callable[..., Any]) -> None:
-    import cloudpickle
-
+def _packed(objective: Callable[..., Any]) -> PackedObjective:
+    """The objective pickled for Dask workers, once per search; a clear error if it
+    cannot be (checked before anything starts, whatever the backend)."""
     try:
-        cloudpickle.dumps(objective)
+        return PackedObjective.of(objective)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise TypeError(
             f"the objective {objective!r} cannot be pickled to send it to Dask workers "
@@ -93,10 +93,13 @@ def _check_picklable(objective: Callable[..., Any]) -> None:
 def _open_backend(
     client: Client | str | BackendFactory | None,
     run: TrialRun,
+    packed: PackedObjective,
     key_prefix: str,
     n_workers: int | None,
     announce: bool,
 ) -> Iterator[Backend]:
+    """A backend factory's (given the objective itself), or a Dask cluster's (given the
+    packed objective: each task carries its bytes, not a fresh pickle of the function)."""
     if client is not None and callable(getattr(client, "open", None)):
         with client.open(run) as backend:  # type: ignore[union-attr]
             yield backend
@@ -104,7 +107,7 @@ def _open_backend(
     from dtune.cluster import connect
 
     with connect(client, n_workers=n_workers, announce=announce) as dask_client:  # type: ignore[arg-type]
-        backend = DaskBackend(dask_client, run, key_prefix)
+        backend = DaskBackend(dask_client, replace(run, objective=packed), key_prefix)
         try:
             yield backend
         finally:
@@ -129,7 +132,7 @@ def run_search(
     closed afterwards (its owner, the study, keeps it for the next call).
     ``services(dashboard_link)`` is held open while the backend is up (the dashboard).
     """
-    _check_picklable(objective)
+    packed = _packed(objective)
     owner = driver_owner()
     ledger.claim(owner)
     try:
@@ -148,7 +151,7 @@ def run_search(
         suggester.start()
         with (
             ledger.listening(suggester),
-            _open_backend(client, run, key_prefix, n_workers, settings.progress) as backend,
+            _open_backend(client, run, packed, key_prefix, n_workers, settings.progress) as backend,
             services(backend.dashboard_link) if services else contextlib.nullcontext(),
         ):
             _Search(ledger, suggester, backend, settings, owner).run()

@@ -23,7 +23,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import math
@@ -466,17 +465,14 @@ class DaskBackend:
     client
         The Dask client.
     run
-        What each trial runs; its objective is pickled once, here
-        (:class:`PackedObjective`).
+        What each trial runs (the search's objective arrives packed:
+        :class:`PackedObjective`).
     key_prefix
         Task keys are ``<key_prefix>-<trial number>``.
     """
 
     def __init__(self, client: Client, run: TrialRun, key_prefix: str) -> None:
         from distributed import as_completed
-
-        if not isinstance(run.objective, PackedObjective):
-            run = dataclasses.replace(run, objective=PackedObjective.of(run.objective))
 
         self.client = client
         self.run = run

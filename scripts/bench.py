@@ -457,7 +457,7 @@ def figures(job: Job, result: dict) -> dict[str, float]:
     out["gap_p99_ms"] = 1000 * percentile(gaps, 0.99) if gaps else math.nan
     out["cpu_ms_per_trial"] = 1000 * result["cpu_s"] / len(rows)
     # of which the suggestion process's (the rest is the driver's)
-    out["process_cpu_ms_per_trial"] = 1000 * result.get("process_cpu_s", 0.0) / len(rows)
+    out["process_cpu_ms_per_trial"] = 1000 * result["process_cpu_s"] / len(rows)
     out["peak_mb"] = result["peak_mb"]
     for t in (5, 10, 20):
         seconds = t * job.high / 1.5

@@ -99,7 +99,7 @@ class PriorGaussianProcess(GaussianProcessRegressor):
             if getattr(self, "_parts_of", None) is not self.kernel_:  # once per fit
                 self._parts_of, self._parts = self.kernel_, _matern_parts(self.kernel_)
             parts = self._parts
-            if parts is not None and len(parts) == self.X_train_.shape[1]:
+            if parts is not None and len(parts[0]) == self.X_train_.shape[1]:
                 theta = np.asarray(theta, dtype=float)
                 return _matern_lml(
                     theta, parts, self.X_train_, y.ravel(), self.alpha, eval_gradient
@@ -191,12 +191,11 @@ class CategoricalMatern(Matern):
         return self._per_column().gradient_x(x, X_train)
 
 
-def _matern_parts(kernel: Kernel) -> np.ndarray | None:
+def _matern_parts(kernel: Kernel) -> tuple[np.ndarray, np.ndarray] | None:
     """For ``ConstantKernel * Matern(nu=2.5) + WhiteKernel`` (a
-    :class:`CategoricalMatern` or a plain Matern, every hyperparameter free): the factor
-    of each transformed column's length scale on its log length scale in ``theta``
-    (``log l_column = theta[1 + index] + log factor``), as an array ``(index, factor)``
-    per column; None for any other kernel."""
+    :class:`CategoricalMatern` or a plain Matern, every hyperparameter free): per
+    transformed column, which length scale in ``theta`` it uses and by what factor
+    (``l_column = exp(theta[1 + index]) * factor``); None for any other kernel."""
     if not (isinstance(kernel, Sum) and isinstance(kernel.k2, WhiteKernel)):
         return None
     product = kernel.k1
@@ -219,12 +218,12 @@ def _matern_parts(kernel: Kernel) -> np.ndarray | None:
         return None  # a Matern whose covariance is its own
     if len(kernel.theta) != index.max(initial=-1) + 3:
         return None
-    return np.column_stack([index, factor])
+    return index, factor
 
 
 def _matern_lml(
     theta: np.ndarray,
-    parts: np.ndarray,
+    parts: tuple[np.ndarray, np.ndarray],
     X: np.ndarray,
     y: np.ndarray,
     jitter: Any,
@@ -241,7 +240,7 @@ def _matern_lml(
     derivative, so they reduce to ``2 (x_c^2 . M 1 - x_c . M x_c) / l_c^2``: two
     matrix products, no third axis.
     """
-    index, factor = parts[:, 0].astype(int), parts[:, 1]
+    index, factor = parts
     p = np.exp(theta)
     amplitude, noise = p[0], p[-1]
     Xs = X / (p[1:-1][index] * factor)
