@@ -143,7 +143,7 @@ def run_search(
             gpus_per_trial=settings.gpus_per_trial,
             isolate=settings.isolate,
             timeout=settings.trial_timeout,
-            pruning=settings.pruner is not None,
+            pruner=settings.pruner,
         )
         # Dask treats equal keys as one task: two drivers using the same study name on
         # one cluster, or a retried trial, must not share keys.

@@ -50,6 +50,7 @@ logger = logging.getLogger("dtune")
 if TYPE_CHECKING:
     from distributed import Client, Future
 
+    from dtune.pruners import Pruner
     from dtune.trial import Trial
 
 __all__ = [
@@ -387,7 +388,7 @@ class TrialRun:
     gpus_per_trial: int = 1
     isolate: bool = False
     timeout: float | None = None
-    pruning: bool = False  # a reporting trial waits for the pruner's verdict
+    pruner: Pruner | None = None  # a reporting trial waits for its verdicts
 
 
 def submit_trial(
@@ -557,7 +558,14 @@ class DaskBackend:
 
     def submit(self, trial: Trial) -> None:
         key = f"{self.key_prefix}-{trial.number}"
-        report_to = ReportTo(self.topic, trial.number, wait=self.run.pruning)
+        pruner = self.run.pruner
+        stops_at = pruner.stops_at(trial.number) if pruner is not None else None
+        report_to = ReportTo(
+            self.topic,
+            trial.number,
+            wait=pruner is not None,
+            wait_at=None if stops_at is None else tuple(stops_at),
+        )
         future = submit_trial(
             self.client,
             self.run,

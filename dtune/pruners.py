@@ -14,7 +14,9 @@ its slot (its GPU) takes the next trial at once.
 
 ASHA and Hyperband also name their rungs: the study's model is fitted on the values at
 the highest rung that has enough of them (as BOHB does), so that a pruned trial's early
-results still guide the search (:meth:`Pruner.rungs`).
+results still guide the search (:meth:`Pruner.rungs`). A trial waits for the driver's
+verdict only at the reports that reach one of its rungs (:meth:`Pruner.stops_at`); its
+other reports are recorded without holding it up.
 """
 
 from __future__ import annotations
@@ -82,6 +84,12 @@ class Pruner(abc.ABC):
         resource); None if the rule has no rungs."""
         return None
 
+    def stops_at(self, number: int) -> list[float] | None:
+        """The resources at which this rule may stop trial ``number``: its report that
+        first reaches one of them waits for the verdict, and any other goes on at once
+        (:meth:`should_stop` must say False there). None: any report may stop it."""
+        return None
+
     @abc.abstractmethod
     def to_json(self) -> dict[str, Any]:
         """The rule as JSON (kept with the study, so ``load_study`` restores it)."""
@@ -132,6 +140,9 @@ class _Rungs(Pruner):
     def rungs(self) -> list[float]:
         return list(self._ladder)
 
+    def stops_at(self, number: int) -> list[float] | None:
+        return self._ladder[:-1]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "type": type(self).__name__,
@@ -159,6 +170,8 @@ class ASHA(_Rungs):
     --------
     >>> ASHA(1, 27, 3).rungs()
     [1.0, 3.0, 9.0, 27.0]
+    >>> ASHA(1, 27, 3).stops_at(0)  # the reports that wait for a verdict
+    [1.0, 3.0, 9.0]
     >>> ASHA(5, 2)
     Traceback (most recent call last):
     ...
@@ -205,6 +218,9 @@ class Hyperband(_Rungs):
     [[1.0, 3.0, 9.0], [3.0, 9.0], [9.0]]
     >>> hb.rungs()
     [1.0, 3.0, 9.0]
+    >>> one_per_bracket = [next(n for n in range(99) if hb.bracket_of(n) == b) for b in range(3)]
+    >>> [hb.stops_at(n) for n in one_per_bracket]  # the reports that wait for a verdict
+    [[1.0, 3.0], [3.0], []]
     """
 
     def __init__(
@@ -231,6 +247,9 @@ class Hyperband(_Rungs):
         u = ((number * 2654435761 + 97) % 2**32) / 2**32  # a fixed scramble of the number
         last = len(self._cumulative) - 1
         return next(b for b, c in enumerate(self._cumulative) if u < c or b == last)
+
+    def stops_at(self, number: int) -> list[float] | None:
+        return self._brackets[self.bracket_of(number)][:-1]
 
     def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
         bracket = self.bracket_of(trial.number)

@@ -15,7 +15,10 @@ reports go over a socket to the worker thread that started the child, which forw
 them the same way and passes the verdict back.
 
 Without a pruner nothing waits for a verdict: a report is sent and the objective goes
-on at once. Like :mod:`dtune.execution`, this module imports nothing heavy.
+on at once. With ASHA or Hyperband, only a report that reaches one of the trial's rungs
+waits (:meth:`dtune.pruners.Pruner.stops_at`); the others are sent the same way and
+recorded, without holding the trial up. Like :mod:`dtune.execution`, this module
+imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -167,11 +170,26 @@ class Channel:
 @dataclass(frozen=True)
 class ReportTo:
     """Where a trial's reports go: the search's Dask event topic, the trial's number,
-    and whether to wait for a verdict (there is a pruner)."""
+    whether to wait for a verdict (there is a pruner), and at which resources
+    (``wait_at``: a report waits if it is the first to reach one; None: every report)."""
 
     topic: str
     number: int
     wait: bool
+    wait_at: tuple[float, ...] | None = None
+
+    def waits(self, before: float, step: float) -> bool:
+        """Whether a report at ``step``, after one at ``before``, waits for a verdict.
+
+        >>> to = ReportTo("t", 0, wait=True, wait_at=(1.0, 3.0))
+        >>> [to.waits(before, step) for before, step in ((0, 1), (1, 2), (2, 3), (2, 5), (3, 4))]
+        [True, False, True, True, False]
+        """
+        if not self.wait:
+            return False
+        if self.wait_at is None:
+            return True
+        return any(before < r <= step for r in self.wait_at)
 
 
 class DaskChannel(Channel):
@@ -184,6 +202,7 @@ class DaskChannel(Channel):
         self._wait = to.wait
         self._key: Any = None  # the Dask task running the trial
         self._seq = 0
+        self._sent_step = -math.inf  # the step of the last report sent
         self._answered = threading.Event()
         self._verdict = False
 
@@ -199,6 +218,8 @@ class DaskChannel(Channel):
         if self._key is None:
             self._key = worker.get_current_task()
         self._seq += 1
+        wait = self._wait and self.to.waits(self._sent_step, step)
+        self._sent_step = step
         message = {
             "number": self.number,
             "seq": self._seq,
@@ -206,9 +227,9 @@ class DaskChannel(Channel):
             "value": value,
             "metrics": metrics,
             "worker": worker.address,
-            "wait": self._wait,
+            "wait": wait,
         }
-        if not self._wait:
+        if not wait:
             worker.log_event(self.to.topic, message)
             return False
         key = (self.to.topic, self.number)

@@ -33,7 +33,9 @@ Reported, as medians over seeds:
 - trials started and pruned, utilization (busy worker-seconds over 8 × the wall time
   from the ``optimize`` call to the last result);
 - report-to-decision latency: from ``dtune.report`` being called to the trial knowing
-  whether to go on (measured inside the objective), median, mean and p99 over all reports.
+  whether to go on (measured inside the objective), median, mean and p99 over the reports
+  that wait for a verdict (dtune: those reaching one of the trial's rungs; Optuna: every
+  ``should_prune``), and the mean time spent in a report over all reports.
 
 ``--fresh`` starts a new cluster for each search and counts its utilization from the
 cluster's start, as a user's first search meets it (workers start, import, load data).
@@ -199,6 +201,7 @@ def run_optuna(
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in done),
         "utilization": spent / (len(workers) * (end - called)),
         "waits": waits,
+        "in_report": waits,  # every should_prune decides
     }
 
 
@@ -293,6 +296,7 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         "pruned": sum(r[2] < args.epochs for r in rows),
         "utilization": spent / (args.workers * (end - called)),
         "waits": [],
+        "in_report": [],
     }
 
 
@@ -332,7 +336,15 @@ def run(
         if t.state is dtune.TrialState.COMPLETE and t.value is not None:
             best = min(best, t.value)
         curve.append((spent, best - minimum(problem)))
-    waits = [w for t in trials for w in t.metrics.get("wait_ms", [])]
+    # Decisions: the reports that wait for a verdict (those reaching one of the trial's
+    # rungs); every report's time in dtune.report is counted apart.
+    waits, in_report = [], []
+    for t in trials:
+        stops = pruner.stops_at(t.number) if pruner is not None else []
+        for step, wait in enumerate(t.metrics.get("wait_ms", []), 1):
+            in_report.append(wait)
+            if stops is None or step in stops:
+                waits.append(wait)
     return {
         "curve": curve,
         "worker_s": busy,
@@ -340,6 +352,7 @@ def run(
         "pruned": sum(t.state is dtune.TrialState.PRUNED for t in trials),
         "utilization": busy / (len(client.scheduler_info()["workers"]) * (end - called)),
         "waits": waits,
+        "in_report": in_report,
     }
 
 
@@ -425,9 +438,9 @@ def main() -> None:
     print()
     print(
         "| problem | method | regret@W | regret at end | W to match | ÷ none's W | trials "
-        "| pruned | utilization | decision ms median / mean / p99 |"
+        "| pruned | utilization | decision ms median / mean / p99 | ms in a report, mean |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for problem in problems:
         for method in methods:
             rows = [results[problem, method, s] for s in range(args.seeds)]
@@ -448,6 +461,8 @@ def main() -> None:
                 if waits and method != "none"
                 else "–"
             )
+            in_report = [w for r in rows for w in r["in_report"]]
+            decision += f" | {statistics.fmean(in_report):.1f}" if in_report else " | –"
             print(
                 f"| {problem} | {method} | {statistics.median(at_w):.4g} "
                 f"| {statistics.median(at_end):.4g} "

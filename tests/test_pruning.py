@@ -4,16 +4,19 @@ fitted on the rung with enough values."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
+import time
 
 import pytest
 
 import dtune
 from dtune import ASHA, Hyperband, MedianStop, Real, Report, Study, Trial, TrialState
-from dtune.execution import Outcome
+from dtune.execution import Outcome, run_trial
 from dtune.ledger import Ledger
 from dtune.pruners import pruner_from_json
+from dtune.reporting import ReportTo, deliver
 from dtune.space import SearchSpace
 from dtune.storage import InMemoryStorage, StudyRecord
 from tests import objectives
@@ -220,6 +223,39 @@ def test_asha_prunes_hopeless_trials_on_real_workers_and_keeps_every_report(
     frame = again.trials_dataframe()
     assert set(frame["state"]) == {"COMPLETE", "PRUNED"}
     assert (frame["last_step"] == [t.last_step for t in study.trials]).all()
+
+
+def test_a_trial_waits_for_verdicts_only_at_the_reports_that_reach_its_rungs(client):
+    """run_trial on a real worker, with this test standing in for the driver: it hears
+    every report on the topic and answers "go on" to those that wait."""
+    topic, heard, answers = "test-waits", [], []
+
+    def on_report(event: tuple[float, dict]) -> None:  # in the client's event loop
+        message = event[1]
+        heard.append((message["step"], message["wait"]))
+        if message["wait"]:
+            answer = client.run(
+                deliver, topic, message["number"], message["seq"], False,
+                workers=[message["worker"]], wait=False, asynchronous=True,
+            )  # fmt: skip
+            answers.append(asyncio.ensure_future(answer))
+
+    client.subscribe_topic(topic, on_report)
+    # Hyperband's first bracket stops at 1 and 3 of 9; its last bracket never stops
+    hb = Hyperband(1, 9, 3)
+    for bracket, waits_at in ((0, {1, 3}), (2, set())):
+        number = next(n for n in range(99) if hb.bracket_of(n) == bracket)
+        heard.clear()
+        to = ReportTo(topic, number, wait=True, wait_at=tuple(hb.stops_at(number)))
+        done = client.submit(
+            run_trial, objectives.learning_curve, {"x": 0.5}, None, report_to=to, pure=False
+        )
+        assert done.result(timeout=20).value == pytest.approx(0.04 + 0.5 / 9)
+        deadline = time.monotonic() + 5
+        while len(heard) < 9 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert heard == [(step, step in waits_at) for step in range(1, 10)]
+    client.unsubscribe_topic(topic)
 
 
 def test_without_a_pruner_reports_are_recorded_and_every_trial_completes(client, tmp_path):
