@@ -267,18 +267,22 @@ class _Search:
             free = slots - len(self.running)
             if free <= 0:
                 return
-            # Up to _START_BATCH trials are recorded in one transaction, then submitted.
+            # Up to _START_BATCH trials are recorded in one transaction, then submitted;
+            # those ready go before the batch waits for the suggester's next point.
             trials: list[Trial] = []
             with self.ledger.deferred_writes():
                 for _ in range(min(free, _START_BATCH)):
                     if not self._budget_left():
+                        break
+                    if trials and not self.retry and not self.suggester.ready_now():
                         break
                     now = self.backend.now()
                     if self.retry:
                         trial = self.ledger.restart(self.retry.pop(0), submitted=now)
                     else:
                         wanted = min(free - len(trials), self.settings.n_trials - self.n_started)
-                        point = self.suggester.suggest(wanted)
+                        # While it waits, reports of running trials are answered.
+                        point = self.suggester.suggest(wanted, self._answer_reports)
                         params = self.ledger.space.to_params(point)
                         trial = self.ledger.start(params, submitted=now)
                     trials.append(trial)
@@ -286,6 +290,9 @@ class _Search:
             for trial in trials:
                 self.backend.submit(trial)
                 self.running.add(trial.number)
+
+    def _answer_reports(self) -> None:
+        self._judge(self.backend.take_reports())
 
     def _judge(self, reports: Sequence[IncomingReport]) -> None:
         """Record each report (the store first), then tell its trial whether to stop."""

@@ -217,6 +217,31 @@ def test_a_suggestion_process_that_stops_answering_is_replaced(fork):
     assert len({point_key(p) for p in points}) == len(points)
 
 
+def test_while_the_driver_waits_for_a_point_it_keeps_answering_and_says_it_would_wait():
+    local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=3, random_state=4))
+    with ProcessSuggester(local, fork=True, depth=2) as suggester:
+        _wait_until(lambda: suggester.up)
+        loop = _Loop(local, suggester)
+        for number, point in [loop.start(free=3) for _ in range(3)]:
+            loop.finish(number, point)  # the initial design, told
+        stopped = suggester.pid
+        os.kill(stopped, signal.SIGSTOP)  # up, but no point will come
+        try:
+            while suggester.ready_now():  # points it had ready already
+                loop.start()
+            calls = []
+            started = time.monotonic()
+            point = suggester.suggest(1, lambda: calls.append(time.monotonic()))
+            waited = time.monotonic() - started
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+    assert len(point) == 2  # drawn without the model, after the wait
+    assert 0.5 < waited < 5
+    # the driver's reports were answered throughout the wait, every few milliseconds
+    assert len(calls) > 20, len(calls)
+    assert max(b - a for a, b in zip([started, *calls], calls, strict=False)) < 0.25
+
+
 @pytest.mark.parametrize("told", [0, 5])
 def test_a_reset_rebuilds_the_process_optimizer_in_place_from_the_new_state(told):
     local = InProcessSuggester(SPACE, OptimizerSettings(n_initial_points=2, random_state=3))

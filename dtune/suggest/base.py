@@ -8,7 +8,7 @@ is told of every trial that starts or ends the moment the store has it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtune.ledger import ModelState
@@ -26,9 +26,15 @@ class Suggester(abc.ABC):
     """
 
     @abc.abstractmethod
-    def suggest(self, free: int = 1) -> Point:
+    def suggest(self, free: int = 1, while_waiting: Callable[[], None] | None = None) -> Point:
         """A point for a free slot; ``free`` slots are free now (a batch may be made for
-        all of them at once)."""
+        all of them at once). A suggester that waits for its point (from a process)
+        calls ``while_waiting`` every few milliseconds meanwhile: the driver answers its
+        trials' reports there."""
+
+    def ready_now(self) -> bool:
+        """Whether :meth:`suggest` would answer without waiting."""
+        return True
 
     @abc.abstractmethod
     def started(self, number: int, point: Point) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtune.ledger import ModelState
@@ -67,7 +67,7 @@ class InProcessSuggester(Suggester):
         self._stale = False
         self.optimizer.draw_initial_design()  # off the first refill's path
 
-    def suggest(self, free: int = 1) -> Point:
+    def suggest(self, free: int = 1, while_waiting: Callable[[], None] | None = None) -> Point:
         if self._stale:
             self._batch = []
         if not self._batch:

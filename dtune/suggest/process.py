@@ -42,7 +42,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,8 @@ _SERVER = Path(__file__).with_name("_server.py")
 # How long the driver waits for a fresh suggestion before it draws one itself; it waits
 # again only once the process has sent something since.
 _WAIT_S = 1.0
+# Meanwhile, the driver answers its trials' reports this often.
+_WAIT_SLICE_S = 0.005
 # A forked process is up in milliseconds; one silent for this long is taken for stuck
 # (a lock held at the fork by another of the driver's threads) and replaced by path.
 _FORK_START_S = 15.0
@@ -309,7 +311,7 @@ class ProcessSuggester(Suggester):
 
     # -- the suggester --------------------------------------------------------------------
 
-    def suggest(self, free: int = 1) -> Point:
+    def suggest(self, free: int = 1, while_waiting: Callable[[], None] | None = None) -> Point:
         if self.local.in_initial_design:
             return self.local.suggest(free)
         if not self._model_wanted:
@@ -318,7 +320,7 @@ class ProcessSuggester(Suggester):
         self._receive()
         if not self._ready and self._up and self._starved_since is None:
             started = time.perf_counter()
-            self._receive(timeout=_WAIT_S)
+            self._wait_for_word(started + _WAIT_S, while_waiting)
             self.wait_seconds.append(time.perf_counter() - started)
         # One the process computed before it heard of a point the driver drew itself
         # (start-up, fallback) may be that same point.
@@ -332,6 +334,25 @@ class ProcessSuggester(Suggester):
         # Starting, restarting or slow: a point without the model, so the driver never
         # fits or searches on the refill path; gone for good: the driver's own model.
         return self.local.explore() if self._conn is not None else self.local.suggest(free)
+
+    def _wait_for_word(self, deadline: float, while_waiting: Callable[[], None] | None) -> None:
+        """Wait until the process sends something, or until ``deadline``; call
+        ``while_waiting`` every ``_WAIT_SLICE_S`` meanwhile."""
+        heard = self._heard
+        while self._conn is not None and self._heard == heard:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._receive(timeout=left if while_waiting is None else min(left, _WAIT_SLICE_S))
+            if while_waiting is not None and self._heard == heard:
+                while_waiting()
+
+    def ready_now(self) -> bool:
+        if self.local.in_initial_design or self._conn is None:
+            return True
+        self._receive()
+        self._ready = [(g, p) for g, p in self._ready if not self.local.knows(p)]
+        return bool(self._ready) or not self._up or self._starved_since is not None
 
     def _check_responsive(self) -> None:
         now = time.monotonic()
