@@ -295,17 +295,21 @@ class _Search:
         self._judge(self.backend.take_reports())
 
     def _judge(self, reports: Sequence[IncomingReport]) -> None:
-        """Record each report (the store first), then tell its trial whether to stop."""
+        """Record the reports (the store first, all in one write), then tell each trial
+        that waits whether to stop."""
+        if not reports:
+            return
         pruner = self.settings.pruner
         minimize = self.ledger.direction == "minimize"
-        for report in reports:
-            trial = self.ledger.report(
-                report.number,
-                Report(report.step, report.value, report.metrics, time=self.backend.now()),
-            )
+        now = self.backend.now()
+        recorded = self.ledger.report_many(
+            [(r.number, Report(r.step, r.value, r.metrics, time=now)) for r in reports]
+        )
+        everyone = self.ledger.trials if pruner is not None else []
+        for report, trial in zip(reports, recorded, strict=True):
             stop = False
             if trial is not None and pruner is not None:
-                stop = pruner.should_stop(trial, self.ledger.trials, minimize)
+                stop = pruner.should_stop(trial, everyone, minimize)
             self.backend.answer(report, stop)
 
     def _record(self, done: list[tuple[int, Any]]) -> list[Trial]:

@@ -465,32 +465,55 @@ class Ledger:
         its task after its worker died; a run never reports a step twice): the earlier
         run's reports are dropped.
         """
+        return self.report_many([(number, report)])[0]
+
+    def report_many(self, reports: Sequence[tuple[int, Report]]) -> list[Trial | None]:
+        """:meth:`report` for each of ``reports`` in order, written to the store in one
+        call (one transaction in SQLite) before any is applied; each trial as it stands
+        after its report, or None for a report dropped."""
         with self._lock:
-            trial = self._trials.get(number)
-            if trial is None or trial.state is not TrialState.RUNNING:
-                return None
-            if trial.reports and report.step <= trial.reports[-1].step:
-                logger.info("dtune: trial %d runs again from step %d", number, report.step)
-                self.storage.delete_reports(self.name, number)
-                self._count_reached(trial.reports, -1)
-                trial = replace(trial, reports=())
-            self.storage.put_reports(self.name, number, [report])
-            since = trial.reports[-1].step if trial.reports else -math.inf
-            trial = replace(trial, reports=(*trial.reports, report))
-            self._count_reached(trial.reports, +1, since)
-            self._trials[number] = trial
-            if self.rungs is not None and not self._refit_on_new_rung():
-                k = self._model_rung
-                if k is not None and number not in self._told_early:
-                    value = self.rung_value(trial, k)
-                    point = self.point(trial)
-                    if value is not None and point is not None:
-                        self._told_early.add(number)
-                        self._told(value)
-                        self._add_gains(trial, value)
-                        for listener in self._listeners:
-                            listener.finished([(number, point, value)])
-            return trial
+            written: dict[int, list[Report]] = {}
+            last: dict[int, float] = {}
+            kept: list[tuple[int, Report] | None] = []
+            for number, report in reports:
+                trial = self._trials.get(number)
+                if trial is None or trial.state is not TrialState.RUNNING:
+                    kept.append(None)
+                    continue
+                before = last.get(number, trial.reports[-1].step if trial.reports else -math.inf)
+                if report.step <= before:  # run again: the earlier run's reports go
+                    self.storage.delete_reports(self.name, number)
+                    written.pop(number, None)
+                written.setdefault(number, []).append(report)
+                last[number] = report.step
+                kept.append((number, report))
+            if written:
+                self.storage.put_many_reports(self.name, written)
+            return [None if item is None else self._apply_report(*item) for item in kept]
+
+    def _apply_report(self, number: int, report: Report) -> Trial:
+        """The view's part of :meth:`report_many`, once the store has the report."""
+        trial = self._trials[number]
+        if trial.reports and report.step <= trial.reports[-1].step:
+            logger.info("dtune: trial %d runs again from step %d", number, report.step)
+            self._count_reached(trial.reports, -1)
+            trial = replace(trial, reports=())
+        since = trial.reports[-1].step if trial.reports else -math.inf
+        trial = replace(trial, reports=(*trial.reports, report))
+        self._count_reached(trial.reports, +1, since)
+        self._trials[number] = trial
+        if self.rungs is not None and not self._refit_on_new_rung():
+            k = self._model_rung
+            if k is not None and number not in self._told_early:
+                value = self.rung_value(trial, k)
+                point = self.point(trial)
+                if value is not None and point is not None:
+                    self._told_early.add(number)
+                    self._told(value)
+                    self._add_gains(trial, value)
+                    for listener in self._listeners:
+                        listener.finished([(number, point, value)])
+        return trial
 
     def place(self, placements: dict[int, str]) -> None:
         """Record the workers running trials were given to (before they finish), so live

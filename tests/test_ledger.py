@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from dtune import Real, SearchSpace, TrialState
+from dtune import Real, Report, SearchSpace, TrialState
 from dtune.exceptions import StudyInUseError
 from dtune.execution import Outcome
 from dtune.ledger import Ledger
@@ -54,6 +54,35 @@ def test_changes_reach_the_store_before_any_listener(tmp_path):
         ("finished", 0, -2.0, TrialState.COMPLETE),  # the model minimizes
         ("finished", 1, None, TrialState.FAILED),  # no failure_value: nothing told
     ]
+
+
+class _CountingStore(SQLiteStorage):
+    """A real SQLite store that counts its report writes (each one a transaction)."""
+
+    writes = 0
+
+    def put_many_reports(self, study, reports):
+        self.writes += 1
+        super().put_many_reports(study, reports)
+
+
+def test_a_batch_of_reports_is_one_write_in_order_and_a_rerun_drops_its_earlier_run(tmp_path):
+    store = _CountingStore(tmp_path / "s.db")
+    store.create_study(StudyRecord("s", "minimize", None, SPACE.to_json(), {}, 0.0))
+    ledger = Ledger(store, "s", SPACE, "minimize")
+    a, b, done = (ledger.start({"x": x}) for x in (0.1, 0.2, 0.3))
+    ledger.finish([(done.number, Outcome(value=1.0))])
+    batch = [(a.number, Report(1, 0.9)), (b.number, Report(1, 0.8)), (a.number, Report(2, 0.7))]
+    batch += [(done.number, Report(1, 0.5))]  # no longer running: dropped
+    batch += [(b.number, Report(2, 0.6)), (b.number, Report(1, 0.95))]  # b runs again
+    seen = ledger.report_many(batch)
+    assert store.writes == 1
+    assert [None if t is None else [r.step for r in t.reports] for t in seen] == [
+        [1], [1], [1, 2], None, [1, 2], [1]
+    ]  # fmt: skip
+    stored = {t.number: [(r.step, r.value) for r in t.reports] for t in store.get_trials("s")}
+    assert stored == {a.number: [(1, 0.9), (2, 0.7)], b.number: [(1, 0.95)], done.number: []}
+    assert stored == {t.number: [(r.step, r.value) for r in t.reports] for t in ledger.trials}
 
 
 def test_finishing_a_trial_that_is_not_running_writes_nothing(tmp_path):

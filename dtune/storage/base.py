@@ -6,7 +6,7 @@ import abc
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,12 @@ class BaseStorage(abc.ABC):
     def put_reports(self, study: str, number: int, reports: Iterable[Report]) -> None:
         """Add trial ``number``'s intermediate reports (by step), committed on return.
         :meth:`get_trials` returns each trial with its reports, by step."""
+
+    def put_many_reports(self, study: str, reports: Mapping[int, Sequence[Report]]) -> None:
+        """Add several trials' reports (trial number → its new reports), committed on
+        return; a store that can writes them in one transaction (one fsync)."""
+        for number, added in reports.items():
+            self.put_reports(study, number, added)
 
     @abc.abstractmethod
     def delete_reports(self, study: str, number: int) -> None:

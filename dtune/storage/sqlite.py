@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +218,14 @@ class SQLiteStorage(BaseStorage):
         return [_row_trial(r, tuple(reports.get(r[0], ()))) for r in rows]
 
     def put_reports(self, study: str, number: int, reports: Iterable[Report]) -> None:
-        rows = [(study, number, r.step, r.value, json.dumps(r.metrics), r.time) for r in reports]
+        self.put_many_reports(study, {number: list(reports)})
+
+    def put_many_reports(self, study: str, reports: Mapping[int, Sequence[Report]]) -> None:
+        rows = [
+            (study, number, r.step, r.value, json.dumps(r.metrics), r.time)
+            for number, added in reports.items()
+            for r in added
+        ]
         try:
             with self._lock, self._transaction():
                 self._conn.executemany(
