@@ -305,10 +305,14 @@ class _Search:
         recorded = self.ledger.report_many(
             [(r.number, Report(r.step, r.value, r.metrics, time=now)) for r in reports]
         )
-        everyone = self.ledger.trials if pruner is not None else []
+        everyone: list[Trial] | None = None  # a snapshot, taken if a report is judged
         for report, trial in zip(reports, recorded, strict=True):
             stop = False
-            if trial is not None and pruner is not None:
+            # Only a report that waits can be told to stop (Pruner.stops_at): the others,
+            # most of them, are recorded and not judged.
+            if report.wait and trial is not None and pruner is not None:
+                if everyone is None:
+                    everyone = self.ledger.trials
                 stop = pruner.should_stop(trial, everyone, minimize)
             self.backend.answer(report, stop)
 

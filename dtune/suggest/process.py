@@ -317,14 +317,11 @@ class ProcessSuggester(Suggester):
         if not self._model_wanted:
             self._model_wanted = True
             self._send(("depth", self.depth))
-        self._receive()
-        if not self._ready and self._up and self._starved_since is None:
+        if not self.ready_now():
             started = time.perf_counter()
             self._wait_for_word(started + _WAIT_S, while_waiting)
             self.wait_seconds.append(time.perf_counter() - started)
-        # One the process computed before it heard of a point the driver drew itself
-        # (start-up, fallback) may be that same point.
-        self._ready = [(g, p) for g, p in self._ready if not self.local.knows(p)]
+            self._take_in()
         if self._ready:
             newest = max(range(len(self._ready)), key=lambda i: (self._ready[i][0], -i))
             return self._ready.pop(newest)[1]
@@ -347,11 +344,17 @@ class ProcessSuggester(Suggester):
             if while_waiting is not None and self._heard == heard:
                 while_waiting()
 
+    def _take_in(self) -> None:
+        """Take in what the process sent, and drop ready points the driver knows: one
+        computed before the process heard of a point the driver drew itself (start-up,
+        fallback) may be that same point."""
+        self._receive()
+        self._ready = [(g, p) for g, p in self._ready if not self.local.knows(p)]
+
     def ready_now(self) -> bool:
         if self.local.in_initial_design or self._conn is None:
             return True
-        self._receive()
-        self._ready = [(g, p) for g, p in self._ready if not self.local.knows(p)]
+        self._take_in()
         return bool(self._ready) or not self._up or self._starved_since is not None
 
     def _check_responsive(self) -> None:
