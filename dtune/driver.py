@@ -19,10 +19,12 @@ running trials), so a worker's gap between trials is the refill alone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import pickle
 import secrets
+import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,6 +50,13 @@ _TICK_S = 1.0
 # an fsync (~1-5 ms), which at 256 workers was a quarter of the driver's time; more per
 # batch would hold the first of them back from its worker for longer.
 _START_BATCH = 32
+# A free slot waits for a model point at most this share of the recent trials' median
+# duration (pruned ones count), and at least _MIN_PATIENCE_S: then it gets a point
+# without the model. With pruned trials of ~0.1 s ending dozens a second, a slot that
+# waited the suggester's full second for the next batch idled ten trials' time.
+_PATIENCE_SHARE = 0.2
+_MIN_PATIENCE_S = 0.01
+_RECENT_TRIALS = 64
 Callback = Callable[[Any, Trial], None]
 
 
@@ -227,6 +236,7 @@ class _Search:
         self.retry: list[int] = []
         self.n_started = 0
         self.failures = self.consecutive_failures = 0
+        self.durations: collections.deque[float] = collections.deque(maxlen=_RECENT_TRIALS)
 
     def run(self) -> None:
         # Points left running by a driver that died are evaluated again first.
@@ -241,6 +251,7 @@ class _Search:
                 # A lost scheduler cancels every future: record them interrupted first.
                 self._check_backend()
                 self._check_failures(finished)
+                self._pace(finished)
                 self._refill()
                 # Bookkeeping that talks to the store or the scheduler waits until the
                 # free workers have their next trials.
@@ -255,6 +266,14 @@ class _Search:
             raise
         finally:
             bar.close()
+
+    def _pace(self, finished: Sequence[Trial]) -> None:
+        """Tell the suggester how long a free slot may wait (see ``_PATIENCE_SHARE``)."""
+        durations = [t.duration for t in finished if t.duration is not None]
+        if durations:
+            self.durations.extend(durations)
+            typical = statistics.median(self.durations)
+            self.suggester.set_patience(max(_MIN_PATIENCE_S, _PATIENCE_SHARE * typical))
 
     def _budget_left(self) -> bool:
         in_time = self.deadline is None or self.backend.now() < self.deadline

@@ -165,3 +165,11 @@ def test_trials_record_worker_host_and_device(client):
     assert {t.worker for t in study.trials} <= names
     assert len(workers) == 4
     assert all(t.host for t in study.trials)
+
+
+def test_a_free_slot_waits_for_a_model_point_a_fifth_of_a_typical_trial_at_most(client):
+    """Pruned trials of ~0.1 s end dozens a second: a slot that waited the suggestion
+    process's full second for a point would idle ten trials' time."""
+    study = Study({"x": Real(0.0, 1.0)}, random_state=0, n_initial_points=4)
+    study.optimize(objectives.nap, 12, client=client, progress=False)  # 0.2-s trials
+    assert 0.04 <= study._process.patience < 0.1

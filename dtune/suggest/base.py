@@ -51,6 +51,10 @@ class Suggester(abc.ABC):
     def set_slots(self, slots: int) -> None:  # noqa: B027 (a hint some suggesters ignore)
         """How many trials run at once (suggesters that compute ahead keep more ready)."""
 
+    def set_patience(self, seconds: float) -> None:  # noqa: B027 (a hint, as set_slots)
+        """How long a free slot may wait for a model point (from a process) before a
+        point without the model is handed out instead."""
+
     def summary(self) -> dict[str, Any]:
         """Figures about the suggestions made since the last summary (the driver's log)."""
         return {}

@@ -59,8 +59,9 @@ logger = logging.getLogger("dtune")
 
 # The child's script, run by path (importing it here would run its set-up in the driver).
 _SERVER = Path(__file__).with_name("_server.py")
-# How long the driver waits for a fresh suggestion before it draws one itself; it waits
-# again only once the process has sent something since.
+# How long the driver waits for a fresh suggestion before it draws one itself, at most
+# (set_patience shortens it for short trials); it waits again only once the process has
+# sent something since.
 _WAIT_S = 1.0
 # Meanwhile, the driver answers its trials' reports this often.
 _WAIT_SLICE_S = 0.005
@@ -119,6 +120,7 @@ class ProcessSuggester(Suggester):
         self.answer_timeout = answer_timeout
         self.start_timeout = start_timeout
         self.restarts = 0
+        self.patience = _WAIT_S
         self.failures: list[str] = []
         self._conn: Connection | None = None
         self._process: subprocess.Popen[bytes] | _Forked | None = None
@@ -319,7 +321,7 @@ class ProcessSuggester(Suggester):
             self._send(("depth", self.depth))
         if not self.ready_now():
             started = time.perf_counter()
-            self._wait_for_word(started + _WAIT_S, while_waiting)
+            self._wait_for_word(started + self.patience, while_waiting)
             self.wait_seconds.append(time.perf_counter() - started)
             self._take_in()
         if self._ready:
@@ -397,6 +399,9 @@ class ProcessSuggester(Suggester):
             self.depth = depth
             if self._model_wanted:
                 self._send(("depth", depth))
+
+    def set_patience(self, seconds: float) -> None:
+        self.patience = min(_WAIT_S, seconds)
 
     def summary(self) -> dict[str, Any]:
         asks, fits, waits = self.ask_seconds or [0.0], self.fit_seconds or [0.0], self.wait_seconds

@@ -39,7 +39,11 @@ makes the ready suggestions stale, as it always did. The process draws no initia
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import math
+import os
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -54,6 +58,15 @@ from dtune.space import SearchSpace, point_key
 
 T = TypeVar("T")
 
+# How far back the rate of results is counted (see _Service.depth).
+_RATE_WINDOW_S = 2.0
+# The ready suggestions cover this many batches' worth of results, at most this many
+# times the depth the driver asked for.
+_COVER_BATCHES = 2.0
+_MAX_DEPTH_FACTOR = 4
+# The refit threads' niceness, added to the process's.
+_FIT_NICENESS = 10
+
 __all__ = ["serve"]
 
 
@@ -67,6 +80,12 @@ def serve(conn: Connection) -> None:
     except BaseException:
         with contextlib.suppress(OSError):
             conn.send(("error", traceback.format_exc()))
+
+
+def _lower_priority() -> None:
+    """Run this thread at a lower CPU priority (Linux: niceness is per thread)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _FIT_NICENESS)
 
 
 def _timed(fit: Callable[[], T]) -> tuple[T, float]:
@@ -87,7 +106,9 @@ class _Service:
     ) -> None:
         self.conn = conn
         self.space, self.settings = space, settings
-        self.depth = depth
+        self.asked_depth = depth  # the driver's: a quarter of the slots, at least 2
+        self.arrivals: collections.deque[tuple[float, int]] = collections.deque()
+        self.batch_seconds = 0.0  # the last batches' wall time, smoothed
         self.generation = 0  # bumps with tells; a suggestion from an older one is stale
         self.told_since = 0  # results told since the generation last moved
         self.fitting: Future | None = None  # a hyperparameter refit in the fit thread
@@ -116,6 +137,21 @@ class _Service:
     def next_generation(self) -> None:
         self.generation += 1
         self.told_since = 0
+
+    @property
+    def depth(self) -> int:
+        """How many fresh suggestions to keep ready: the driver's depth, or, when results
+        arrive faster than batches are computed (pruned trials end every few tens of
+        milliseconds), enough for the results of ``_COVER_BATCHES`` batches, up to
+        ``_MAX_DEPTH_FACTOR`` times the driver's depth. Each batch is then larger and
+        worth its fixed cost, and a freed slot finds a point ready rather than waiting
+        for the next batch."""
+        now = time.perf_counter()
+        while self.arrivals and now - self.arrivals[0][0] > _RATE_WINDOW_S:
+            self.arrivals.popleft()
+        rate = sum(n for _, n in self.arrivals) / _RATE_WINDOW_S
+        wanted = math.ceil(_COVER_BATCHES * rate * self.batch_seconds)
+        return min(_MAX_DEPTH_FACTOR * self.asked_depth, max(self.asked_depth, wanted))
 
     @property
     def step(self) -> int:
@@ -157,6 +193,9 @@ class _Service:
         points = self.optimizer.ask_batch(busy, max(1, self.depth - self.fresh()))
         self.ready.extend((self.generation, p) for p in points)
         took = time.perf_counter() - started, time.thread_time() - cpu
+        self.batch_seconds = (
+            took[0] if not self.batch_seconds else (0.7 * self.batch_seconds + 0.3 * took[0])
+        )
         self.conn.send(("ready", self.generation, points, *took))
         stale = [p for g, p in self.ready if g < self.generation]
         if stale and self.fresh() >= self.depth:  # stale spares are no longer needed
@@ -169,7 +208,7 @@ class _Service:
         if kind == "stop":
             return False
         if kind == "depth":
-            self.depth = message[1]
+            self.asked_depth = message[1]
         elif kind == "reset":
             self.start_over(message[1], message[2])
         elif kind == "submitted":
@@ -184,6 +223,7 @@ class _Service:
             acknowledged = {tuple(k) for k in message[1]}
             self.dropped = [p for p in self.dropped if point_key(p) not in acknowledged]
         elif kind == "finished":
+            self.arrivals.append((time.perf_counter(), len(message[1])))
             for number, value in message[1]:
                 point = self.pending.pop(number, None)
                 if value is not None and point is not None:
@@ -201,8 +241,8 @@ class _Service:
         # they are in one process, the driver would wait seconds for its suggestions.
         with (
             threadpool_limits(limits=1),
-            ThreadPoolExecutor(1) as fitter,
-            ThreadPoolExecutor(1) as search_fitter,
+            ThreadPoolExecutor(1, initializer=_lower_priority) as fitter,
+            ThreadPoolExecutor(1, initializer=_lower_priority) as search_fitter,
         ):
             while True:
                 if self.fitting is not None and self.fitting.done():
