@@ -338,7 +338,7 @@ def test_with_results_arriving_faster_than_batches_the_process_keeps_more_points
     ours, theirs = socket.socketpair()
     with Connection(ours.detach()) as conn, Connection(theirs.detach()):
         service = _Service(conn, SPACE, OptimizerSettings(random_state=0), told, [], 2)
-        service.batch_seconds = 0.1  # as if each batch took 0.1 s
+        service.batch_seconds.extend([0.1, 0.1, 2.0])  # as if batches took 0.1 s
         assert service.depth == 2  # no result yet: the driver's depth
         service.handle(("finished", [(n, 1.0) for n in range(30)]))  # 15 a second
         assert service.depth == 3  # 2 batches x 0.1 s x 15 results a second

@@ -13,7 +13,8 @@ side) and talks over a socket::
     ──────────────────────────────          ─────────────────────────────────────
     sys.path, ("init", state) ───────────▶  optimizer rebuilt from told results
                 ◀──────────── ("hello",) ─  imports done
-    ("depth", n) ────────────────────────▶  keep n fresh suggestions ready
+    ("depth", n) ────────────────────────▶  keep n fresh suggestions ready (up to
+                                            4n while results outrun batches)
     ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
     ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1 (every
                                             result; every depth // 2 from 13 slots)
@@ -33,8 +34,14 @@ running points) that would be paid again for every result (64 a second at 256 sl
 from 13 slots (depth 4) a suggestion goes stale only after ``depth // 2`` results (an
 eighth of the slots), and a new batch is computed once the fresh ones fall to half the
 depth, so each batch is worth its fixed cost. Up to 12 slots (depth 2-3), every result
-makes the ready suggestions stale, as it always did. The process draws no initial design
-(the driver's copy does), and exits when the driver's end closes.
+makes the ready suggestions stale, as it always did. When results arrive faster than
+batches are computed (early stopping prunes trials of ~0.1 s, dozens a second), the
+depth grows to cover two batches' worth of results, up to four times the driver's, so
+a freed slot finds a point ready instead of waiting for the next batch. The refit
+threads run at a lower CPU priority (niceness +10): on a driver host that also runs the
+scheduler or workers, the refill path gets the CPU first, and a refit (whose result is
+adopted whenever it is done) takes longer. The process draws no initial design (the
+driver's copy does), and exits when the driver's end closes.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import collections
 import contextlib
 import math
 import os
+import statistics
 import threading
 import time
 import traceback
@@ -64,6 +72,7 @@ _RATE_WINDOW_S = 2.0
 # times the depth the driver asked for.
 _COVER_BATCHES = 2.0
 _MAX_DEPTH_FACTOR = 4
+_BATCHES_TIMED = 9
 # The refit threads' niceness, added to the process's.
 _FIT_NICENESS = 10
 
@@ -108,7 +117,8 @@ class _Service:
         self.space, self.settings = space, settings
         self.asked_depth = depth  # the driver's: a quarter of the slots, at least 2
         self.arrivals: collections.deque[tuple[float, int]] = collections.deque()
-        self.batch_seconds = 0.0  # the last batches' wall time, smoothed
+        # The last batches' wall times (a median: a first batch also fits the model).
+        self.batch_seconds: collections.deque[float] = collections.deque(maxlen=_BATCHES_TIMED)
         self.generation = 0  # bumps with tells; a suggestion from an older one is stale
         self.told_since = 0  # results told since the generation last moved
         self.fitting: Future | None = None  # a hyperparameter refit in the fit thread
@@ -150,7 +160,8 @@ class _Service:
         while self.arrivals and now - self.arrivals[0][0] > _RATE_WINDOW_S:
             self.arrivals.popleft()
         rate = sum(n for _, n in self.arrivals) / _RATE_WINDOW_S
-        wanted = math.ceil(_COVER_BATCHES * rate * self.batch_seconds)
+        batch = statistics.median(self.batch_seconds) if self.batch_seconds else 0.0
+        wanted = math.ceil(_COVER_BATCHES * rate * batch)
         return min(_MAX_DEPTH_FACTOR * self.asked_depth, max(self.asked_depth, wanted))
 
     @property
@@ -193,9 +204,7 @@ class _Service:
         points = self.optimizer.ask_batch(busy, max(1, self.depth - self.fresh()))
         self.ready.extend((self.generation, p) for p in points)
         took = time.perf_counter() - started, time.thread_time() - cpu
-        self.batch_seconds = (
-            took[0] if not self.batch_seconds else (0.7 * self.batch_seconds + 0.3 * took[0])
-        )
+        self.batch_seconds.append(took[0])
         self.conn.send(("ready", self.generation, points, *took))
         stale = [p for g, p in self.ready if g < self.generation]
         if stale and self.fresh() >= self.depth:  # stale spares are no longer needed
