@@ -349,3 +349,19 @@ def test_with_results_arriving_faster_than_batches_the_process_keeps_more_points
         assert service.fresh() == 8
         time.sleep(_RATE_WINDOW_S + 0.1)  # the rush is over
         assert service.depth == 2
+
+
+def test_from_13_slots_the_depth_does_not_follow_the_turnover():
+    """There a batch costs more the more points it has: a depth that grew with the
+    batches' time would feed on itself."""
+    import socket
+    from multiprocessing.connection import Connection
+
+    from dtune.suggest.service import _Service
+
+    ours, theirs = socket.socketpair()
+    with Connection(ours.detach()) as conn, Connection(theirs.detach()):
+        service = _Service(conn, SPACE, OptimizerSettings(random_state=0), [], [], 64)
+        service.batch_seconds.extend([0.5, 0.5, 0.5])
+        service.handle(("finished", [(n, 1.0) for n in range(300)]))
+        assert service.depth == 64
