@@ -470,17 +470,19 @@ def main() -> None:
             )
             in_report = [w for r in rows for w in r["in_report"]]
             decision += f" | {statistics.fmean(in_report):.1f}" if in_report else " | –"
+            # Without "none" there is nothing to match; the other columns stand.
+            matched = (
+                f"{statistics.median(to_match):.0f} | {statistics.median(share):.2f}"
+                if to_match
+                else "– | –"
+            )
             print(
                 f"| {problem} | {method} | {statistics.median(at_w):.4g} "
-                f"| {statistics.median(at_end):.4g} "
-                f"| {statistics.median(to_match):.0f} | {statistics.median(share):.2f} "
+                f"| {statistics.median(at_end):.4g} | {matched} "
                 f"| {statistics.median(r['trials'] for r in rows):.0f} "
                 f"| {statistics.median(r['pruned'] for r in rows):.0f} "
                 f"| {statistics.median(r['utilization'] for r in rows):.3f} "
                 f"| {statistics.median(r['compute_utilization'] for r in rows):.3f} | {decision} |"
-                if to_match
-                else f"| {problem} | {method} | {statistics.median(at_w):.4g} | "
-                f"{statistics.median(at_end):.4g} | – | – | – | – | – | – | {decision} |"
             )
 
 

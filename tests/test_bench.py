@@ -71,6 +71,18 @@ def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
     assert all(0.0 < u <= 1.0 for u in utilization), rows
 
 
+@pytest.mark.slow
+def test_bench_multifidelity_without_the_full_budget_search_still_gives_utilization():
+    out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
+                      "--budget", "3", "--workers", "2", "--epochs", "9", "--epoch", "0.02",
+                      "--methods", "asha")  # fmt: skip
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| branin |")]
+    cells = [cell.strip() for cell in row.split("|")]
+    assert cells[5:7] == ["–", "–"]  # nothing to match without "none"
+    assert int(cells[7]) > 0, row  # trials
+    assert 0.0 < float(cells[9]) <= 1.0, row  # utilization
+
+
 def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_epoch():
     # In a process of its own: the workload sets TensorFlow's threads before it starts.
     code = (
