@@ -90,6 +90,11 @@ def serve(conn: Connection) -> None:
             conn.send(("error", traceback.format_exc()))
 
 
+def _step(depth: int) -> int:
+    """See :attr:`_Service.step`."""
+    return max(1, depth // 2)
+
+
 def _timed(fit: Callable[[], T]) -> tuple[T, float]:
     """``fit()`` and the CPU seconds its thread spent on it."""
     cpu = time.thread_time()
@@ -155,19 +160,23 @@ class _Service:
         results a second and 0.45-s batches ask for 58 points, below the depth of 64)."""
         if self.asked_depth > _TURNOVER_MAX_DEPTH:
             return self.asked_depth
-        now = time.perf_counter()
-        while self.arrivals and now - self.arrivals[0][0] > _RATE_WINDOW_S:
-            self.arrivals.popleft()
+        self.forget_old_arrivals()
         rate = sum(n for _, n in self.arrivals) / _RATE_WINDOW_S
         batch = statistics.median(self.batch_seconds) if self.batch_seconds else 0.0
         wanted = math.ceil(_COVER_BATCHES * rate * batch)
         return min(_MAX_DEPTH_FACTOR * self.asked_depth, max(self.asked_depth, wanted))
 
+    def forget_old_arrivals(self) -> None:
+        """Keep only the results of the last ``_RATE_WINDOW_S`` in :attr:`arrivals`."""
+        now = time.perf_counter()
+        while self.arrivals and now - self.arrivals[0][0] > _RATE_WINDOW_S:
+            self.arrivals.popleft()
+
     @property
     def step(self) -> int:
         """Results that make ready suggestions stale, and how far their count falls
         before a batch tops them up: 1 up to depth 3 (12 slots), depth // 2 past."""
-        return max(1, self.depth // 2)
+        return _step(self.depth)
 
     def tell_results(self) -> None:
         self.optimizer.tell([p for p, _ in self.results], [v for _, v in self.results])
@@ -183,7 +192,10 @@ class _Service:
         # A first fit already running is waited for rather than done twice.
         optimizer = self.optimizer
         model = not optimizer.in_initial_design and (self.fitting is None or optimizer.has_model)
-        return model and self.fresh() <= self.depth - self.step
+        if not model:
+            return False
+        depth = self.depth  # computed once: it moves with the clock
+        return self.fresh() <= depth - _step(depth)
 
     def has_work(self) -> bool:
         idle_fit = self.fitting is None and self.optimizer.needs_fit
@@ -199,14 +211,15 @@ class _Service:
             *self.dropped,
             *(p for p, _ in self.results),
         ]
+        depth = self.depth
         started, cpu = time.perf_counter(), time.thread_time()
-        points = self.optimizer.ask_batch(busy, max(1, self.depth - self.fresh()))
+        points = self.optimizer.ask_batch(busy, max(1, depth - self.fresh()))
         self.ready.extend((self.generation, p) for p in points)
         took = time.perf_counter() - started, time.thread_time() - cpu
         self.batch_seconds.append(took[0])
         self.conn.send(("ready", self.generation, points, *took))
         stale = [p for g, p in self.ready if g < self.generation]
-        if stale and self.fresh() >= self.depth:  # stale spares are no longer needed
+        if stale and self.fresh() >= depth:  # stale spares are no longer needed
             self.ready = [(g, p) for g, p in self.ready if g >= self.generation]
             self.dropped.extend(stale)
             self.conn.send(("drop", [point_key(p) for p in stale]))
@@ -232,6 +245,7 @@ class _Service:
             self.dropped = [p for p in self.dropped if point_key(p) not in acknowledged]
         elif kind == "finished":
             self.arrivals.append((time.perf_counter(), len(message[1])))
+            self.forget_old_arrivals()  # also where the depth does not look at them
             for number, value in message[1]:
                 point = self.pending.pop(number, None)
                 if value is not None and point is not None:
