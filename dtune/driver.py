@@ -22,9 +22,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import pickle
 import secrets
 import statistics
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +49,9 @@ logger = logging.getLogger("dtune")
 
 # The loop wakes at least this often (budgets, the claim) when no run ends.
 _TICK_S = 1.0
+# The rungs' cutoffs (the workers judge reports at rungs by them) are sent again at most
+# this often; computing them takes about 1 ms per 400 trials.
+_CUTOFFS_EVERY_S = 0.05
 # Trials started in one store transaction at most: with synchronous=FULL each commit is
 # an fsync (~1-5 ms), which at 256 workers was a quarter of the driver's time; more per
 # batch would hold the first of them back from its worker for longer.
@@ -82,6 +88,7 @@ class SearchSettings:
     callbacks: Sequence[Callable[[Trial], None]] = ()
     progress: bool = True
     pruner: Pruner | None = None
+    stop: threading.Event | None = None  # set: start no more trials (Study.stop)
 
 
 def _packed(objective: Callable[..., Any]) -> PackedObjective:
@@ -237,16 +244,22 @@ class _Search:
         self.n_started = 0
         self.failures = self.consecutive_failures = 0
         self.durations: collections.deque[float] = collections.deque(maxlen=_RECENT_TRIALS)
+        self.rung_news = False  # a rung has values its cutoffs sent do not count yet
+        self.cutoffs_due = -math.inf
 
     def run(self) -> None:
         # Points left running by a driver that died are evaluated again first.
         self.retry = [t.number for t in self.ledger.take_interrupted()]
         bar = _Progress(self.ledger, self.settings.n_trials, self.settings.progress)
+        # A resumed study's rungs have values already: its first trials bring the cutoffs.
+        self.rung_news = True
         try:
+            self._share_cutoffs()
             self._refill()
             while self.running:
                 done = self.backend.wait(_TICK_S)
                 self._judge(self.backend.take_reports())
+                self._share_cutoffs()
                 finished = self._record(done)
                 # A lost scheduler cancels every future: record them interrupted first.
                 self._check_backend()
@@ -261,6 +274,8 @@ class _Search:
                 for trial in finished:
                     for callback in self.settings.callbacks:
                         callback(trial)
+            self.cutoffs_due = -math.inf  # the workers end with the rungs' last cutoffs
+            self._share_cutoffs()
         except BaseException:
             self._interrupt()
             raise
@@ -276,6 +291,8 @@ class _Search:
             self.suggester.set_patience(max(_MIN_PATIENCE_S, _PATIENCE_SHARE * typical))
 
     def _budget_left(self) -> bool:
+        if self.settings.stop is not None and self.settings.stop.is_set():
+            return False
         in_time = self.deadline is None or self.backend.now() < self.deadline
         return in_time and self.n_started < self.settings.n_trials
 
@@ -315,7 +332,8 @@ class _Search:
 
     def _judge(self, reports: Sequence[IncomingReport]) -> None:
         """Record the reports (the store first, all in one write), then tell each trial
-        that waits whether to stop."""
+        that waits whether to stop, and the workers the rungs' new cutoffs if a report
+        reached a rung (they judge the reports there themselves once they know them)."""
         if not reports:
             return
         pruner = self.settings.pruner
@@ -334,6 +352,23 @@ class _Search:
                     everyone = self.ledger.trials
                 stop = pruner.should_stop(trial, everyone, minimize)
             self.backend.answer(report, stop)
+        if any(r.at_rung for r in reports):
+            self.rung_news = True
+        self._share_cutoffs()
+
+    def _share_cutoffs(self) -> None:
+        """A rung has new values: send the workers its new cutoffs, which they judge
+        reports there by (at most every ``_CUTOFFS_EVERY_S``, and a tenth of the time)."""
+        pruner = self.settings.pruner
+        now = time.monotonic()
+        if pruner is None or not self.rung_news or now < self.cutoffs_due:
+            return
+        minimize = self.ledger.direction == "minimize"
+        cutoffs = pruner.cutoffs(self.ledger.trials, minimize)
+        self.rung_news = False
+        if cutoffs is not None:
+            self.backend.share_cutoffs(cutoffs, minimize)
+        self.cutoffs_due = now + max(_CUTOFFS_EVERY_S, 10 * (time.monotonic() - now))
 
     def _record(self, done: list[tuple[int, Any]]) -> list[Trial]:
         lost = [number for number, outcome in done if outcome is None]

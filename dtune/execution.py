@@ -43,7 +43,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dtune import _isolated
 from dtune.exceptions import SchedulerLostError
 from dtune.jsonable import jsonable
-from dtune.reporting import Channel, DaskChannel, ReportTo, deliver, forward
+from dtune.reporting import (
+    Channel,
+    Cutoffs,
+    DaskChannel,
+    ReportTo,
+    deliver,
+    deliver_cutoffs,
+    forward,
+)
 
 logger = logging.getLogger("dtune")
 
@@ -97,7 +105,8 @@ class IncomingReport:
     metrics: dict[str, Any]
     worker: str | None = None
     seq: int = 0
-    wait: bool = False
+    wait: bool = False  # waits for the driver's verdict
+    at_rung: bool = False  # reached one of the trial's rungs (judged here, or waits)
 
 
 def _is_bool(value: Any) -> bool:
@@ -442,6 +451,10 @@ class Backend(Protocol):
     def answer(self, report: IncomingReport, stop: bool) -> None:
         """Tell the trial that sent ``report`` (if it waits) whether to stop."""
 
+    def share_cutoffs(self, table: dict[tuple[int, float], float], minimize: bool) -> None:
+        """Let the workers judge reports at rungs themselves from now on, with the
+        pruner's cutoffs (:meth:`dtune.pruners.Pruner.cutoffs`)."""
+
     def placements(self) -> dict[int, str]:
         """Workers of running trials, where known."""
 
@@ -453,9 +466,9 @@ class Backend(Protocol):
 
 
 def _unreachable(sent: concurrent.futures.Future[Any]) -> None:
-    """Log a verdict that could not be sent (the scheduler went, say)."""
+    """Log a verdict or cutoffs that could not be sent (the scheduler went, say)."""
     if not sent.cancelled() and sent.exception() is not None:
-        logger.debug("dtune: a verdict was not delivered: %r", sent.exception())
+        logger.debug("dtune: a message to the workers was not delivered: %r", sent.exception())
 
 
 class DaskBackend:
@@ -486,6 +499,7 @@ class DaskBackend:
         # Trials' reports arrive as Dask events on this topic, in the client's event loop.
         self.topic = f"{key_prefix}-reports"
         self._reports: collections.deque[IncomingReport] = collections.deque()
+        self._cutoffs: Cutoffs | None = None  # the newest sent to the workers
         client.subscribe_topic(self.topic, self._on_report)
 
     def close(self) -> None:
@@ -504,6 +518,7 @@ class DaskBackend:
                 worker=message.get("worker"),
                 seq=int(message.get("seq", 0)),
                 wait=bool(message.get("wait")),
+                at_rung=bool(message.get("at_rung")),
             )
         )
         with self._ac.thread_condition:  # wake the driver's wait
@@ -516,22 +531,24 @@ class DaskBackend:
         return taken
 
     def answer(self, report: IncomingReport, stop: bool) -> None:
-        if not (report.wait and report.worker is not None):
+        if report.wait and report.worker is not None:
+            self._send(deliver, self.topic, report.number, report.seq, stop, to=[report.worker])
+
+    def share_cutoffs(self, table: dict[tuple[int, float], float], minimize: bool) -> None:
+        known = self._cutoffs
+        if known is not None and known.table == table and known.minimize == minimize:
             return
-        # Sent from the client's event loop without waiting: Client.run waits for the
-        # scheduler's broadcast, a round trip to the worker, and for a worker that died
-        # since it reported, for the scheduler's 30 s connect timeout. Its trial is being
-        # rerun elsewhere; the verdict had no one to stop.
+        self._cutoffs = Cutoffs((known.version if known else 0) + 1, minimize, dict(table))
+        if table:
+            self._send(deliver_cutoffs, self.topic, self._cutoffs, to=None)
+
+    def _send(self, function: Any, *args: Any, to: list[str] | None) -> None:
+        """Run coroutine ``function(*args)`` on workers ``to`` (None: every one) from the
+        client's event loop, without waiting: Client.run waits for the scheduler's
+        broadcast, a round trip to each worker, and for a worker that died since, for
+        the scheduler's 30 s connect timeout (a trial of it is rerun elsewhere)."""
         sending = self.client.run(
-            deliver,
-            self.topic,
-            report.number,
-            report.seq,
-            stop,
-            workers=[report.worker],
-            wait=False,
-            on_error="ignore",
-            asynchronous=True,
+            function, *args, workers=to, wait=False, on_error="ignore", asynchronous=True
         )
         with contextlib.suppress(RuntimeError):  # the client's loop has stopped
             loop = self.client.loop.asyncio_loop  # type: ignore[union-attr]
@@ -565,6 +582,8 @@ class DaskBackend:
             trial.number,
             wait=pruner is not None,
             wait_at=None if stops_at is None else tuple(stops_at),
+            group=pruner.group_of(trial.number) if pruner is not None else 0,
+            cutoffs=self._cutoffs,
         )
         future = submit_trial(
             self.client,

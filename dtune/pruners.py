@@ -14,14 +14,18 @@ its slot (its GPU) takes the next trial at once.
 
 ASHA and Hyperband also name their rungs: the study's model is fitted on the values at
 the highest rung that has enough of them (as BOHB does), so that a pruned trial's early
-results still guide the search (:meth:`Pruner.rungs`). A trial waits for the driver's
-verdict only at the reports that reach one of its rungs (:meth:`Pruner.stops_at`); its
-other reports are recorded without holding it up.
+results still guide the search (:meth:`Pruner.rungs`). Only the reports that reach one
+of a trial's rungs can stop it (:meth:`Pruner.stops_at`); its other reports are recorded
+without holding it up. Once a rung has :data:`LOCAL_AFTER` values, its verdict is a
+comparison with one number, the rung's cutoff (:meth:`Pruner.cutoffs`): the driver sends
+the cutoffs to the workers whenever they change, and a trial reaching that rung is
+judged where it runs, without a round trip to the driver.
 """
 
 from __future__ import annotations
 
 import abc
+import heapq
 import math
 import numbers
 import statistics
@@ -30,7 +34,12 @@ from typing import Any
 
 from dtune.trial import Trial, TrialState
 
-__all__ = ["ASHA", "Hyperband", "MedianStop", "Pruner", "pruner_from_json"]
+__all__ = ["ASHA", "LOCAL_AFTER", "Hyperband", "MedianStop", "Pruner", "pruner_from_json"]
+
+# A rung's cutoff goes to the workers once this many trials have a value there; until
+# then a trial that reaches it waits for the driver's verdict (a cutoff over a handful of
+# values moves with each new one, and trials that start together reach it together).
+LOCAL_AFTER = 8
 
 
 def _resource(value: Any, name: str) -> float:
@@ -90,6 +99,21 @@ class Pruner(abc.ABC):
         (:meth:`should_stop` must say False there). None: any report may stop it."""
         return None
 
+    def group_of(self, number: int) -> int:
+        """The group of trials that trial ``number`` is compared with (its Hyperband
+        bracket; 0 for every trial of other rules)."""
+        return 0
+
+    def cutoffs(
+        self, trials: Sequence[Trial], minimize: bool
+    ) -> dict[tuple[int, float], float] | None:
+        """What lets a worker judge a report at a rung itself: for each (group, rung)
+        with at least :data:`LOCAL_AFTER` values, the largest value, to minimize (the
+        value times -1 when maximizing), with which a trial that reaches that rung now
+        goes on; a larger one stops it, as :meth:`should_stop` would say. None: only
+        the driver judges (the rule has no such cutoff)."""
+        return None
+
     @abc.abstractmethod
     def to_json(self) -> dict[str, Any]:
         """The rule as JSON (kept with the study, so ``load_study`` restores it)."""
@@ -117,12 +141,23 @@ def _crossed(trial: Trial, ladder: Sequence[float]) -> int | None:
     return crossed[-1] if crossed else None
 
 
+def _kept(n: int, fraction: float) -> int:
+    """How many of ``n`` values are in their top ``fraction`` (at least one)."""
+    return max(1, math.ceil(n * fraction))
+
+
 def _in_top(value: float, others: Sequence[float], fraction: float) -> bool:
     """Whether ``value`` (to minimize) ranks in the top ``fraction`` of ``others`` and
     itself; the first at a rung always does, and ties count in its favour."""
-    n = len(others) + 1
     rank = sum(1 for v in others if v < value)
-    return rank < max(1, math.ceil(n * fraction))
+    return rank < _kept(len(others) + 1, fraction)
+
+
+def _cutoff(values: list[float], fraction: float) -> float:
+    """The largest value (to minimize) that :func:`_in_top` keeps against ``values``:
+    the m-th smallest of them, m being how many of them and the newcomer are kept."""
+    m = _kept(len(values) + 1, fraction)
+    return math.inf if m > len(values) else heapq.nsmallest(m, values)[-1]
 
 
 class _Rungs(Pruner):
@@ -142,6 +177,26 @@ class _Rungs(Pruner):
 
     def stops_at(self, number: int) -> list[float] | None:
         return self._ladder[:-1]
+
+    def _group_ladders(self) -> list[list[float]]:
+        """Each group's rungs (one group: every trial on the same ladder)."""
+        return [self._ladder]
+
+    def cutoffs(
+        self, trials: Sequence[Trial], minimize: bool
+    ) -> dict[tuple[int, float], float] | None:
+        sign = 1.0 if minimize else -1.0
+        ladders = self._group_ladders()
+        values: dict[tuple[int, float], list[float]] = {}
+        for trial in trials:
+            group = self.group_of(trial.number)
+            for rung in ladders[group][:-1]:
+                value = value_at(trial, rung)
+                if value is None:
+                    break  # steps increase: no higher rung either
+                values.setdefault((group, rung), []).append(sign * value)
+        fraction = 1.0 / self.reduction_factor
+        return {key: _cutoff(at, fraction) for key, at in values.items() if len(at) >= LOCAL_AFTER}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -250,6 +305,12 @@ class Hyperband(_Rungs):
 
     def stops_at(self, number: int) -> list[float] | None:
         return self._brackets[self.bracket_of(number)][:-1]
+
+    def group_of(self, number: int) -> int:
+        return self.bracket_of(number)
+
+    def _group_ladders(self) -> list[list[float]]:
+        return self._brackets
 
     def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
         bracket = self.bracket_of(trial.number)

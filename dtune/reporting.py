@@ -16,9 +16,17 @@ them the same way and passes the verdict back.
 
 Without a pruner nothing waits for a verdict: a report is sent and the objective goes
 on at once. With ASHA or Hyperband, only a report that reaches one of the trial's rungs
-waits (:meth:`dtune.pruners.Pruner.stops_at`); the others are sent the same way and
-recorded, without holding the trial up. Like :mod:`dtune.execution`, this module
-imports nothing heavy.
+can stop the trial (:meth:`dtune.pruners.Pruner.stops_at`); the others are sent the same
+way and recorded, without holding the trial up. A report at a rung is judged on the
+worker when the worker knows the rung's cutoff (:class:`Cutoffs`: the driver sends them
+with each trial and with :func:`deliver_cutoffs` whenever they change); only until then
+does it wait for the driver's verdict::
+
+    driver: rung values change ──▶ Cutoffs ──▶ Client.run(deliver_cutoffs) on every worker
+    objective ── report(v, step at a rung) ──▶ v against the rung's cutoff: stop or go on,
+                 at once; the report still goes to the driver, to be recorded
+
+Like :mod:`dtune.execution`, this module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -39,9 +47,11 @@ from dtune.jsonable import jsonable
 __all__ = [
     "Channel",
     "ChildChannel",
+    "Cutoffs",
     "DaskChannel",
     "ReportTo",
     "deliver",
+    "deliver_cutoffs",
     "forward",
     "report",
 ]
@@ -56,6 +66,8 @@ _local = threading.local()
 _lock = threading.Lock()
 _open: list[Channel] = []  # every channel of a trial running in this process
 _waiting: dict[tuple[str, int], DaskChannel] = {}  # (topic, trial number) -> channel
+_known: dict[str, Cutoffs] = {}  # topic -> the newest cutoffs this process has heard of
+_KNOWN_KEPT = 16  # searches whose cutoffs a worker keeps (the latest ones)
 
 
 def report(value: float, step: int, **metrics: Any) -> None:
@@ -168,15 +180,60 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class Cutoffs:
+    """A search's rung cutoffs as the driver last sent them
+    (:meth:`dtune.pruners.Pruner.cutoffs`): per (group, rung), the largest value, to
+    minimize, that goes on there. ``version`` grows with each new set.
+
+    >>> cut = Cutoffs(version=3, minimize=True, table={(0, 1.0): 0.5})
+    >>> cut.says_stop(0, 1.0, 0.7), cut.says_stop(0, 1.0, 0.5), cut.says_stop(0, 3.0, 9.0)
+    (True, False, None)
+    """
+
+    version: int
+    minimize: bool
+    table: dict[tuple[int, float], float]
+
+    def says_stop(self, group: int, rung: float, value: float) -> bool | None:
+        """Whether ``value`` reported at ``rung`` stops a trial of ``group``; None if
+        this rung has no cutoff yet (the driver decides)."""
+        cutoff = self.table.get((group, rung))
+        if cutoff is None:
+            return None
+        return (value if self.minimize else -value) > cutoff
+
+
+def _learn(topic: str, cutoffs: Cutoffs) -> None:
+    """Keep ``cutoffs`` for ``topic`` if they are newer than those known."""
+    with _lock:
+        known = _known.get(topic)
+        if known is None or cutoffs.version > known.version:
+            _known.pop(topic, None)
+            _known[topic] = cutoffs  # the most recently updated last
+            while len(_known) > _KNOWN_KEPT:
+                del _known[next(iter(_known))]
+
+
+async def deliver_cutoffs(topic: str, cutoffs: Cutoffs) -> None:
+    """The driver's new cutoffs for search ``topic``; runs in each worker's event loop
+    (sent with ``Client.run``, without waiting, like :func:`deliver`)."""
+    _learn(topic, cutoffs)
+
+
+@dataclass(frozen=True)
 class ReportTo:
     """Where a trial's reports go: the search's Dask event topic, the trial's number,
     whether to wait for a verdict (there is a pruner), and at which resources
-    (``wait_at``: a report waits if it is the first to reach one; None: every report)."""
+    (``wait_at``: a report waits if it is the first to reach one; None: every report).
+    With ``cutoffs`` (the newest when the trial was submitted), a report at a rung whose
+    cutoff the worker knows is judged there; ``group`` picks the trial's cutoffs."""
 
     topic: str
     number: int
     wait: bool
     wait_at: tuple[float, ...] | None = None
+    group: int = 0
+    cutoffs: Cutoffs | None = None
 
     def waits(self, before: float, step: float) -> bool:
         """Whether a report at ``step``, after one at ``before``, waits for a verdict.
@@ -189,7 +246,23 @@ class ReportTo:
             return False
         if self.wait_at is None:
             return True
-        return any(before < r <= step for r in self.wait_at)
+        return self.rung(before, step) is not None
+
+    def rung(self, before: float, step: float) -> float | None:
+        """The highest of ``wait_at`` that a report at ``step``, after one at
+        ``before``, reaches first; None if none (or no rungs)."""
+        crossed = [r for r in self.wait_at or () if before < r <= step]
+        return max(crossed) if crossed else None
+
+    def judge_here(self, before: float, step: float, value: float) -> bool | None:
+        """Whether a report that waits (:meth:`waits`) stops the trial, judged with the
+        newest cutoffs this worker knows; None if it must wait for the driver."""
+        rung = self.rung(before, step)
+        with _lock:
+            cutoffs = _known.get(self.topic)
+        if rung is None or cutoffs is None:
+            return None
+        return cutoffs.says_stop(self.group, rung, value)
 
 
 class DaskChannel(Channel):
@@ -199,6 +272,8 @@ class DaskChannel(Channel):
     def __init__(self, to: ReportTo) -> None:
         super().__init__(to.number)
         self.to = to
+        if to.cutoffs is not None:
+            _learn(to.topic, to.cutoffs)
         self._wait = to.wait
         self._key: Any = None  # the Dask task running the trial
         self._seq = 0
@@ -218,7 +293,10 @@ class DaskChannel(Channel):
         if self._key is None:
             self._key = worker.get_current_task()
         self._seq += 1
-        wait = self._wait and self.to.waits(self._sent_step, step)
+        at_rung = wait = self._wait and self.to.waits(self._sent_step, step)
+        stop = self.to.judge_here(self._sent_step, step, value) if wait else None
+        if stop is not None:
+            wait = False  # judged here: the report is only recorded
         self._sent_step = step
         message = {
             "number": self.number,
@@ -228,10 +306,11 @@ class DaskChannel(Channel):
             "metrics": metrics,
             "worker": worker.address,
             "wait": wait,
+            "at_rung": at_rung,
         }
         if not wait:
             worker.log_event(self.to.topic, message)
-            return False
+            return bool(stop)
         key = (self.to.topic, self.number)
         self._answered.clear()
         with _lock:

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import platform
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -162,6 +163,7 @@ class Study:
         self._suggester.reset(self._ledger.model_state())
         self._ledger.subscribe(self._suggester)
         self._process: ProcessSuggester | None = None
+        self._stop = threading.Event()  # Study.stop: the running optimize starts no more
 
     def _create_or_check(self, storage: BaseStorage, allow_space_change: bool) -> None:
         record = storage.get_study(self.name)
@@ -325,6 +327,7 @@ class Study:
         for what, seconds in (("timeout", timeout), ("trial_timeout", trial_timeout)):
             if seconds is not None and (isinstance(seconds, bool) or not seconds > 0):
                 raise ValueError(f"{what}={seconds!r} must be a positive number of seconds")
+        self._stop.clear()
         settings = SearchSettings(
             n_trials=n_trials,
             gpus_per_trial=gpus_per_trial,
@@ -336,6 +339,7 @@ class Study:
             callbacks=tuple(_bind(callback, self) for callback in callbacks),
             progress=progress,
             pruner=self.pruner,
+            stop=self._stop,
         )
         # Simulated workers on a simulated clock: suggestions in-process, so a seed
         # gives the same search every time.
@@ -350,6 +354,21 @@ class Study:
             n_workers=n_workers,
             services=None if dashboard is False else self._dashboard_service(dashboard),
         )
+
+    def stop(self) -> None:
+        """Start no more trials in the running :meth:`optimize` call: the trials that
+        run finish and are recorded, then it returns. Call it from a callback (stop
+        once a target is reached, or after so many GPU-hours) or from another thread;
+        the next ``optimize`` call starts afresh.
+
+        Examples
+        --------
+        >>> def enough(study, trial):
+        ...     if study.best_value < 0.01:
+        ...         study.stop()
+        >>> # study.optimize(objective, 1000, callbacks=[enough])
+        """
+        self._stop.set()
 
     def _suggestion_process(self) -> ProcessSuggester:
         """The study's suggestion process, kept across optimize calls (stopped when the

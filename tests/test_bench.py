@@ -83,6 +83,19 @@ def test_bench_multifidelity_without_the_full_budget_search_still_gives_utilizat
     assert 0.0 < float(cells[9]) <= 1.0, row  # utilization
 
 
+@pytest.mark.slow
+def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_worker_time():
+    out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
+                      "--budget", "60", "--worker-budget", "2", "--workers", "2",
+                      "--epochs", "9", "--epoch", "0.02", "--methods", "none,asha")  # fmt: skip
+    searches = [line for line in out.stdout.splitlines() if line.startswith("branin seed 0")]
+    assert len(searches) == 2, out.stdout
+    for line in searches:
+        # stopped once 2 worker-s were used; the 2 running trials (< 0.3 s each) finish
+        spent = float(line.split(" worker-s")[0].rsplit(" ", 1)[1])
+        assert 2.0 <= spent <= 3.5, line
+
+
 def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_epoch():
     # In a process of its own: the workload sets TensorFlow's threads before it starts.
     code = (

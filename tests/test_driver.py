@@ -133,6 +133,28 @@ def test_a_study_resumes_from_its_store_and_continues_numbering(client, tmp_path
     assert n_told(resumed) == 12
 
 
+def test_study_stop_from_a_callback_lets_running_trials_finish_and_ends_the_call(client):
+    """A budget in worker-seconds, as a user would write it: stop once the finished
+    trials have used 2 worker-seconds; the next call runs in full."""
+    study = Study({"x": Real(0.0, 1.0)}, random_state=3)
+    used = []
+
+    def budget(study: Study, trial) -> None:
+        used.append(trial.duration)
+        if sum(used) >= 2.0:
+            study.stop()
+
+    study.optimize(objectives.nap, 200, client=client, callbacks=[budget], progress=False)
+    trials = study.trials
+    slots = len(client.scheduler_info()["workers"])
+    # 0.2-s trials: 10 to reach 2 s, then those running (and the slots refilled with
+    # the results that crossed the budget) finish; none is left running or cancelled
+    assert 10 <= len(trials) <= 10 + 2 * slots, len(trials)
+    assert all(t.state is TrialState.COMPLETE for t in trials)
+    study.optimize(objectives.nap, 3, client=client, progress=False)
+    assert len(study.trials) == len(trials) + 3
+
+
 def test_an_unpicklable_objective_is_refused_before_anything_runs(client):
     lock = threading.Lock()
     study = Study({"x": Real(0.0, 1.0)})

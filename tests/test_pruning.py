@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import sqlite3
 import time
 
@@ -15,8 +16,8 @@ import dtune
 from dtune import ASHA, Hyperband, MedianStop, Real, Report, Study, Trial, TrialState
 from dtune.execution import Outcome, run_trial
 from dtune.ledger import Ledger
-from dtune.pruners import pruner_from_json
-from dtune.reporting import ReportTo, deliver
+from dtune.pruners import LOCAL_AFTER, pruner_from_json
+from dtune.reporting import Cutoffs, ReportTo, deliver, deliver_cutoffs
 from dtune.space import SearchSpace
 from dtune.storage import InMemoryStorage, StudyRecord
 from tests import objectives
@@ -69,6 +70,41 @@ def test_median_stop_compares_best_values_so_far_at_the_same_step():
     assert rule.should_stop(_trial(9, [0.9, 0.5]), others, minimize=True)  # median 0.4
     assert not rule.should_stop(_trial(9, [0.9, 0.3]), others, minimize=True)
     assert not rule.should_stop(_trial(9, [0.9, 0.5]), others[:2], minimize=True)  # too few
+
+
+@pytest.mark.parametrize("pruner", [ASHA(1, 9, 3), ASHA(2, 32, 2), Hyperband(1, 27, 3)])
+@pytest.mark.parametrize("minimize", [True, False])
+def test_a_rungs_cutoff_says_what_the_rule_says(pruner, minimize):
+    """A worker judges a report at a rung by the cutoff alone (Pruner.cutoffs): that
+    verdict must be the rule's, whatever the values, ties included."""
+    rng = random.Random(7)
+    top = pruner.rungs()[-1]
+    trials = []
+    for n in range(60):
+        steps = rng.randint(1, int(top))
+        values = [float(rng.choice(range(20))) for _ in range(steps)]  # ties on purpose
+        trials.append(_trial(n, values, TrialState.PRUNED))
+    table = pruner.cutoffs(trials, minimize)
+    cutoffs = Cutoffs(1, minimize, table)
+    checked = 0
+    for number in range(1000, 1300):
+        group, rungs = pruner.group_of(number), pruner.stops_at(number)
+        for rung in rungs:
+            reached = sum(
+                1
+                for t in trials
+                if pruner.group_of(t.number) == group and t.reports[-1].step >= rung
+            )
+            value = float(rng.choice(range(20)))
+            newcomer = _trial(number, [*[99.0] * (int(rung) - 1), value])
+            verdict = cutoffs.says_stop(group, rung, value)
+            if reached < LOCAL_AFTER:
+                assert verdict is None  # too few values: the driver decides
+                continue
+            assert verdict is pruner.should_stop(newcomer, [*trials, newcomer], minimize)
+            checked += 1
+    assert checked > 200
+    assert MedianStop().cutoffs(trials, minimize) is None  # no rungs: the driver decides
 
 
 @pytest.mark.parametrize(
@@ -187,6 +223,13 @@ def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end(
 # -- on real workers ----------------------------------------------------------------------------
 
 
+def _known_cutoffs() -> list[dict]:
+    """On a worker: the cutoffs it knows, of each search."""
+    from dtune import reporting
+
+    return [c.table for c in reporting._known.values()]
+
+
 def _states(study: Study) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in study.trials:
@@ -206,6 +249,16 @@ def test_asha_prunes_hopeless_trials_on_real_workers_and_keeps_every_report(
     assert states.get("PRUNED", 0) >= 6, states
     assert states.get("COMPLETE", 0) >= 3, states
     assert "FAILED" not in states
+    # every worker has the cutoffs of the rungs as they ended, to judge reports there
+    final = study.pruner.cutoffs(study.trials, minimize=True)
+    assert (0, 1.0) in final
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        known = client.run(_known_cutoffs)
+        if all(final in tables for tables in known.values()):
+            break
+        time.sleep(0.05)
+    assert all(final in tables for tables in known.values()), (final, known)
     for t in study.trials:
         assert list(t.intermediate) == list(range(1, t.last_step + 1))
         if t.state is TrialState.PRUNED:
@@ -225,14 +278,15 @@ def test_asha_prunes_hopeless_trials_on_real_workers_and_keeps_every_report(
     assert (frame["last_step"] == [t.last_step for t in study.trials]).all()
 
 
-def test_a_trial_waits_for_verdicts_only_at_the_reports_that_reach_its_rungs(client):
-    """run_trial on a real worker, with this test standing in for the driver: it hears
-    every report on the topic and answers "go on" to those that wait."""
-    topic, heard, answers = "test-waits", [], []
+def _stand_in_driver(client, topic: str) -> list[dict]:
+    """This test as the driver of search ``topic``: it hears every report (in the
+    client's event loop) and answers "go on" to those that wait; the reports heard."""
+    messages: list[dict] = []
+    answers = []
 
-    def on_report(event: tuple[float, dict]) -> None:  # in the client's event loop
+    def on_report(event: tuple[float, dict]) -> None:
         message = event[1]
-        heard.append((message["step"], message["wait"]))
+        messages.append(message)
         if message["wait"]:
             answer = client.run(
                 deliver, topic, message["number"], message["seq"], False,
@@ -241,20 +295,69 @@ def test_a_trial_waits_for_verdicts_only_at_the_reports_that_reach_its_rungs(cli
             answers.append(asyncio.ensure_future(answer))
 
     client.subscribe_topic(topic, on_report)
+    return messages
+
+
+def test_a_trial_waits_for_verdicts_only_at_the_reports_that_reach_its_rungs(client):
+    """run_trial on a real worker, with this test standing in for the driver: it hears
+    every report on the topic and answers "go on" to those that wait."""
+    topic = "test-waits"
+    messages = _stand_in_driver(client, topic)
     # Hyperband's first bracket stops at 1 and 3 of 9; its last bracket never stops
     hb = Hyperband(1, 9, 3)
     for bracket, waits_at in ((0, {1, 3}), (2, set())):
         number = next(n for n in range(99) if hb.bracket_of(n) == bracket)
-        heard.clear()
+        messages.clear()
         to = ReportTo(topic, number, wait=True, wait_at=tuple(hb.stops_at(number)))
         done = client.submit(
             run_trial, objectives.learning_curve, {"x": 0.5}, None, report_to=to, pure=False
         )
         assert done.result(timeout=20).value == pytest.approx(0.04 + 0.5 / 9)
         deadline = time.monotonic() + 5
-        while len(heard) < 9 and time.monotonic() < deadline:
+        while len(messages) < 9 and time.monotonic() < deadline:
             time.sleep(0.01)
+        heard = [(m["step"], m["wait"]) for m in messages]
         assert heard == [(step, step in waits_at) for step in range(1, 10)]
+    client.unsubscribe_topic(topic)
+
+
+def test_a_report_at_a_rung_whose_cutoff_the_worker_knows_is_judged_there(client):
+    """run_trial on a real worker with cutoffs: reports at rungs with a cutoff stop or go
+    on at once (nothing waits; each is still sent, to be recorded), the newest cutoffs a
+    worker heard of win, and a rung without one waits for the driver (this test)."""
+    topic = "test-here"
+    messages = _stand_in_driver(client, topic)
+    heard: list[tuple[int, bool, bool]] = []
+
+    def run(number: int, cutoffs: Cutoffs) -> Outcome:
+        messages.clear()
+        to = ReportTo(topic, number, wait=True, wait_at=(1.0, 3.0), cutoffs=cutoffs)
+        done = client.submit(
+            run_trial, objectives.learning_curve, {"x": 0.5}, None, report_to=to, pure=False
+        )
+        outcome = done.result(timeout=20)
+        deadline = time.monotonic() + 5
+        while len(messages) < (3 if outcome.pruned else 9) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        heard[:] = [(m["step"], m["wait"], m["at_rung"]) for m in messages]
+        return outcome
+
+    # x = 0.5 reports 0.54 at step 1 and 0.207 at step 3
+    first = Cutoffs(1, minimize=True, table={(0, 1.0): 1.0, (0, 3.0): 0.1})
+    outcome = run(0, first)
+    assert outcome.pruned
+    assert heard == [(1, False, True), (2, False, False), (3, False, True)]
+    # newer cutoffs sent to every worker win over the older ones a trial brings along
+    client.run(deliver_cutoffs, topic, Cutoffs(2, True, {(0, 1.0): 1.0, (0, 3.0): 0.3}))
+    outcome = run(1, first)
+    assert not outcome.pruned
+    assert outcome.value == pytest.approx(0.04 + 0.5 / 9)
+    assert heard == [(step, False, step in (1, 3)) for step in range(1, 10)]
+    # no cutoff for this trial's group: each rung waits for the driver's verdict
+    client.run(deliver_cutoffs, topic, Cutoffs(3, True, {(1, 1.0): 1.0, (1, 3.0): 0.3}))
+    outcome = run(2, first)
+    assert not outcome.pruned
+    assert heard == [(step, step in (1, 3), step in (1, 3)) for step in range(1, 10)]
     client.unsubscribe_topic(topic)
 
 

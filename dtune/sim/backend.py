@@ -131,6 +131,9 @@ class SimulatedBackend:
     def answer(self, report: IncomingReport, stop: bool) -> None:
         return None
 
+    def share_cutoffs(self, table: dict[tuple[int, float], float], minimize: bool) -> None:
+        return None
+
     def cancel(self) -> list[int]:
         numbers = [number for _, _, number, _, _ in self._running]
         self._free.extend(worker for _, _, _, worker, _ in self._running)
