@@ -58,7 +58,7 @@ __all__ = [
 
 # A reporting trial waits this long for the driver's verdict, then carries on without
 # waiting for verdicts any more (a driver too busy to answer). A trial whose driver is
-# gone (Dask cancelled its task) stops at once.
+# gone (Dask cancelled its task) stops at its next report, or at once if it waits.
 VERDICT_TIMEOUT_S = 30.0
 _CHECK_S = 0.25
 
@@ -292,6 +292,8 @@ class DaskChannel(Channel):
         worker = get_worker()
         if self._key is None:
             self._key = worker.get_current_task()
+        if self._orphaned(worker):
+            return True  # nobody wants its result (its driver went): free the worker
         self._seq += 1
         at_rung = wait = self._wait and self.to.waits(self._sent_step, step)
         stop = self.to.judge_here(self._sent_step, step, value) if wait else None
