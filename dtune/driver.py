@@ -244,28 +244,28 @@ class _Search:
         self.n_started = 0
         self.failures = self.consecutive_failures = 0
         self.durations: collections.deque[float] = collections.deque(maxlen=_RECENT_TRIALS)
-        self.rung_news = False  # a rung has values its cutoffs sent do not count yet
+        # A rung has values the cutoffs sent to the workers do not count yet (at the
+        # start, a resumed study's: its first trials bring the cutoffs along).
+        self.rung_news = True
         self.cutoffs_due = -math.inf
 
     def run(self) -> None:
         # Points left running by a driver that died are evaluated again first.
         self.retry = [t.number for t in self.ledger.take_interrupted()]
         bar = _Progress(self.ledger, self.settings.n_trials, self.settings.progress)
-        # A resumed study's rungs have values already: its first trials bring the cutoffs.
-        self.rung_news = True
         try:
             self._share_cutoffs()
             self._refill()
             while self.running:
                 done = self.backend.wait(_TICK_S)
                 self._judge(self.backend.take_reports())
-                self._share_cutoffs()
                 finished = self._record(done)
                 # A lost scheduler cancels every future: record them interrupted first.
                 self._check_backend()
                 self._check_failures(finished)
                 self._pace(finished)
                 self._refill()
+                self._share_cutoffs()  # after the refill: no free worker waits for it
                 # Bookkeeping that talks to the store or the scheduler waits until the
                 # free workers have their next trials.
                 self.ledger.renew_claim(self.owner)
@@ -329,11 +329,12 @@ class _Search:
 
     def _answer_reports(self) -> None:
         self._judge(self.backend.take_reports())
+        self._share_cutoffs()  # the driver waits for a point anyway
 
     def _judge(self, reports: Sequence[IncomingReport]) -> None:
         """Record the reports (the store first, all in one write), then tell each trial
-        that waits whether to stop, and the workers the rungs' new cutoffs if a report
-        reached a rung (they judge the reports there themselves once they know them)."""
+        that waits whether to stop; a report that reached a rung makes the rungs'
+        cutoffs due to the workers (:meth:`_share_cutoffs`)."""
         if not reports:
             return
         pruner = self.settings.pruner
@@ -354,7 +355,6 @@ class _Search:
             self.backend.answer(report, stop)
         if any(r.at_rung for r in reports):
             self.rung_news = True
-        self._share_cutoffs()
 
     def _share_cutoffs(self) -> None:
         """A rung has new values: send the workers its new cutoffs, which they judge
