@@ -42,7 +42,14 @@ add up to it), so every method gets the same worker time whatever its utilizatio
   whether to go on (measured inside the objective), median, mean and p99 over the reports
   that can stop the trial (dtune: those reaching one of the trial's rungs; Optuna: every
   ``should_prune``), the share of dtune's that the worker judged itself by the rung's
-  cutoff (those under 1 ms), and the mean time spent in a report over all reports.
+  cutoff (those under 1 ms), and the mean time spent in a report over all reports;
+- the median regret of every method at budgets of 10%, 20%, … 100% of the worker time
+  every method of the seed reached, and at how many of them dtune's ASHA and Hyperband
+  are no worse than the best of the peers that ran (Optuna's, Ray's): issue 12 asks for
+  that at every budget.
+
+``--save results.json`` writes every search's results after each search (a stopped run
+keeps what it ran); ``--from results.json`` prints the tables of such a file again.
 
 ``--fresh`` starts a new cluster for each search and counts its utilization from the
 cluster's start, as a user's first search meets it (workers start, import, load data).
@@ -78,6 +85,9 @@ from keras_digits import KERAS, keras_epochs, keras_space, warm
 # How far an epoch-1 value lies above the final one, per problem (its value range).
 GAP = {"branin": 5.0, "hartmann6": 0.3, "mixed": 0.1}
 _HERE_MS = 1.0  # a decision this fast was made on the worker
+# The budgets at which every method's median regret is compared: fractions of the worker
+# time every method of a seed reached.
+_BUDGETS = tuple(k / 10 for k in range(1, 11))
 METHODS = ("none", "asha", "hyperband", "random+asha", "optuna-tpe+sh", "optuna-tpe+hyperband")
 
 
@@ -453,7 +463,23 @@ def main() -> None:
         action="store_true",
         help="a new cluster for each search, counted from its start (a user's first search)",
     )
+    parser.add_argument("--save", type=Path, help="also write every search's results here (JSON)")
+    parser.add_argument(
+        "--from",
+        dest="saved",
+        type=Path,
+        help="print the tables of results --save wrote, running nothing",
+    )
     args = parser.parse_args()
+    if args.saved is not None:
+        saved = json.loads(args.saved.read_text())
+        report(
+            {tuple(key.split("|")): r for key, r in saved["results"].items()},
+            saved["problems"],
+            saved["methods"],
+            saved["seeds"],
+        )
+        return
     problems, methods = args.problems.split(","), args.methods.split(",")
     for problem in problems:
         if problem not in (*PROBLEMS, KERAS):
@@ -465,7 +491,7 @@ def main() -> None:
         + (f" (at most; {args.worker_budget:g} worker-s)" if args.worker_budget else "")
         + f", seeds 0..{args.seeds - 1}"
     )
-    results: dict[tuple[str, str, int], dict[str, Any]] = {}
+    results: dict[tuple[str, str, str], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in range(args.seeds) for m in methods]
     with contextlib.ExitStack() as stack:
         shared = None if args.fresh else stack.enter_context(_cluster(args, problems))
@@ -474,13 +500,50 @@ def main() -> None:
             # fresh: a user's first search, whose workers start, import and load in it
             with _cluster(args, []) if shared is None else contextlib.nullcontext(shared) as client:
                 result = run(client, problem, method, seed, args, called)
-            results[problem, method, seed] = result
+            results[problem, method, str(seed)] = result
             print(
                 f"{problem} seed {seed} {method}: {result['trials']} trials, "
                 f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
                 f"{result['worker_s']:.1f} worker-s, util {result['utilization']:.3f}",
                 flush=True,
             )
+            if args.save is not None:  # after each search: a stopped run keeps what it ran
+                args.save.write_text(
+                    json.dumps(
+                        {
+                            "problems": problems,
+                            "methods": methods,
+                            "seeds": args.seeds,
+                            "results": {"|".join(key): r for key, r in results.items()},
+                        }
+                    )
+                )
+    report(results, problems, methods, args.seeds)
+
+
+def report(
+    results: dict[tuple[str, ...], dict[str, Any]],
+    problems: list[str],
+    methods: list[str],
+    seeds: int,
+) -> None:
+    """The tables (markdown): medians over the seeds of each problem and method, then
+    the median regret at budgets up to the common worker time."""
+    done = [
+        s for s in range(seeds) if all((p, m, str(s)) in results for p in problems for m in methods)
+    ]
+    if len(done) < seeds:
+        print(f"# only seeds {done} ran for every problem and method: the tables count those")
+    if not done:
+        return
+
+    def of(problem: str, method: str) -> list[dict[str, Any]]:
+        return [results[problem, method, str(s)] for s in done]
+
+    def common(problem: str, seed: int) -> float:
+        """The worker time every method of that seed reached."""
+        return min(results[problem, m, str(seed)]["worker_s"] for m in methods)
+
     print()
     print(
         "| problem | method | regret@W | regret at end | W to match | ÷ none's W | trials "
@@ -490,14 +553,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for problem in problems:
         for method in methods:
-            rows = [results[problem, method, s] for s in range(args.seeds)]
+            rows = of(problem, method)
             at_w, at_end, to_match, share = [], [], [], []
-            for seed, r in enumerate(rows):
-                common = min(results[problem, m, seed]["worker_s"] for m in methods)
-                at_w.append(regret_at(r["curve"], common))
+            for seed, r in zip(done, rows, strict=True):
+                at_w.append(regret_at(r["curve"], common(problem, seed)))
                 at_end.append(r["curve"][-1][1])
                 if "none" in methods:
-                    base = results[problem, "none", seed]
+                    base = results[problem, "none", str(seed)]
                     w = worker_s_to(r["curve"], base["curve"][-1][1])
                     to_match.append(w)
                     share.append(w / base["worker_s"])
@@ -526,6 +588,40 @@ def main() -> None:
                 f"| {statistics.median(r['utilization'] for r in rows):.3f} "
                 f"| {statistics.median(r['compute_utilization'] for r in rows):.3f} | {decision} |"
             )
+
+    # Issue 12: at every budget, dtune's pruned searches against the best peer's.
+    print()
+    print("Median regret at each budget (a fraction of the worker time every method of the")
+    print("seed reached):")
+    print()
+    print(f"| problem | budget | {' | '.join(methods)} |")
+    print(f"|---|---|{'---|' * len(methods)}")
+    peers = [m for m in methods if m.startswith(("optuna", "ray"))]
+    verdicts = []
+    for problem in problems:
+        at = {
+            m: [
+                statistics.median(
+                    regret_at(r["curve"], fraction * common(problem, s))
+                    for s, r in zip(done, of(problem, m), strict=True)
+                )
+                for fraction in _BUDGETS
+            ]
+            for m in methods
+        }
+        for i, fraction in enumerate(_BUDGETS):
+            cells = " | ".join(f"{at[m][i]:.4g}" for m in methods)
+            print(f"| {problem} | {fraction:.0%} | {cells} |")
+        best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))] if peers else []
+        for method in (m for m in ("asha", "hyperband") if m in methods and peers):
+            level = sum(a <= b for a, b in zip(at[method], best_peer, strict=True))
+            verdicts.append(
+                f"- {problem}, {method}: no worse than the best of {', '.join(peers)} "
+                f"at {level} of {len(_BUDGETS)} budgets"
+            )
+    if verdicts:
+        print()
+        print("\n".join(verdicts))
 
 
 if __name__ == "__main__":

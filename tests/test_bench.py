@@ -25,6 +25,12 @@ def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     return out
 
 
+def _method_rows(stdout: str, problem: str) -> list[str]:
+    """bench_multifidelity's first table's rows for ``problem``: one per method."""
+    rows = [line for line in stdout.splitlines() if line.startswith(f"| {problem} |")]
+    return [row for row in rows if not row.split("|")[2].strip().endswith("%")]
+
+
 @pytest.mark.slow
 def test_bench_smoke_mode_runs_every_loop_on_every_problem():
     out = subprocess.run(
@@ -64,7 +70,7 @@ def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
                       "--budget", "3", "--workers", "2", "--epochs", "9", "--epoch", "0.02",
                       "--methods", "none,asha,hyperband",
                       *(["--fresh"] if cluster == "fresh" else []))  # fmt: skip
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| branin |")]
+    rows = _method_rows(out.stdout, "branin")
     assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "hyperband"]
     assert " 0 pruned" in out.stdout  # none prunes nothing
     utilization = [float(row.split("|")[9]) for row in rows]
@@ -76,7 +82,7 @@ def test_bench_multifidelity_without_the_full_budget_search_still_gives_utilizat
     out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
                       "--budget", "3", "--workers", "2", "--epochs", "9", "--epoch", "0.02",
                       "--methods", "asha")  # fmt: skip
-    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| branin |")]
+    (row,) = _method_rows(out.stdout, "branin")
     cells = [cell.strip() for cell in row.split("|")]
     assert cells[5:7] == ["–", "–"]  # nothing to match without "none"
     assert int(cells[7]) > 0, row  # trials
@@ -84,16 +90,30 @@ def test_bench_multifidelity_without_the_full_budget_search_still_gives_utilizat
 
 
 @pytest.mark.slow
-def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_worker_time():
+def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_worker_time(
+    tmp_path,
+):
+    saved = tmp_path / "results.json"
     out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
                       "--budget", "60", "--worker-budget", "2", "--workers", "2",
-                      "--epochs", "9", "--epoch", "0.02", "--methods", "none,asha")  # fmt: skip
+                      "--epochs", "9", "--epoch", "0.02", "--methods", "none,asha,optuna-tpe+sh",
+                      "--save", str(saved))  # fmt: skip
     searches = [line for line in out.stdout.splitlines() if line.startswith("branin seed 0")]
-    assert len(searches) == 2, out.stdout
-    for line in searches:
+    assert len(searches) == 3, out.stdout
+    for line in searches[:2]:  # dtune's: stopped by Study.stop from a callback
         # stopped once 2 worker-s were used; the 2 running trials (< 0.3 s each) finish
         spent = float(line.split(" worker-s")[0].rsplit(" ", 1)[1])
         assert 2.0 <= spent <= 3.5, line
+    # The regret at each budget, against the peer, and the saved results give the same
+    # tables again without running anything.
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| branin | ")]
+    budgets = [
+        row.split("|")[2].strip() for row in rows if row not in _method_rows(out.stdout, "branin")
+    ]
+    assert budgets == [f"{k}0%" for k in range(1, 11)]
+    assert "- branin, asha: no worse than the best of optuna-tpe+sh at " in out.stdout
+    again = _run_script("bench_multifidelity.py", "--from", str(saved))
+    assert again.stdout.strip() in out.stdout
 
 
 def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_epoch():
