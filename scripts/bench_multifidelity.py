@@ -529,16 +529,19 @@ def report(
 ) -> None:
     """The tables (markdown): medians over the seeds of each problem and method, then
     the median regret at budgets up to the common worker time."""
-    done = [
-        s for s in range(seeds) if all((p, m, str(s)) in results for p in problems for m in methods)
-    ]
-    if len(done) < seeds:
-        print(f"# only seeds {done} ran for every problem and method: the tables count those")
-    if not done:
-        return
+    done = {
+        p: [s for s in range(seeds) if all((p, m, str(s)) in results for m in methods)]
+        for p in problems
+    }
+    for problem in problems:
+        if len(done[problem]) < seeds:
+            print(
+                f"# {problem}: only seeds {done[problem]} ran every method; the tables count those"
+            )
+    problems = [p for p in problems if done[p]]
 
     def of(problem: str, method: str) -> list[dict[str, Any]]:
-        return [results[problem, method, str(s)] for s in done]
+        return [results[problem, method, str(s)] for s in done[problem]]
 
     def common(problem: str, seed: int) -> float:
         """The worker time every method of that seed reached."""
@@ -555,7 +558,7 @@ def report(
         for method in methods:
             rows = of(problem, method)
             at_w, at_end, to_match, share = [], [], [], []
-            for seed, r in zip(done, rows, strict=True):
+            for seed, r in zip(done[problem], rows, strict=True):
                 at_w.append(regret_at(r["curve"], common(problem, seed)))
                 at_end.append(r["curve"][-1][1])
                 if "none" in methods:
@@ -603,7 +606,7 @@ def report(
             m: [
                 statistics.median(
                     regret_at(r["curve"], fraction * common(problem, s))
-                    for s, r in zip(done, of(problem, m), strict=True)
+                    for s, r in zip(done[problem], of(problem, m), strict=True)
                 )
                 for fraction in _BUDGETS
             ]
