@@ -615,8 +615,10 @@ def report(
         for i, fraction in enumerate(_BUDGETS):
             cells = " | ".join(f"{at[m][i]:.4g}" for m in methods)
             print(f"| {problem} | {fraction:.0%} | {cells} |")
-        best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))] if peers else []
-        for method in (m for m in ("asha", "hyperband") if m in methods and peers):
+        if not peers:
+            continue
+        best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))]
+        for method in (m for m in ("asha", "hyperband") if m in methods):
             level = sum(a <= b for a, b in zip(at[method], best_peer, strict=True))
             verdicts.append(
                 f"- {problem}, {method}: no worse than the best of {', '.join(peers)} "

@@ -107,9 +107,8 @@ def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_wor
     # The regret at each budget, against the peer, and the saved results give the same
     # tables again without running anything.
     rows = [line for line in out.stdout.splitlines() if line.startswith("| branin | ")]
-    budgets = [
-        row.split("|")[2].strip() for row in rows if row not in _method_rows(out.stdout, "branin")
-    ]
+    by_method = _method_rows(out.stdout, "branin")
+    budgets = [row.split("|")[2].strip() for row in rows if row not in by_method]
     assert budgets == [f"{k}0%" for k in range(1, 11)]
     assert "- branin, asha: no worse than the best of optuna-tpe+sh at " in out.stdout
     again = _run_script("bench_multifidelity.py", "--from", str(saved))
