@@ -50,7 +50,7 @@ logger = logging.getLogger("dtune")
 # The loop wakes at least this often (budgets, the claim) when no run ends.
 _TICK_S = 1.0
 # The rungs' cutoffs (the workers judge reports at rungs by them) are sent again at most
-# this often; computing them takes about 1 ms per 400 trials.
+# this often (each time to every worker).
 _CUTOFFS_EVERY_S = 0.05
 # Trials started in one store transaction at most: with synchronous=FULL each commit is
 # an fsync (~1-5 ms), which at 256 workers was a quarter of the driver's time; more per
@@ -248,10 +248,16 @@ class _Search:
         # start, a resumed study's: its first trials bring the cutoffs along).
         self.rung_news = True
         self.cutoffs_due = -math.inf
+        pruner = settings.pruner
+        self.rung_table = (
+            None if pruner is None else pruner.rung_table(ledger.direction == "minimize")
+        )
 
     def run(self) -> None:
         # Points left running by a driver that died are evaluated again first.
         self.retry = [t.number for t in self.ledger.take_interrupted()]
+        for trial in self.ledger.trials:
+            self._count_rungs(trial)
         bar = _Progress(self.ledger, self.settings.n_trials, self.settings.progress)
         try:
             self._share_cutoffs()
@@ -315,6 +321,7 @@ class _Search:
                     now = self.backend.now()
                     if self.retry:
                         trial = self.ledger.restart(self.retry.pop(0), submitted=now)
+                        self._count_rungs(trial)  # its earlier run's reports are gone
                     else:
                         wanted = min(free - len(trials), self.settings.n_trials - self.n_started)
                         # While it waits, reports of running trials are answered.
@@ -345,6 +352,8 @@ class _Search:
         )
         everyone: list[Trial] | None = None  # a snapshot, taken if a report is judged
         for report, trial in zip(reports, recorded, strict=True):
+            if trial is not None:
+                self._count_rungs(trial)
             stop = False
             # Only a report that waits can be told to stop (Pruner.stops_at): the others,
             # most of them, are recorded and not judged.
@@ -359,16 +368,18 @@ class _Search:
     def _share_cutoffs(self) -> None:
         """A rung has new values: send the workers its new cutoffs, which they judge
         reports there by (at most every ``_CUTOFFS_EVERY_S``, and a tenth of the time)."""
-        pruner = self.settings.pruner
         now = time.monotonic()
-        if pruner is None or not self.rung_news or now < self.cutoffs_due:
+        if self.rung_table is None or not self.rung_news or now < self.cutoffs_due:
             return
-        minimize = self.ledger.direction == "minimize"
-        cutoffs = pruner.cutoffs(self.ledger.trials, minimize)
         self.rung_news = False
-        if cutoffs is not None:
-            self.backend.share_cutoffs(cutoffs, minimize)
+        self.backend.share_cutoffs(self.rung_table.cutoffs(), self.ledger.direction == "minimize")
         self.cutoffs_due = now + max(_CUTOFFS_EVERY_S, 10 * (time.monotonic() - now))
+
+    def _count_rungs(self, trial: Trial) -> None:
+        """Keep the rungs' values (:class:`~dtune.pruners.RungTable`) in step with
+        ``trial``'s reports."""
+        if self.rung_table is not None:
+            self.rung_table.update(trial)
 
     def _record(self, done: list[tuple[int, Any]]) -> list[Trial]:
         lost = [number for number, outcome in done if outcome is None]

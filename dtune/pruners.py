@@ -25,7 +25,7 @@ judged where it runs, without a round trip to the driver.
 from __future__ import annotations
 
 import abc
-import heapq
+import bisect
 import math
 import numbers
 import statistics
@@ -34,7 +34,15 @@ from typing import Any
 
 from dtune.trial import Trial, TrialState
 
-__all__ = ["ASHA", "LOCAL_AFTER", "Hyperband", "MedianStop", "Pruner", "pruner_from_json"]
+__all__ = [
+    "ASHA",
+    "LOCAL_AFTER",
+    "Hyperband",
+    "MedianStop",
+    "Pruner",
+    "RungTable",
+    "pruner_from_json",
+]
 
 # A rung's cutoff goes to the workers once this many trials have a value there; until
 # then a trial that reaches it waits for the driver's verdict (a cutoff over a handful of
@@ -111,7 +119,17 @@ class Pruner(abc.ABC):
         with at least :data:`LOCAL_AFTER` values, the largest value, to minimize (the
         value times -1 when maximizing), with which a trial that reaches that rung now
         goes on; a larger one stops it, as :meth:`should_stop` would say. None: only
-        the driver judges (the rule has no such cutoff)."""
+        the driver judges (the rule has no such cutoff). The driver keeps a
+        :meth:`rung_table` instead, which gives the same without going over every trial."""
+        table = self.rung_table(minimize)
+        if table is None:
+            return None
+        for trial in trials:
+            table.update(trial)
+        return table.cutoffs()
+
+    def rung_table(self, minimize: bool) -> RungTable | None:
+        """An empty :class:`RungTable` for this rule, or None if it has no cutoffs."""
         return None
 
     @abc.abstractmethod
@@ -153,11 +171,63 @@ def _in_top(value: float, others: Sequence[float], fraction: float) -> bool:
     return rank < _kept(len(others) + 1, fraction)
 
 
-def _cutoff(values: list[float], fraction: float) -> float:
-    """The largest value (to minimize) that :func:`_in_top` keeps against ``values``:
-    the m-th smallest of them, m being how many of them and the newcomer are kept."""
-    m = _kept(len(values) + 1, fraction)
-    return math.inf if m > len(values) else heapq.nsmallest(m, values)[-1]
+class RungTable:
+    """The values at each (group, rung) below the top, kept sorted as trials report:
+    the rungs' cutoffs (:meth:`Pruner.cutoffs`) then cost a look-up per rung, however
+    many trials the study has. The driver keeps one per search and updates it with each
+    trial whose reports change.
+
+    Examples
+    --------
+    >>> from dtune.trial import Report
+    >>> table = ASHA(1, 9, 3).rung_table(minimize=True)
+    >>> for n in range(LOCAL_AFTER):
+    ...     reports = (Report(1, float(n)), Report(3, float(n) / 2))
+    ...     table.update(Trial(number=n, state=TrialState.RUNNING, params={}, reports=reports))
+    >>> table.cutoffs()  # 8 values at each rung: a newcomer is kept if among the best 3 of 9
+    {(0, 1.0): 2.0, (0, 3.0): 1.0}
+    """
+
+    def __init__(self, pruner: _Rungs, minimize: bool) -> None:
+        self._pruner = pruner
+        self._sign = 1.0 if minimize else -1.0
+        self._ladders = [ladder[:-1] for ladder in pruner._group_ladders()]
+        self._fraction = 1.0 / pruner.reduction_factor
+        self._sorted: dict[tuple[int, float], list[float]] = {}
+        self._of: dict[int, list[float]] = {}  # trial number -> its values, lowest rung first
+
+    def update(self, trial: Trial) -> None:
+        """Count ``trial`` as it stands now: a new report adds its values at the rungs
+        it reached; a trial run again from the start (its reports dropped) loses the
+        values of its earlier run."""
+        group = self._pruner.group_of(trial.number)
+        rungs = self._ladders[group]
+        values: list[float] = []
+        for report in trial.reports:  # steps increase: one pass finds every rung's value
+            while len(values) < len(rungs) and report.step >= rungs[len(values)]:
+                values.append(self._sign * report.value)
+            if len(values) == len(rungs):
+                break
+        old = self._of.get(trial.number, [])
+        if values == old:
+            return
+        for rung, value in zip(rungs, old, strict=False):
+            at = self._sorted[(group, rung)]
+            del at[bisect.bisect_left(at, value)]
+        for rung, value in zip(rungs, values, strict=False):
+            bisect.insort(self._sorted.setdefault((group, rung), []), value)
+        self._of[trial.number] = values
+
+    def cutoffs(self) -> dict[tuple[int, float], float]:
+        """Per (group, rung) with at least :data:`LOCAL_AFTER` values, the largest value
+        (to minimize) that :func:`_in_top` keeps against them: the m-th smallest, m being
+        how many of them and a newcomer are kept."""
+        cutoffs = {}
+        for key, at in self._sorted.items():
+            if len(at) >= LOCAL_AFTER:
+                m = _kept(len(at) + 1, self._fraction)
+                cutoffs[key] = math.inf if m > len(at) else at[m - 1]
+        return cutoffs
 
 
 class _Rungs(Pruner):
@@ -182,21 +252,8 @@ class _Rungs(Pruner):
         """Each group's rungs (one group: every trial on the same ladder)."""
         return [self._ladder]
 
-    def cutoffs(
-        self, trials: Sequence[Trial], minimize: bool
-    ) -> dict[tuple[int, float], float] | None:
-        sign = 1.0 if minimize else -1.0
-        ladders = self._group_ladders()
-        values: dict[tuple[int, float], list[float]] = {}
-        for trial in trials:
-            group = self.group_of(trial.number)
-            for rung in ladders[group][:-1]:
-                value = value_at(trial, rung)
-                if value is None:
-                    break  # steps increase: no higher rung either
-                values.setdefault((group, rung), []).append(sign * value)
-        fraction = 1.0 / self.reduction_factor
-        return {key: _cutoff(at, fraction) for key, at in values.items() if len(at) >= LOCAL_AFTER}
+    def rung_table(self, minimize: bool) -> RungTable:
+        return RungTable(self, minimize)
 
     def to_json(self) -> dict[str, Any]:
         return {

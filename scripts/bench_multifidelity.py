@@ -51,6 +51,11 @@ add up to it), so every method gets the same worker time whatever its utilizatio
 ``--save results.json`` writes every search's results after each search (a stopped run
 keeps what it ran); ``--from results.json`` prints the tables of such a file again.
 
+``--time-cutoffs 5000`` runs no search: it times the driver's rung cutoffs on that many
+synthetic trials of 1, 3, 9 or 27 reports, computed afresh from every trial
+(``Pruner.cutoffs``) against the ``RungTable`` the driver keeps (one trial's new report,
+then the cutoffs), for ASHA and Hyperband.
+
 ``--fresh`` starts a new cluster for each search and counts its utilization from the
 cluster's start, as a user's first search meets it (workers start, import, load data).
 ``--problems keras-digits`` is the real workload (scripts/keras_digits.py): a small CNN on
@@ -70,6 +75,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -443,6 +449,53 @@ def _cluster(args: argparse.Namespace, warm_for: list[str]) -> Iterator[Any]:
         yield client
 
 
+def time_cutoffs(n_trials: int, epochs: int) -> None:
+    """The rungs' cutoffs at ``n_trials`` trials: afresh against the driver's table."""
+    from dtune import ASHA, Hyperband, Report, Trial, TrialState
+
+    rng = random.Random(0)
+    ladder = [1, 3, 9, epochs]
+    trials = [
+        Trial(
+            number=n,
+            state=TrialState.PRUNED,
+            params={},
+            reports=tuple(Report(s, rng.random()) for s in range(1, rng.choice(ladder) + 1)),
+        )
+        for n in range(n_trials)
+    ]
+    print(f"# the rungs' cutoffs at {n_trials} trials (medians of repeats)")
+    print(
+        "| rule | afresh from every trial (ms) "
+        "| the driver's table: a report, then the cutoffs (µs) | ratio |"
+    )
+    print("|---|---|---|---|")
+    for pruner in (ASHA(1, epochs, 3), Hyperband(1, epochs, 3)):
+        afresh = []
+        for _ in range(5):
+            start = time.perf_counter()
+            pruner.cutoffs(trials, minimize=True)
+            afresh.append(time.perf_counter() - start)
+        table = pruner.rung_table(minimize=True)
+        for trial in trials:
+            table.update(trial)
+        kept = []
+        for trial in trials[:500]:  # each run again from the start, one report at a time
+            for step in range(len(trial.reports) + 1):
+                news = Trial(
+                    number=trial.number,
+                    state=TrialState.RUNNING,
+                    params={},
+                    reports=trial.reports[:step],
+                )
+                start = time.perf_counter()
+                table.update(news)
+                table.cutoffs()
+                kept.append(time.perf_counter() - start)
+        a, k = statistics.median(afresh), statistics.median(kept)
+        print(f"| {type(pruner).__name__} | {a * 1e3:.1f} | {k * 1e6:.1f} | {a / k:.0f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", default=",".join(PROBLEMS))
@@ -470,7 +523,16 @@ def main() -> None:
         type=Path,
         help="print the tables of results --save wrote, running nothing",
     )
+    parser.add_argument(
+        "--time-cutoffs",
+        type=int,
+        metavar="N",
+        help="time the driver's rung cutoffs at N synthetic trials, running no search",
+    )
     args = parser.parse_args()
+    if args.time_cutoffs is not None:
+        time_cutoffs(args.time_cutoffs, args.epochs)
+        return
     if args.saved is not None:
         saved = json.loads(args.saved.read_text())
         report(

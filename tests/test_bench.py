@@ -63,6 +63,16 @@ def test_bench_fit_finds_the_same_optimum_with_both_likelihoods():
     assert all(line.rstrip(" |").endswith(("yes", "same likelihood")) for line in fits)
 
 
+def test_bench_multifidelity_times_the_rung_cutoffs_afresh_and_kept():
+    out = _run_script("bench_multifidelity.py", "--time-cutoffs", "300")
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| ASHA", "| Hyperband"))]
+    assert len(rows) == 2, out.stdout
+    for row in rows:
+        afresh_ms, kept_us = (float(cell) for cell in row.split("|")[2:4])
+        assert afresh_ms > 0, row
+        assert kept_us > 0, row
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["warm", "fresh"])
 def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):

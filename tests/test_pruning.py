@@ -107,6 +107,40 @@ def test_a_rungs_cutoff_says_what_the_rule_says(pruner, minimize):
     assert MedianStop().cutoffs(trials, minimize) is None  # no rungs: the driver decides
 
 
+@pytest.mark.parametrize("pruner", [ASHA(1, 9, 3), Hyperband(1, 27, 3)])
+@pytest.mark.parametrize("minimize", [True, False])
+def test_the_drivers_rung_table_follows_each_report_and_each_rerun(pruner, minimize):
+    """The driver keeps the rungs' values up to date one trial at a time (a RungTable), as
+    reports arrive and as trials run again from the start (their earlier reports dropped):
+    at every moment its cutoffs are those computed afresh from every trial."""
+    rng = random.Random(11)
+    table = pruner.rung_table(minimize)
+    reports: dict[int, list[Report]] = {}
+
+    def now(n: int) -> Trial:
+        return Trial(
+            number=n, state=TrialState.RUNNING, params={"x": 0.5}, reports=tuple(reports[n])
+        )
+
+    for i in range(4000):
+        n = rng.randrange(120)
+        mine = reports.setdefault(n, [])
+        if mine and rng.random() < 0.03:  # restarted: nothing reported yet, or a new first step
+            mine.clear()
+            if rng.random() < 0.5:
+                table.update(now(n))
+                continue
+        step = (mine[-1].step if mine else 0) + rng.randint(1, 4)
+        mine.append(Report(step, float(rng.randrange(40))))  # ties on purpose
+        table.update(now(n))
+        if i % 500 == 0 or i == 3999:
+            afresh = pruner.cutoffs([now(m) for m in reports], minimize)
+            assert table.cutoffs() == afresh
+    assert len(table.cutoffs()) >= 2  # the rungs filled up
+    assert pruner.rung_table(minimize).cutoffs() == {}
+    assert MedianStop().rung_table(minimize) is None
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
