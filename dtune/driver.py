@@ -341,7 +341,7 @@ class _Search:
     def _judge(self, reports: Sequence[IncomingReport]) -> None:
         """Record the reports (the store first, all in one write), then tell each trial
         that waits whether to stop; a report that reached a rung makes the rungs'
-        cutoffs due to the workers (:meth:`_share_cutoffs`)."""
+        cutoffs due to the workers (:meth:`_count_rungs`, :meth:`_share_cutoffs`)."""
         if not reports:
             return
         pruner = self.settings.pruner
@@ -362,8 +362,6 @@ class _Search:
                     everyone = self.ledger.trials
                 stop = pruner.should_stop(trial, everyone, minimize)
             self.backend.answer(report, stop)
-        if any(r.at_rung for r in reports):
-            self.rung_news = True
 
     def _share_cutoffs(self) -> None:
         """A rung has new values: send the workers its new cutoffs, which they judge
@@ -377,9 +375,9 @@ class _Search:
 
     def _count_rungs(self, trial: Trial) -> None:
         """Keep the rungs' values (:class:`~dtune.pruners.RungTable`) in step with
-        ``trial``'s reports."""
-        if self.rung_table is not None:
-            self.rung_table.update(trial)
+        ``trial``'s reports; new values make the cutoffs due to the workers."""
+        if self.rung_table is not None and self.rung_table.update(trial):
+            self.rung_news = True
 
     def _record(self, done: list[tuple[int, Any]]) -> list[Trial]:
         lost = [number for number, outcome in done if outcome is None]

@@ -106,7 +106,6 @@ class IncomingReport:
     worker: str | None = None
     seq: int = 0
     wait: bool = False  # waits for the driver's verdict
-    at_rung: bool = False  # reached one of the trial's rungs (judged here, or waits)
 
 
 def _is_bool(value: Any) -> bool:
@@ -518,7 +517,6 @@ class DaskBackend:
                 worker=message.get("worker"),
                 seq=int(message.get("seq", 0)),
                 wait=bool(message.get("wait")),
-                at_rung=bool(message.get("at_rung")),
             )
         )
         with self._ac.thread_condition:  # wake the driver's wait

@@ -196,10 +196,10 @@ class RungTable:
         self._sorted: dict[tuple[int, float], list[float]] = {}
         self._of: dict[int, list[float]] = {}  # trial number -> its values, lowest rung first
 
-    def update(self, trial: Trial) -> None:
+    def update(self, trial: Trial) -> bool:
         """Count ``trial`` as it stands now: a new report adds its values at the rungs
         it reached; a trial run again from the start (its reports dropped) loses the
-        values of its earlier run."""
+        values of its earlier run. Whether any rung's values changed."""
         group = self._pruner.group_of(trial.number)
         rungs = self._ladders[group]
         values: list[float] = []
@@ -210,13 +210,14 @@ class RungTable:
                 break
         old = self._of.get(trial.number, [])
         if values == old:
-            return
+            return False
         for rung, value in zip(rungs, old, strict=False):
             at = self._sorted[(group, rung)]
             del at[bisect.bisect_left(at, value)]
         for rung, value in zip(rungs, values, strict=False):
             bisect.insort(self._sorted.setdefault((group, rung), []), value)
         self._of[trial.number] = values
+        return True
 
     def cutoffs(self) -> dict[tuple[int, float], float]:
         """Per (group, rung) with at least :data:`LOCAL_AFTER` values, the largest value
