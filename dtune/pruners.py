@@ -183,7 +183,7 @@ class RungTable:
     >>> table = ASHA(1, 9, 3).rung_table(minimize=True)
     >>> for n in range(LOCAL_AFTER):
     ...     reports = (Report(1, float(n)), Report(3, float(n) / 2))
-    ...     table.update(Trial(number=n, state=TrialState.RUNNING, params={}, reports=reports))
+    ...     _ = table.update(Trial(number=n, state=TrialState.RUNNING, params={}, reports=reports))
     >>> table.cutoffs()  # 8 values at each rung: a newcomer is kept if among the best 3 of 9
     {(0, 1.0): 2.0, (0, 3.0): 1.0}
     """
