@@ -203,11 +203,11 @@ class RungTable:
         group = self._pruner.group_of(trial.number)
         rungs = self._ladders[group]
         values: list[float] = []
-        for report in trial.reports:  # steps increase: one pass finds every rung's value
-            while len(values) < len(rungs) and report.step >= rungs[len(values)]:
-                values.append(self._sign * report.value)
-            if len(values) == len(rungs):
-                break
+        for rung in rungs:
+            value = value_at(trial, rung)
+            if value is None:
+                break  # steps increase: no higher rung either
+            values.append(self._sign * value)
         old = self._of.get(trial.number, [])
         if values == old:
             return False
