@@ -1,11 +1,14 @@
 """The driver's loop on simulated workers and clock (dtune.sim): budgets, failures,
-interruptions and resumes, in milliseconds and deterministically."""
+interruptions, resumes and pruning, in milliseconds and deterministically."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from dtune import Integer, Real, Study, TrialState, load_study
+import dtune
+from dtune import ASHA, Hyperband, Integer, Real, Study, TrialState, load_study
 from dtune.exceptions import TooManyFailuresError
 from dtune.sim import SimulatedCluster
 from dtune.stats import refill_latencies, utilization
@@ -99,3 +102,69 @@ def test_an_interrupted_search_resumes_with_its_running_trials_first(tmp_path):
         assert again[t.number].params == t.params
     assert len(resumed.trials) == 7 + 4 + (10 - 4)
     assert len({t.params["k"] for t in resumed.trials}) == len(resumed.trials)
+
+
+def _curve(x, y):
+    """27 epochs that converge to the bowl, from above, at a speed that varies with y."""
+    final = _bowl(x, y)
+    for epoch in range(1, 28):
+        dtune.report(final + (y + 2.0) / (1.0 + epoch * (x + 2.5)), epoch)
+    return final
+
+
+def _as_of(trial, moment):
+    """``trial`` as the driver knew it at ``moment``: its reports up to then."""
+    return dataclasses.replace(trial, reports=tuple(r for r in trial.reports if r.time <= moment))
+
+
+@pytest.mark.parametrize("pruner", [ASHA(1, 27, 3), Hyperband(1, 27, 3)])
+def test_simulated_reports_arrive_on_the_clock_and_each_verdict_counts_only_earlier_ones(
+    pruner,
+):
+    def run():
+        study = Study(SPACE, random_state=3, pruner=pruner)
+        cluster = SimulatedCluster(6, duration=lambda p: 27.0 * _slow_where_x_is_large(p))
+        study.optimize(_curve, 120, client=cluster, progress=False)
+        return study.trials
+
+    trials = run()
+    assert [t.params for t in trials] == [t.params for t in run()]
+    pruned = [t for t in trials if t.state is TrialState.PRUNED]
+    assert 40 <= len(pruned) < 110
+    for t in trials:
+        seconds = 27.0 * _slow_where_x_is_large(t.params)
+        # The reports are spread evenly over the trial's seconds, each at its own time.
+        for r in t.reports:
+            assert r.time == pytest.approx(t.started + seconds * r.step / 27)
+        rungs = pruner.stops_at(t.number) or []
+        if t.state is TrialState.COMPLETE:
+            assert t.last_step == 27
+            assert t.duration == pytest.approx(seconds)
+        else:
+            assert t.state is TrialState.PRUNED
+            # Stopped at one of its rungs, then and there, with the value it reported.
+            assert t.last_step in rungs
+            assert t.finished == pytest.approx(t.reports[-1].time)
+            assert t.value == t.reports[-1].value
+        # Each verdict the rule's, given the reports made before it and no later one.
+        for r in t.reports:
+            if r.step in rungs:
+                now = [_as_of(o, r.time) for o in trials]
+                stop = pruner.should_stop(_as_of(t, r.time), now, minimize=True)
+                assert stop == (t.state is TrialState.PRUNED and r.step == t.last_step)
+
+
+def test_a_simulated_search_with_a_pruner_spends_less_worker_time_for_as_good_a_result():
+    def run(pruner):
+        study = Study(SPACE, random_state=0, pruner=pruner)
+        cluster = SimulatedCluster(8, duration=lambda p: 27.0)
+        study.optimize(_curve, 150, client=cluster, progress=False)
+        return study
+
+    full, asha = run(None), run(ASHA(1, 27, 3))
+    spent = {s: sum(t.duration for t in s.trials) for s in (full, asha)}
+    assert spent[full] == 150 * 27.0
+    assert spent[asha] < 0.5 * spent[full]
+    assert asha.best_value < 0.01
+    # A pruned trial's worker was refilled at once.
+    assert max(refill_latencies(asha.trials)) == 0.0

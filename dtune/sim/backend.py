@@ -3,20 +3,30 @@ with no Dask and no waiting, for the loop's unit tests and the quality benchmark
 
 Each trial calls the objective at once, in the driver's process, and "takes" the
 seconds that ``duration(params)`` says on the simulated clock; :meth:`wait` jumps the
-clock to the next trial to end. A search of thousands of trials on hundreds of workers
-runs in the time its suggestions take to compute, and gives the same trials for the
-same seed (the driver uses an in-process suggester with a simulated backend).
+clock to the next event. A search of thousands of trials on hundreds of workers runs in
+the time its suggestions take to compute, and gives the same trials for the same seed
+(the driver uses an in-process suggester with a simulated backend).
+
+A trial's :func:`dtune.report` calls are recorded while it runs, and then delivered to
+the driver one by one on the simulated clock, spread evenly over the trial's seconds
+(the last at its end), so that a search with a pruner judges each report against the
+reports of other trials made before it, as on a real cluster. A report that could stop
+the trial (:meth:`~dtune.pruners.Pruner.stops_at`) waits for the driver's verdict, which
+costs no simulated time; a trial told to stop ends there, pruned, with the value it
+reported, and its worker is free at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from dtune.execution import IncomingReport, Outcome, TrialRun, run_trial
+from dtune.reporting import Channel, ReportTo
 from dtune.trial import Trial
 
 __all__ = ["SimulatedBackend", "SimulatedCluster"]
@@ -68,6 +78,36 @@ class SimulatedCluster:
         yield SimulatedBackend(self.n_workers, run, self.duration, self.start)
 
 
+class _Recorder(Channel):
+    """A simulated trial's reports as its objective makes them; never stops it (the
+    backend replays them on the simulated clock)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.reports: list[tuple[int, float, dict[str, Any]]] = []
+
+    def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
+        self.reports.append((step, value, metrics))
+        return False
+
+
+class _Running:
+    """A simulated trial on its worker: its outcome, and its reports still to come."""
+
+    def __init__(
+        self,
+        worker: str,
+        outcome: Outcome,
+        reports: list[IncomingReport],
+        to: ReportTo,
+    ) -> None:
+        self.worker = worker
+        self.outcome = outcome
+        self.reports = reports
+        self.to = to
+        self.sent = -math.inf  # the step of the last report delivered
+
+
 class SimulatedBackend:
     """The driver's backend over simulated workers (see :class:`SimulatedCluster`)."""
 
@@ -85,9 +125,11 @@ class SimulatedBackend:
         self.clock = start
         self._free = [f"sim-{i}" for i in range(n_workers)]
         self._n_workers = n_workers
-        # (end time, submission order, trial number, worker, outcome)
-        self._running: list[tuple[float, int, int, str, Outcome]] = []
+        self._running: dict[int, _Running] = {}
+        # (time, order, trial number, index of its report; -1: its end)
+        self._events: list[tuple[float, int, int, int]] = []
         self._order = 0
+        self._delivered: list[IncomingReport] = []
 
     def now(self) -> float:
         return self.clock
@@ -97,8 +139,10 @@ class SimulatedBackend:
 
     def submit(self, trial: Trial) -> None:
         worker = self._free.pop(0)
-        outcome = run_trial(self.run.objective, trial.params, self.run.objective_key)
-        seconds = float(self.duration(trial.params))
+        recorder = _Recorder(trial.number)
+        with recorder.active():
+            outcome = run_trial(self.run.objective, trial.params, self.run.objective_key)
+        seconds = full = float(self.duration(trial.params))
         timeout = self.run.timeout
         if timeout is not None and seconds > timeout:
             seconds = timeout
@@ -108,34 +152,79 @@ class SimulatedBackend:
             )
         end = self.clock + seconds
         outcome = replace(outcome, started=self.clock, finished=end, worker=worker, host="sim")
-        heapq.heappush(self._running, (end, self._order, trial.number, worker, outcome))
+        pruner = self.run.pruner
+        stops_at = pruner.stops_at(trial.number) if pruner is not None else None
+        to = ReportTo(
+            "sim",
+            trial.number,
+            wait=pruner is not None,
+            wait_at=None if stops_at is None else tuple(stops_at),
+        )
+        made = recorder.reports
+        reports = [
+            IncomingReport(trial.number, step, value, metrics, worker, seq)
+            for seq, (step, value, metrics) in enumerate(made, 1)
+        ]
+        self._running[trial.number] = _Running(worker, outcome, reports, to)
+        for index in range(len(made)):
+            after = full if index + 1 == len(made) else full * (index + 1) / len(made)
+            if after <= seconds:  # a timed-out trial's later reports never came
+                self._push(self.clock + after, trial.number, index)
+        self._push(end, trial.number, -1)
+
+    def _push(self, at: float, number: int, index: int) -> None:
+        heapq.heappush(self._events, (at, self._order, number, index))
         self._order += 1
 
     def wait(self, timeout: float) -> list[tuple[int, Outcome | None]]:
-        if not self._running:
-            return []
-        end, _, number, worker, outcome = heapq.heappop(self._running)
-        self.clock = max(self.clock, end)
-        self._free.append(worker)
-        return [(number, outcome)]
+        while self._events:
+            at, _, number, index = heapq.heappop(self._events)
+            trial = self._running.get(number)
+            if trial is None or (index >= 0 and trial.outcome.pruned):
+                continue  # a trial pruned or cancelled before this event
+            self.clock = max(self.clock, at)
+            if index >= 0:
+                report = trial.reports[index]
+                wait = trial.to.waits(trial.sent, report.step)
+                trial.sent = report.step
+                self._delivered.append(replace(report, wait=wait))
+                return []
+            del self._running[number]
+            self._free.append(trial.worker)
+            return [(number, trial.outcome)]
+        return []
 
     def placements(self) -> dict[int, str]:
-        return {number: worker for _, _, number, worker, _ in self._running}
+        return {number: trial.worker for number, trial in self._running.items()}
 
     def check(self) -> None:
         return None
 
     def take_reports(self) -> list[IncomingReport]:
-        return []  # simulated trials run in one go: their reports are not sent
+        reports, self._delivered = self._delivered, []
+        return reports
 
     def answer(self, report: IncomingReport, stop: bool) -> None:
-        return None
+        trial = self._running.get(report.number)
+        if not stop or trial is None or trial.outcome.pruned:
+            return
+        # Stopped here: it ends now, pruned, its value the last it reported.
+        trial.outcome = replace(
+            trial.outcome,
+            value=report.value,
+            metrics={},
+            error=None,
+            finished=self.clock,
+            pruned=True,
+        )
+        self._push(self.clock, report.number, -1)
 
     def share_cutoffs(self, table: dict[tuple[int, float], float], minimize: bool) -> None:
-        return None
+        return None  # every report that can stop a trial waits for the driver here
 
     def cancel(self) -> list[int]:
-        numbers = [number for _, _, number, _, _ in self._running]
-        self._free.extend(worker for _, _, _, worker, _ in self._running)
+        numbers = list(self._running)
+        self._free.extend(trial.worker for trial in self._running.values())
         self._running.clear()
+        self._events.clear()
         return numbers
