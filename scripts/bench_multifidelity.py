@@ -56,6 +56,13 @@ synthetic trials of 1, 3, 9 or 27 reports, computed afresh from every trial
 (``Pruner.cutoffs``) against the ``RungTable`` the driver keeps (one trial's new report,
 then the cutoffs), for ASHA and Hyperband.
 
+``--simulated`` runs dtune's methods on simulated workers and a simulated clock
+(:class:`dtune.sim.SimulatedCluster`) instead of a Dask cluster: the same driver, pruners
+and model, every suggestion computed before the clock moves, every verdict at once, and
+an epoch's seconds taken on the simulated clock, not slept. It measures the search alone,
+without this machine's timing noise, so it can run many seeds (the budgets are then
+simulated seconds; utilization is 1 but for the tail).
+
 ``--fresh`` starts a new cluster for each search and counts its utilization from the
 cluster's start, as a user's first search meets it (workers start, import, load data).
 ``--problems keras-digits`` is the real workload (scripts/keras_digits.py): a small CNN on
@@ -95,6 +102,8 @@ _HERE_MS = 1.0  # a decision this fast was made on the worker
 # time every method of a seed reached.
 _BUDGETS = tuple(k / 10 for k in range(1, 11))
 METHODS = ("none", "asha", "hyperband", "random+asha", "optuna-tpe+sh", "optuna-tpe+hyperband")
+_SIMULATED = ("none", "asha", "hyperband", "random+asha")  # the methods --simulated runs
+_SIM_START = 1e9  # the simulated clock's start
 
 
 def _scramble(params: dict[str, Any], salt: str) -> float:
@@ -340,7 +349,7 @@ def run(
     client: Any, problem: str, method: str, seed: int, args: argparse.Namespace, called: float
 ) -> dict[str, Any]:
     """One search; utilization is counted from ``called`` (the search's call, or the
-    start of its fresh cluster)."""
+    start of its fresh cluster; with ``--simulated``, the simulated clock's start)."""
     if method.startswith("optuna"):
         return run_optuna(client, problem, method, seed, args, called)
     if method == "ray-random+asha":
@@ -357,7 +366,9 @@ def run(
     if method.startswith("random"):
         options["n_initial_points"] = 100_000
     study = dtune.Study(search_space(problem), objective_key="value", pruner=pruner, **options)
-    objective = functools.partial(learning_curve, problem, args.epochs, args.epoch)
+    # Simulated: the epochs take no time here; the cluster's clock takes them.
+    epoch_s = 0.0 if args.simulated else args.epoch
+    objective = functools.partial(learning_curve, problem, args.epochs, epoch_s)
     spent = [0.0]
 
     def budget(study: dtune.Study, trial: dtune.Trial) -> None:
@@ -387,9 +398,9 @@ def run(
         curve.append((spent, best - minimum(problem)))
     # Decisions: the reports that wait for a verdict (those reaching one of the trial's
     # rungs); every report's time in dtune.report is counted apart.
-    n_slots = len(client.scheduler_info()["workers"])
+    n_slots = args.workers if args.simulated else len(client.scheduler_info()["workers"])
     waits, in_report = [], []
-    for t in trials:
+    for t in trials if not args.simulated else ():  # simulated verdicts take no time
         stops = pruner.stops_at(t.number) if pruner is not None else []
         for step, wait in enumerate(t.metrics.get("wait_ms", []), 1):
             in_report.append(wait)
@@ -427,6 +438,18 @@ def regret_at(curve: list[tuple[float, float]], worker_s: float) -> float:
 
 def worker_s_to(curve: list[tuple[float, float]], target: float) -> float:
     return next((spent for spent, r in curve if r <= target), math.inf)
+
+
+def _simulated(problem: str, args: argparse.Namespace) -> Any:
+    """Simulated workers whose trials take, on the simulated clock, the seconds the same
+    trial's epochs sleep on a real one (all ``--epochs`` of them; a pruned trial ends at
+    its last report)."""
+    from dtune.sim import SimulatedCluster
+
+    def seconds(params: dict[str, Any]) -> float:
+        return args.epochs * args.epoch * (0.5 + evaluate(problem, dict(params))[1])
+
+    return SimulatedCluster(args.workers, duration=seconds, start=_SIM_START)
 
 
 @contextlib.contextmanager
@@ -516,6 +539,11 @@ def main() -> None:
         action="store_true",
         help="a new cluster for each search, counted from its start (a user's first search)",
     )
+    parser.add_argument(
+        "--simulated",
+        action="store_true",
+        help="dtune's methods on simulated workers and clock (no Dask; budgets in simulated s)",
+    )
     parser.add_argument("--save", type=Path, help="also write every search's results here (JSON)")
     parser.add_argument(
         "--from",
@@ -546,9 +574,17 @@ def main() -> None:
     for problem in problems:
         if problem not in (*PROBLEMS, KERAS):
             parser.error(f"unknown problem {problem!r}; choose from {(*PROBLEMS, KERAS)}")
+    if args.simulated:
+        if KERAS in problems:
+            parser.error(f"--simulated runs the synthetic problems only, not {KERAS!r}")
+        others = [m for m in methods if m not in _SIMULATED]
+        if others:
+            parser.error(f"--simulated runs {', '.join(_SIMULATED)} only, not {others}")
 
+    kind = "a fresh cluster per search" if args.fresh else "warm"
     print(
-        f"# {args.workers} workers ({'a fresh cluster per search' if args.fresh else 'warm'}), "
+        f"# {args.workers} {'simulated ' if args.simulated else ''}workers"
+        f"{'' if args.simulated else f' ({kind})'}, "
         f"{args.epochs} epochs of {args.epoch} s (x0.5-1.5), {args.budget:g} s per search"
         + (f" (at most; {args.worker_budget:g} worker-s)" if args.worker_budget else "")
         + f", seeds 0..{args.seeds - 1}"
@@ -556,12 +592,17 @@ def main() -> None:
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in range(args.seeds) for m in methods]
     with contextlib.ExitStack() as stack:
-        shared = None if args.fresh else stack.enter_context(_cluster(args, problems))
+        warm_cluster = not (args.fresh or args.simulated)
+        shared = stack.enter_context(_cluster(args, problems)) if warm_cluster else None
         for problem, seed, method in searches:
-            called = time.time()
-            # fresh: a user's first search, whose workers start, import and load in it
-            with _cluster(args, []) if shared is None else contextlib.nullcontext(shared) as client:
-                result = run(client, problem, method, seed, args, called)
+            if args.simulated:
+                result = run(_simulated(problem, args), problem, method, seed, args, _SIM_START)
+            else:
+                called = time.time()
+                # fresh: a user's first search, whose workers start, import and load in it
+                cluster = _cluster(args, []) if shared is None else contextlib.nullcontext(shared)
+                with cluster as client:
+                    result = run(client, problem, method, seed, args, called)
             results[problem, method, str(seed)] = result
             print(
                 f"{problem} seed {seed} {method}: {result['trials']} trials, "
