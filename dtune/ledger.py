@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from dtune.exceptions import StudyInUseError
 from dtune.execution import Outcome
+from dtune.pruners import value_at
 from dtune.space import SearchSpace
 from dtune.storage import BaseStorage
 from dtune.trial import Report, Trial, TrialState
@@ -199,10 +200,8 @@ class Ledger:
         """What the model is told of ``trial`` at rung ``k`` (below the top): the value
         it reported at its first step at or past that rung, to minimize."""
         assert self.rungs is not None
-        for report in trial.reports:
-            if report.step >= self.rungs[k]:
-                return self.to_minimize(report.value)
-        return None
+        value = value_at(trial, self.rungs[k])
+        return None if value is None else self.to_minimize(value)
 
     def _count_rungs(self) -> None:
         """How many trials reached each rung below the top, and how many completed."""
