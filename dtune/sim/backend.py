@@ -92,20 +92,12 @@ class _Recorder(Channel):
 
 
 class _Running:
-    """A simulated trial on its worker: its outcome, and its reports still to come."""
+    """A simulated trial on its worker: its outcome, and its reports to deliver."""
 
-    def __init__(
-        self,
-        worker: str,
-        outcome: Outcome,
-        reports: list[IncomingReport],
-        to: ReportTo,
-    ) -> None:
+    def __init__(self, worker: str, outcome: Outcome, reports: list[IncomingReport]) -> None:
         self.worker = worker
         self.outcome = outcome
         self.reports = reports
-        self.to = to
-        self.sent = -math.inf  # the step of the last report delivered
 
 
 class SimulatedBackend:
@@ -161,11 +153,12 @@ class SimulatedBackend:
             wait_at=None if stops_at is None else tuple(stops_at),
         )
         made = recorder.reports
-        reports = [
-            IncomingReport(trial.number, step, value, metrics, worker, seq)
-            for seq, (step, value, metrics) in enumerate(made, 1)
-        ]
-        self._running[trial.number] = _Running(worker, outcome, reports, to)
+        reports, before = [], -math.inf
+        for seq, (step, value, metrics) in enumerate(made, 1):
+            wait = to.waits(before, step)  # as a worker would, report after report
+            reports.append(IncomingReport(trial.number, step, value, metrics, worker, seq, wait))
+            before = step
+        self._running[trial.number] = _Running(worker, outcome, reports)
         for index in range(len(made)):
             after = full if index + 1 == len(made) else full * (index + 1) / len(made)
             if after <= seconds:  # a timed-out trial's later reports never came
@@ -184,10 +177,7 @@ class SimulatedBackend:
                 continue  # a trial pruned or cancelled before this event
             self.clock = max(self.clock, at)
             if index >= 0:
-                report = trial.reports[index]
-                wait = trial.to.waits(trial.sent, report.step)
-                trial.sent = report.step
-                self._delivered.append(replace(report, wait=wait))
+                self._delivered.append(trial.reports[index])
                 return []
             del self._running[number]
             self._free.append(trial.worker)
