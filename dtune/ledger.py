@@ -73,6 +73,10 @@ class LedgerListener(Protocol):
         """Trials no longer running; a None value is not told to the model (a failure
         without a ``failure_value``, an interrupted trial)."""
 
+    def observed(self, results: Sequence[tuple[Point, float]]) -> None:
+        """Results of trials that still run, each point with its resource (a joint
+        model's rung values): told to the model, the trials still pending."""
+
     def reset(self, state: ModelState) -> None:
         """Start over from ``state`` (the store changed under this process)."""
 
@@ -89,6 +93,11 @@ class Ledger:
     failure_value
         What the model is told about a failed trial: None (nothing), ``"worst"`` (the
         worst complete value so far) or a number in the objective's units.
+    rungs
+        A pruner's resources (ascending), whose reports the model is told.
+    joint
+        Tell the model every rung's value of every trial, each at its resource (a
+        joint model: ``resource_model="joint"``), instead of one rung's values.
 
     Notes
     -----
@@ -116,6 +125,7 @@ class Ledger:
         direction: str,
         failure_value: str | float | None = None,
         rungs: Sequence[float] | None = None,
+        joint: bool = False,
     ) -> None:
         self.storage = storage
         self.name = name
@@ -123,6 +133,7 @@ class Ledger:
         self.direction = direction
         self.failure_value = failure_value
         self.rungs = sorted(rungs) if rungs else None
+        self.joint = joint and self.rungs is not None
         # A lower rung feeds the model once it has this many values and no higher has.
         self.rung_min_points = max(5, len(space) + 2)
         self._lock = threading.RLock()
@@ -224,7 +235,7 @@ class Ledger:
         """The rung whose values the model is fitted on: the highest below the top with
         enough values, unless the top (complete trials) has enough (BOHB's rule); None
         means final values."""
-        if self.rungs is None or self._complete >= self.rung_min_points:
+        if self.rungs is None or self.joint or self._complete >= self.rung_min_points:
             return None
         enough = [k for k, n in enumerate(self._rung_counts) if n >= self.rung_min_points]
         return enough[-1] if enough else None
@@ -239,6 +250,8 @@ class Ledger:
     def model_state(self) -> ModelState:
         """What a model rebuilt now should know."""
         with self._lock:
+            if self.joint:
+                return self._joint_state()
             told, running = [], []
             self._told_early = set()
             self._gains = {}
@@ -269,6 +282,42 @@ class Ledger:
                     if point is not None and value is not None:
                         told.append((point, value))
             return ModelState(told, running, len(self._trials))
+
+    def _joint_state(self) -> ModelState:
+        """:meth:`model_state` for a joint model: every rung value below the top, at its
+        resource, and every finished trial's value but a pruned one's (its last value
+        is a rung's, told already)."""
+        told: list[tuple[Point, float]] = []
+        running = []
+        for trial in self.trials:
+            point = self.point(trial)
+            if point is None:
+                continue
+            told += self._rung_results(trial, point)
+            if trial.state is TrialState.RUNNING:
+                running.append((trial.number, point))
+            elif trial.state is not TrialState.PRUNED:
+                value = self.told_value(trial)
+                if value is not None:
+                    told.append((point, value))
+        return ModelState(told, running, len(self._trials))
+
+    def _rung_results(
+        self, trial: Trial, point: Point, since: Trial | None = None
+    ) -> list[tuple[Point, float]]:
+        """``trial``'s values at the rungs below the top, each as a result at the rung's
+        resource (0 at the first rung, 1 at the top, on a log scale); only the rungs
+        ``since`` (the trial before a report) had not reached."""
+        assert self.rungs is not None
+        results = []
+        low, top = self.rungs[0], self.rungs[-1]
+        for k in range(len(self.rungs) - 1):
+            value = self.rung_value(trial, k)
+            if value is None or (since is not None and self.rung_value(since, k) is not None):
+                continue
+            resource = math.log(self.rungs[k] / low) / math.log(top / low)
+            results.append(([*point, resource], value))
+        return results
 
     def _below_model(self) -> range:
         """The indices of the rungs below the one the model fits."""
@@ -397,6 +446,16 @@ class Ledger:
             listener.started(trial.number, point)
 
     def _ended(self, trials: Sequence[Trial]) -> None:
+        if self.joint:  # a pruned trial's rung values were told as they came
+            ended = []
+            for t in trials:
+                point = self.point(t)
+                if point is not None:
+                    told = None if t.state is TrialState.PRUNED else self.told_value(t)
+                    ended.append((t.number, point, told))
+            for listener in self._listeners:
+                listener.finished(ended)
+            return
         if self._refit_on_new_rung():
             return  # the listeners started over from the store, these trials included
         results = []
@@ -492,7 +551,7 @@ class Ledger:
 
     def _apply_report(self, number: int, report: Report) -> Trial:
         """The view's part of :meth:`report_many`, once the store has the report."""
-        trial = self._trials[number]
+        trial = before = self._trials[number]
         if trial.reports and report.step <= trial.reports[-1].step:
             logger.info("dtune: trial %d runs again from step %d", number, report.step)
             self._count_reached(trial.reports, -1)
@@ -501,7 +560,13 @@ class Ledger:
         trial = replace(trial, reports=(*trial.reports, report))
         self._count_reached(trial.reports, +1, since)
         self._trials[number] = trial
-        if self.rungs is not None and not self._refit_on_new_rung():
+        if self.joint:
+            point = self.point(trial)
+            reached = [] if point is None else self._rung_results(trial, point, since=before)
+            if reached:
+                for listener in self._listeners:
+                    listener.observed(reached)
+        elif self.rungs is not None and not self._refit_on_new_rung():
             k = self._model_rung
             if k is not None and number not in self._told_early:
                 value = self.rung_value(trial, k)

@@ -157,7 +157,10 @@ class Study:
         storage = open_storage(storage)
         self._create_or_check(storage, allow_space_change)
         rungs = pruner.rungs() if pruner is not None else None
-        self._ledger = Ledger(storage, name, self.space, direction, failure_value, rungs)
+        joint = self.settings.resource_model == "joint"
+        self._ledger = Ledger(
+            storage, name, self.space, direction, failure_value, rungs, joint=joint
+        )
         # The study's own optimizer copy: ask/tell use it, optimize starts from it.
         self._suggester = InProcessSuggester(self.space, self.settings)
         self._suggester.reset(self._ledger.model_state())

@@ -1,6 +1,8 @@
 """Early stopping at equal worker time: dtune without a pruner, with ASHA and with
-Hyperband, and random points with ASHA, on synthetic learning curves run by 8 workers of
-a local Dask cluster (the same cluster for every method, one after the other).
+Hyperband, random points with ASHA, and ASHA with a joint model (``asha-joint``: one GP
+over configuration and resource, ``resource_model="joint"``, as MOBSTER), on synthetic
+learning curves run by 8 workers of a local Dask cluster (the same cluster for every
+method, one after the other).
 
 Each trial "trains" for up to ``--epochs`` epochs. An epoch sleeps 0.5–1.5 × ``--epoch``
 seconds (varying across the space, as in scripts/bench.py), then reports a value that
@@ -101,8 +103,17 @@ _HERE_MS = 1.0  # a decision this fast was made on the worker
 # The budgets at which every method's median regret is compared: fractions of the worker
 # time every method of a seed reached.
 _BUDGETS = tuple(k / 10 for k in range(1, 11))
-METHODS = ("none", "asha", "hyperband", "random+asha", "optuna-tpe+sh", "optuna-tpe+hyperband")
-_SIMULATED = ("none", "asha", "hyperband", "random+asha")  # the methods --simulated runs
+METHODS = (
+    "none",
+    "asha",
+    "hyperband",
+    "random+asha",
+    "asha-joint",
+    "optuna-tpe+sh",
+    "optuna-tpe+hyperband",
+)
+# the methods --simulated runs
+_SIMULATED = ("none", "asha", "hyperband", "random+asha", "asha-joint")
 _SIM_START = 1e9  # the simulated clock's start
 
 
@@ -361,8 +372,11 @@ def run(
         "asha": dtune.ASHA(1, args.epochs, 3),
         "hyperband": dtune.Hyperband(1, args.epochs, 3),
         "random+asha": dtune.ASHA(1, args.epochs, 3),
+        "asha-joint": dtune.ASHA(1, args.epochs, 3),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
+    if method.endswith("-joint"):  # one GP over configuration and resource (MOBSTER's)
+        options["resource_model"] = "joint"
     if method.startswith("random"):
         options["n_initial_points"] = 100_000
     study = dtune.Study(search_space(problem), objective_key="value", pruner=pruner, **options)
@@ -721,7 +735,7 @@ def report(
         if not peers:
             continue
         best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))]
-        for method in (m for m in ("asha", "hyperband") if m in methods):
+        for method in (m for m in ("asha", "hyperband", "asha-joint") if m in methods):
             level = sum(a <= b for a, b in zip(at[method], best_peer, strict=True))
             verdicts.append(
                 f"- {problem}, {method}: no worse than the best of {', '.join(peers)} "

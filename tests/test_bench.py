@@ -103,20 +103,21 @@ def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_an
     def run():
         return _run_script("bench_multifidelity.py", "--simulated", "--problems", "branin",
                            "--seeds", "1", "--budget", "600", "--worker-budget", "30",
-                           "--epochs", "9", "--methods", "none,asha")  # fmt: skip
+                           "--epochs", "9", "--methods", "none,asha,asha-joint")  # fmt: skip
 
     out = run()
     searches = [line for line in out.stdout.splitlines() if line.startswith("branin seed 0")]
-    assert len(searches) == 2, out.stdout
+    assert len(searches) == 3, out.stdout
     for line in searches:
         # 30 simulated worker-s, then the 8 running trials (at most 0.675 s each) finish
         spent = float(line.split(" worker-s")[0].rsplit(" ", 1)[1])
         assert 30.0 <= spent <= 30.0 + 8 * 0.675, line
     assert " 0 pruned" in searches[0]
     assert " 0 pruned" not in searches[1]
+    assert " 0 pruned" not in searches[2]
     assert run().stdout == out.stdout  # the same trials for the same seed
     rows = _method_rows(out.stdout, "branin")
-    assert [row.split("|")[2].strip() for row in rows] == ["none", "asha"]
+    assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "asha-joint"]
     assert rows[1].split("|")[11].strip() == "–"  # no decision times: none are taken
 
 

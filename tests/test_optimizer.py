@@ -61,6 +61,7 @@ def test_gbrt_is_refused_with_the_reason():
         ({"n_initial_points": -1}, "n_initial_points=-1"),
         ({"acq_optimizer": "lbfgs", "base_estimator": "RF"}, "acq_optimizer='sampling'"),
         ({"base_estimator": "SVR"}, "base_estimator='SVR'"),
+        ({"resource_model": "mobster"}, "resource_model='mobster'"),
     ],
 )
 def test_bad_optimizer_options_are_named(options, needle):
@@ -678,3 +679,58 @@ def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_b
             X.append(point), y.append(10.0)
     assert region.collapsed == 1
     assert region.length == 0.8
+
+
+# -- a joint model over configuration and resource ----------------------------------------------
+
+
+def _joint(**options):
+    settings = OptimizerSettings(resource_model="joint", random_state=0, **options)
+    return PendingAwareOptimizer(SearchSpace({"x": Real(0.0, 1.0)}), settings)
+
+
+def test_a_joint_model_suggests_at_the_full_resource_where_cheap_results_point():
+    """Many results at the lowest resource (the minimum at 0.7, shifted up by 1) and
+    three far from it at the full one: the next point is near 0.7, a point of the space
+    (no resource), and a point told at any resource is not suggested again."""
+    opt = _joint(n_initial_points=0)
+    cheap = np.linspace(0.0, 1.0, 21)
+    opt.tell([[x, 0.0] for x in cheap], [(x - 0.7) ** 2 + 1.0 for x in cheap])
+    opt.tell([[0.1], [0.4], [0.95]], [(x - 0.7) ** 2 for x in (0.1, 0.4, 0.95)])
+    assert opt.history[0][-1] == [0.95, 1.0]  # told at the full resource by default
+    (x,) = opt.ask([])
+    assert abs(x - 0.7) < 0.1
+    assert all(not np.isclose(x, c) for c in cheap)
+    # The model learned the shift: its mean at the full resource is near the curve's.
+    mean = opt.model.predict(opt.transform([[0.7]]))[0]
+    assert abs(mean - 0.0) < 0.2
+    batch = opt.ask_batch([[x]], 4)
+    assert all(len(p) == 1 and 0.0 <= p[0] <= 1.0 for p in batch)
+    assert len({p[0] for p in batch} | {x}) == 5
+
+
+def test_a_joint_models_trust_region_and_restarts_see_full_resource_results_only(monkeypatch):
+    monkeypatch.setattr(core, "POLISH_AFTER", 12)
+    opt = _joint(n_initial_points=4)
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.0, 0.3, 70)
+    y = [1.0 - 0.01 * i for i in range(10)] + list(0.95 + 0.05 * rng.rand(60))
+    opt.tell([[x] for x in X], y)  # stalled at the full resource
+    # cheap results, still improving: they do not end the stall
+    opt.tell([[x, 0.0] for x in X], [2.0 - 0.01 * i for i in range(70)])
+    opt.skip_initial(140)
+    batch = opt.ask_batch([], 6)
+    assert len({tuple(p) for p in batch}) == 6
+    assert all(len(p) == 1 for p in batch)
+    region, restarts = opt._trust_region, opt._restarts
+    assert region is not None
+    assert restarts is not None
+    # Its searches work on the configuration alone, told the 70 full-resource results
+    # in the box (the whole corner), none of the cheap ones.
+    assert region._search.n_told == 70
+    assert sorted(p for (p,) in region._search.history[0]) == sorted(X)
+    opt.tell([[p[0], 0.0] for p in batch], [0.1] * 6)  # a cheap result is not theirs
+    assert region._search.n_told == 70
+    assert restarts._search.n_told == 0
+    opt.tell(batch, [0.5] * 6)
+    assert restarts._search.n_told == sum(restarts._search.has_told((p[0],)) for p in batch)

@@ -191,6 +191,9 @@ class _Recorder:
     def finished(self, results):
         self.told.extend((n, v) for n, _, v in results)
 
+    def observed(self, results):
+        self.observed_results = [*getattr(self, "observed_results", []), *results]
+
     def reset(self, state):
         self.resets.append(len(state.told))
 
@@ -254,6 +257,35 @@ def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end(
     assert rebuilt == pytest.approx([0.4, 1.1, 1.4, 1.9, 2.4, 3.4, 4.4, 5.0 - 0.6])
 
 
+def test_a_joint_model_is_told_every_rung_value_at_its_resource_as_it_comes():
+    store = InMemoryStorage()
+    store.create_study(StudyRecord("s", "maximize", None, {}, {}, 0.0))
+    ledger = Ledger(store, "s", SearchSpace(SPACE), "maximize", rungs=[1, 3, 9], joint=True)
+    recorder = _Recorder()
+    ledger.subscribe(recorder)
+    full, pruned, running = (ledger.start({"x": x}) for x in (0.2, 0.7, 0.5))
+    ledger.report(full.number, Report(1, 2.0))
+    assert recorder.observed_results == [([0.2, 0.0], -2.0)]  # to minimize, at once
+    ledger.report(full.number, Report(2, 2.5))  # no rung: nothing
+    ledger.report(full.number, Report(4, 3.0))  # its first step past 3 (log-midway to 9)
+    assert recorder.observed_results[1:] == [([0.2, 0.5], -3.0)]
+    ledger.finish([(full.number, Outcome(value=3.5))])
+    assert recorder.told == [(full.number, -3.5)]  # at the full resource
+    for _ in range(6):  # more trials at rung 1 than a rung model would wait for
+        ledger.report(ledger.start({"x": 0.9}).number, Report(1, 1.0))
+    assert ledger.model_rung is None
+    ledger.report(pruned.number, Report(1, 0.5))
+    ledger.finish([(pruned.number, Outcome(value=0.5, pruned=True))])
+    assert recorder.told[-1] == (pruned.number, None)  # its rung value was told already
+    ledger.report(running.number, Report(3, 1.5))  # past two rungs at once
+    assert recorder.observed_results[-2:] == [([0.5, 0.0], -1.5), ([0.5, 0.5], -1.5)]
+    # A model rebuilt from the store is told the same, the running trials still pending.
+    state = ledger.model_state()
+    live = [([0.2], -3.5), *recorder.observed_results]
+    assert sorted((tuple(p), v) for p, v in state.told) == sorted((tuple(p), v) for p, v in live)
+    assert [n for n, _ in state.running] == [running.number, *range(3, 9)]
+
+
 # -- on real workers ----------------------------------------------------------------------------
 
 
@@ -310,6 +342,40 @@ def test_asha_prunes_hopeless_trials_on_real_workers_and_keeps_every_report(
     frame = again.trials_dataframe()
     assert set(frame["state"]) == {"COMPLETE", "PRUNED"}
     assert (frame["last_step"] == [t.last_step for t in study.trials]).all()
+
+
+def test_a_joint_model_searches_real_workers_told_every_rung_value(client, tmp_path):
+    """``resource_model="joint"`` through the suggestion process: the search prunes as
+    with the rung model, and the model was told each trial's values at rungs 1 and 3
+    (resources 0 and 0.5) as they came and its final one, as a loaded study is."""
+    path = tmp_path / "s.db"
+    study = Study(
+        SPACE,
+        storage=path,
+        random_state=0,
+        n_initial_points=6,
+        pruner=ASHA(1, 9, 3),
+        resource_model="joint",
+    )
+    study.optimize(objectives.learning_curve, 24, client=client, progress=False)
+    states = _states(study)
+    assert sum(states.values()) == 24
+    assert "FAILED" not in states
+    assert states.get("PRUNED", 0) >= 6, states
+    assert abs(study.best_params["x"] - 0.3) < 0.15
+    expected = []
+    for t in study.trials:
+        x = t.params["x"]
+        expected += [(x, r, t.intermediate[s]) for r, s in ((0.0, 1), (0.5, 3)) if s <= t.last_step]
+        if t.state is TrialState.COMPLETE:
+            expected.append((x, 1.0, t.value))
+
+    def told(s):
+        X, y = s._suggester.optimizer.history
+        return sorted((x, round(r, 9), v) for (x, r), v in zip(X, y, strict=True))
+
+    assert told(study) == sorted(expected)
+    assert told(dtune.load_study(path)) == sorted(expected)
 
 
 def _stand_in_driver(client, topic: str) -> list[dict]:

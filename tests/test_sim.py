@@ -154,9 +154,12 @@ def test_simulated_reports_arrive_on_the_clock_and_each_verdict_counts_only_earl
                 assert stop == (t.state is TrialState.PRUNED and r.step == t.last_step)
 
 
-def test_a_simulated_search_with_a_pruner_spends_less_worker_time_for_as_good_a_result():
+@pytest.mark.parametrize("resource_model", ["rung", "joint"])
+def test_a_simulated_search_with_a_pruner_spends_less_worker_time_for_as_good_a_result(
+    resource_model,
+):
     def run(pruner):
-        study = Study(SPACE, random_state=0, pruner=pruner)
+        study = Study(SPACE, random_state=0, pruner=pruner, resource_model=resource_model)
         cluster = SimulatedCluster(8, duration=lambda p: 27.0)
         study.optimize(_curve, 150, client=cluster, progress=False)
         return study
@@ -168,3 +171,32 @@ def test_a_simulated_search_with_a_pruner_spends_less_worker_time_for_as_good_a_
     assert asha.best_value < 0.01
     # A pruned trial's worker was refilled at once.
     assert max(refill_latencies(asha.trials)) == 0.0
+
+
+def test_a_joint_model_rebuilt_from_the_store_knows_what_the_search_told_it(tmp_path):
+    """Every rung value of every trial (at its resource) and every complete value (at
+    the full one) reached the model as the search ran, and a study loaded from the
+    store is told exactly the same."""
+    study = Study(
+        SPACE,
+        storage=tmp_path / "s.db",
+        random_state=0,
+        pruner=ASHA(1, 27, 3),
+        resource_model="joint",
+    )
+    study.optimize(_curve, 60, client=SimulatedCluster(6, duration=lambda p: 27.0), progress=False)
+    resources = {1: 0.0, 3: 1 / 3, 9: 2 / 3}
+    expected = []
+    for t in study.trials:
+        point = [t.params["x"], t.params["y"]]
+        reached = [step for step in resources if step in t.intermediate]  # every epoch reports
+        expected += [(*point, resources[step], t.intermediate[step]) for step in reached]
+        if t.state is TrialState.COMPLETE:
+            expected.append((*point, 1.0, t.value))
+
+    def told(s):
+        X, y = s._suggester.optimizer.history
+        return sorted((*x[:2], round(x[2], 9), v) for x, v in zip(X, y, strict=True))
+
+    assert told(study) == sorted((x, y, round(r, 9), v) for x, y, r, v in expected)
+    assert told(load_study(tmp_path / "s.db")) == told(study)

@@ -58,6 +58,11 @@ class CandidateSampler:
         high = np.clip(upper, low, space[:, 1])
         self._bounds = np.column_stack([low, high])
 
+    @property
+    def bounds(self) -> np.ndarray:
+        """The box candidates are drawn from: one (low, high) row per transformed column."""
+        return self._bounds.copy()
+
     def sample(self, n: int) -> np.ndarray:
         """``n`` random points, transformed: uniform in the normalized space (what
         ``rvs`` + ``transform`` gives for uniform and log-uniform reals), snapped onto

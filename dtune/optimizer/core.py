@@ -39,6 +39,7 @@ from skopt.learning import GaussianProcessRegressor
 from skopt.learning.gaussian_process.kernels import Matern
 from skopt.space import Categorical as SkCategorical
 from skopt.space import Integer as SkInteger
+from skopt.space import Real as SkReal
 from skopt.space import Space
 from skopt.utils import cook_estimator, cook_initial_point_generator, create_result
 
@@ -141,7 +142,12 @@ class PendingAwareOptimizer:
         self.space = space
         self.settings = settings = settings or OptimizerSettings()
         self._rng = check_random_state(settings.random_state)
-        normalized = Space(normalized_dimensions(space))  # the GP's transformed space
+        # resource_model="joint": one more input, the resource of each result (0 to 1 on
+        # a log scale); every suggestion is made at the full resource (1).
+        self._joint = settings.resource_model == "joint"
+        self._n_dims = len(space)
+        self._extra = [SkReal(0.0, 1.0, name="resource")] if self._joint else []
+        normalized = Space(normalized_dimensions(space) + self._extra)  # the GP's space
         self._estimator = self._cook_estimator(settings.base_estimator, normalized)
         self._gp = isinstance(self._estimator, GaussianProcessRegressor)
         chosen = settings.acq_optimizer if self._gp else "sampling"
@@ -152,9 +158,13 @@ class PendingAwareOptimizer:
         # points at a fifth of the cost (scripts/bench_optimizer.py, docs/PERFORMANCE.md).
         self._n_points = int(settings.acq_optimizer_kwargs.get("n_points", 2000))
         self._n_restarts = int(settings.acq_optimizer_kwargs.get("n_restarts_optimizer", 5))
-        self._skspace = normalized if self._gp else Space(space.dimensions)
+        self._skspace = normalized if self._gp else Space(space.dimensions + self._extra)
+        # The configuration's own columns (the trust region's and restart searches' space).
+        self._xspace = Space(self._skspace.dimensions[:-1]) if self._joint else self._skspace
         self._sampler = CandidateSampler(self._skspace, self._rng)
-        self._polisher = Polisher(self._skspace, self._sampler)
+        if self._joint:
+            self._pin_resource()
+        self._polisher = Polisher(self._skspace, self._sampler, pinned_last=self._joint)
         self._restarts: Restarts | None = None  # made at the first stall past POLISH_AFTER
         self._trust_region: TrustRegion | None = None  # likewise
         self._restricted = False  # a trust region's search: points in a box only
@@ -165,6 +175,7 @@ class PendingAwareOptimizer:
         self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
         self._y: list[float] = []
+        self._full: list[int] = []  # which results are at the full resource (joint)
         self._Xt = np.empty((0, self._skspace.transformed_n_dims))  # _X transformed
         self._told: set[tuple[Any, ...]] = set()
         self._model: Any = None
@@ -182,7 +193,7 @@ class PendingAwareOptimizer:
             return None
         estimator = cook_estimator(
             base_estimator.upper(),
-            space=self.space.dimensions,
+            space=self.space.dimensions + self._extra,
             random_state=self._rng.randint(0, np.iinfo(np.int32).max),
         )
         if not isinstance(estimator, GaussianProcessRegressor):
@@ -304,8 +315,16 @@ class PendingAwareOptimizer:
         (a trust region's search, :mod:`.trust_region`); with no initial design of its
         own: until it is told enough results, its points are random in the box."""
         self._sampler.restrict(lower, upper)
+        if self._joint:
+            self._pin_resource()
         self._restricted = True
         self._initial_spec = self._initial_points = None
+
+    def _pin_resource(self) -> None:
+        """Candidates only at the full resource (the last column held at 1)."""
+        lower, upper = self._sampler.bounds.T.copy()
+        lower[-1] = upper[-1] = 1.0
+        self._sampler.restrict(lower, upper)
 
     def skip_initial(self, n: int) -> None:
         """Count ``n`` points as already asked (a resumed study's earlier trials)."""
@@ -318,13 +337,18 @@ class PendingAwareOptimizer:
         for point, value in zip(points, values, strict=True):
             if not math.isfinite(value):
                 raise ValueError(f"cannot tell a non-finite value {value!r} for {point!r}")
-            self._X.append(list(point))
+            point = self._lift(point)
+            self._X.append(point)
             self._y.append(float(value))
-            self._told.add(point_key(point))
+            x = point[: self._n_dims]
+            self._told.add(point_key(x))
+            if self._joint and point[-1] != 1.0:
+                continue  # a result below the full resource: the global model's alone
+            self._full.append(len(self._y) - 1)
             if self._trust_region is not None:
-                self._trust_region.tell(list(point), float(value))
-            if self._restarts is not None and self._restarts.proposed(point):
-                self._restarts.tell(list(point), float(value))
+                self._trust_region.tell(x, float(value))
+            if self._restarts is not None and self._restarts.proposed(x):
+                self._restarts.tell(x, float(value))
                 # A new basin: length scales fitted in the old one may not hold there.
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
 
@@ -473,8 +497,7 @@ class PendingAwareOptimizer:
         seen = self._told | {point_key(p) for p in pending}
         Kt = np.vstack([self._transformed_told(), self.transform(pending)])
         for _ in range(3):
-            x = self._sampler.farthest(Kt)
-            point = list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
+            point = self._to_point(self._sampler.farthest(Kt))
             if point_key(point) not in seen:
                 return point
         return self._random_unseen(seen)
@@ -487,7 +510,7 @@ class PendingAwareOptimizer:
         return self._random_unseen(seen)
 
     def _random_unseen(self, seen: set[tuple[Any, ...]]) -> Point:
-        if self._restricted:  # each transformed back as needed: the first is nearly always new
+        if self._restricted or self._joint:  # transformed back as needed: the first is new
             candidates = map(self._to_point, self._sampler.sample(100))
         else:
             candidates = iter(self._skspace.rvs(n_samples=100, random_state=self._rng))
@@ -512,8 +535,13 @@ class PendingAwareOptimizer:
         return HEDGE if func == "gp_hedge" else (func,)
 
     def _acquisitions(self, mu: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
-        y_opt, kwargs = float(np.min(self._y)), self.settings.acq_func_kwargs
+        y_opt, kwargs = self._y_opt(), self.settings.acq_func_kwargs
         return [acquisition(f, mu, std, y_opt, kwargs) for f in self._acquisition_funcs]
+
+    def _y_opt(self) -> float:
+        """The best value to improve on: at the full resource once there is one."""
+        ys = np.asarray(self._y)
+        return float(np.min(ys[self._full] if self._joint and self._full else ys))
 
     def _hedge_choice(self) -> int:
         """Which acquisition function to follow (gp_hedge draws one by past gains)."""
@@ -533,7 +561,23 @@ class PendingAwareOptimizer:
         """
         if not points:
             return np.empty((0, self._skspace.transformed_n_dims))
-        return np.asarray(self._skspace.transform([list(p) for p in points]), float)
+        return np.asarray(self._skspace.transform([self._lift(p) for p in points]), float)
+
+    def _lift(self, point: Point) -> Point:
+        """``point`` with its resource (the full one, 1, unless it has its own) when the
+        model is joint; else as it is."""
+        if self._joint and len(point) == self._n_dims:
+            return [*point, 1.0]
+        return list(point)
+
+    def _transform_x(self, points: Sequence[Point]) -> np.ndarray:
+        """The configurations of ``points`` as rows of the configuration's own space."""
+        if not self._joint:
+            return self.transform(points)
+        if not points:
+            return np.empty((0, self._xspace.transformed_n_dims))
+        rows = [list(p)[: self._n_dims] for p in points]
+        return np.asarray(self._xspace.transform(rows), float)
 
     def _transformed_told(self) -> np.ndarray:
         """Every told point, transformed (each point once, as it is first needed)."""
@@ -554,7 +598,8 @@ class PendingAwareOptimizer:
         return np.sort(np.concatenate([order[:best], others]))
 
     def _to_point(self, x: np.ndarray) -> Point:
-        return list(self._skspace.inverse_transform(x.reshape(1, -1))[0])
+        """A transformed row as a point of the search space (its resource dropped)."""
+        return list(self._skspace.inverse_transform(x.reshape(1, -1))[0])[: self._n_dims]
 
     def _next_batch_gp(
         self, pending: Sequence[Point], seen: set[tuple[Any, ...]], n: int
@@ -623,7 +668,12 @@ class PendingAwareOptimizer:
         from a restart search (:mod:`.restarts`). The points are added to ``seen``."""
         if self._polish_after is None or self.n_told < POLISH_AFTER:
             return []
-        is_stalled = stalled(self._y, len(self.space))
+        # With a joint model, these searches see the results at the full resource only.
+        full = np.asarray(self._full if self._joint else range(self.n_told), dtype=int)
+        if len(full) < 2:
+            return []
+        y = np.asarray(self._y)[full]
+        is_stalled = stalled(list(y), len(self.space))
         if not is_stalled and self._restarts is not None:
             self._restarts.drop()
         if is_stalled and self._restarts is None:
@@ -633,7 +683,7 @@ class PendingAwareOptimizer:
             self._restarts.fit_here = self._fit_searches_here
             if self.settings.trust_region:
                 self._trust_region = TrustRegion(
-                    self._restart_search, self.transform, n_dims, seed=seed + 1
+                    self._restart_search, self._transform_x, n_dims, seed=seed + 1
                 )
                 self._trust_region.fit_here = self._fit_searches_here
         if not (is_stalled or self._trust_region is not None):
@@ -642,8 +692,11 @@ class PendingAwareOptimizer:
         self._turn += n
         points: list[Point] = []
         if self._trust_region is not None and turns.count(1):
-            Xt, y = self._transformed_told(), np.asarray(self._y)
-            points += self._trust_region.ask(self._X, Xt, y, pending, turns.count(1), seen)
+            X = [self._X[i][: self._n_dims] for i in full]
+            Xt = self._transformed_told()[full]
+            if self._joint:
+                Xt = Xt[:, :-1]
+            points += self._trust_region.ask(X, Xt, y, pending, turns.count(1), seen)
             seen.update(point_key(p) for p in points)
         if is_stalled and self._restarts is not None and turns.count(0):
             more = self._restarts.ask([*pending, *points], turns.count(0), seen)
@@ -653,13 +706,15 @@ class PendingAwareOptimizer:
 
     def _restart_search(self, seed: int) -> PendingAwareOptimizer:
         """A search of the same space and settings that knows no result yet (no polish,
-        no restarts of its own)."""
-        settings = dataclasses.replace(self.settings, acq_optimizer="local", random_state=seed)
+        no restarts of its own), over the configuration alone."""
+        settings = dataclasses.replace(
+            self.settings, acq_optimizer="local", random_state=seed, resource_model="rung"
+        )
         return PendingAwareOptimizer(self.space, settings)
 
     def _polish(self, posterior: Posterior, starts: np.ndarray, func: str) -> np.ndarray:
         """``starts`` refined by ``func`` on ``posterior`` (see :mod:`.polish`)."""
-        y_opt, kwargs = float(np.min(self._y)), self.settings.acq_func_kwargs
+        y_opt, kwargs = self._y_opt(), self.settings.acq_func_kwargs
 
         def values(C: np.ndarray) -> np.ndarray:
             return acquisition(func, *posterior.predict(C), y_opt, kwargs)

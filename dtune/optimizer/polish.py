@@ -55,6 +55,8 @@ class Polisher:
         The transformed space.
     sampler
         The space's candidate sampler (for snapping onto integers and categories).
+    pinned_last
+        Hold the last column where each start has it (a joint model's resource).
 
     Examples
     --------
@@ -68,7 +70,7 @@ class Polisher:
     array([[0.3, 0.7]])
     """
 
-    def __init__(self, space: Space, sampler: CandidateSampler) -> None:
+    def __init__(self, space: Space, sampler: CandidateSampler, pinned_last: bool = False) -> None:
         self._sampler = sampler
         bounds = np.asarray(space.transformed_bounds, dtype=float)
         real: list[int] = []
@@ -86,6 +88,8 @@ class Polisher:
                 real.append(column)
                 self._snap_reals |= isinstance(dim, SkInteger)
             column += width
+        if pinned_last:  # a column held where it starts (a joint model's resource)
+            real = [c for c in real if c != column - 1]
         self._real = np.asarray(real, dtype=int)
         self._real_bounds = bounds[self._real]
 

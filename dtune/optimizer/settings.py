@@ -9,12 +9,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ACQ_FUNCS", "ACQ_OPTIMIZERS", "ESTIMATORS", "LIARS", "OptimizerSettings"]
+__all__ = [
+    "ACQ_FUNCS",
+    "ACQ_OPTIMIZERS",
+    "ESTIMATORS",
+    "LIARS",
+    "RESOURCE_MODELS",
+    "OptimizerSettings",
+]
 
 ACQ_FUNCS = ("EI", "gp_hedge", "LCB", "PI")
 ACQ_OPTIMIZERS = ("auto", "local", "lbfgs", "sampling")
 ESTIMATORS = ("GP", "RF", "ET", "dummy")
 LIARS = ("believer", "cl_min", "cl_mean", "cl_max")
+RESOURCE_MODELS = ("rung", "joint")
 _INITIAL_GENERATORS = ("random", "sobol", "halton", "hammersly", "lhs", "grid")
 _BROKEN_ESTIMATORS = {
     "GBRT": (
@@ -84,6 +92,14 @@ class OptimizerSettings:
         results, give a third of the points to a trust region around the best result
         (:mod:`dtune.optimizer.trust_region`; default), or, with False, do not (the
         restart searches still run while stalled; measured in docs/PERFORMANCE.md).
+    resource_model
+        With a pruner, what the model makes of the reports at its rungs: ``"rung"``
+        (default) fits one rung's values, the highest below the top with enough of
+        them (BOHB's rule), the trials stopped below it told their value there plus
+        the median gain to it; ``"joint"`` fits one GP over the configuration and the
+        resource (as MOBSTER does): every rung's value of every trial is a result at
+        its resource, and new points are those best at the full resource. Measured
+        in docs/PERFORMANCE.md ("Early stopping").
 
     Examples
     --------
@@ -109,6 +125,7 @@ class OptimizerSettings:
     gp_priors: bool = True
     categorical_kernel: bool = True
     trust_region: bool = True
+    resource_model: str = "rung"
 
     def __post_init__(self) -> None:
         estimator = self.base_estimator
@@ -129,6 +146,7 @@ class OptimizerSettings:
             ("initial_point_generator", self.initial_point_generator, _INITIAL_GENERATORS),
             ("acq_optimizer", self.acq_optimizer, ACQ_OPTIMIZERS),
             ("liar", self.liar, LIARS),
+            ("resource_model", self.resource_model, RESOURCE_MODELS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} must be one of {allowed}")

@@ -45,6 +45,11 @@ class Suggester(abc.ABC):
         """Trials ended; a value (to minimize) is told to the model, None is not."""
 
     @abc.abstractmethod
+    def observed(self, results: Sequence[tuple[Point, float]]) -> None:
+        """Results of trials that still run (points with their resource, for a joint
+        model), told to the model; the trials stay pending."""
+
+    @abc.abstractmethod
     def reset(self, state: ModelState) -> None:
         """Start over from ``state``."""
 

@@ -111,6 +111,10 @@ class InProcessSuggester(Suggester):
             self.optimizer.tell([p for p, _ in told], [v for _, v in told])
             self._stale = True  # the batch was computed without these results
 
+    def observed(self, results: Sequence[tuple[Point, float]]) -> None:
+        self.optimizer.tell([p for p, _ in results], [v for _, v in results])
+        self._stale = True
+
     def summary(self) -> dict[str, float]:
         n, asks = len(self.ask_seconds), sorted(self.ask_seconds) or [0.0]
         self.ask_seconds = []

@@ -383,6 +383,9 @@ class ProcessSuggester(Suggester):
     def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
         self._send(("finished", [(number, value) for number, _, value in results]))
 
+    def observed(self, results: Sequence[tuple[Point, float]]) -> None:
+        self._send(("observed", list(results)))
+
     def reset(self, state: ModelState) -> None:
         # The driver's copy was reset first (it subscribed first); a running process
         # rebuilds its optimizer in place, and what it had ready is dropped.

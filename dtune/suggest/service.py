@@ -18,6 +18,8 @@ side) and talks over a socket::
     ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
     ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1 (every
                                             result; every depth // 2 from 13 slots)
+    ("observed", [(point, value)]) ──────▶  the same, for a running trial's rung value
+                                            (a joint model: the point has its resource)
     take ◀ ("ready", gen, points, s, cpu)   ask_batch: a batch conditioned on told +
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
@@ -250,6 +252,9 @@ class _Service:
                 point = self.pending.pop(number, None)
                 if value is not None and point is not None:
                     self.results.append((point, value))
+        elif kind == "observed":
+            self.arrivals.append((time.perf_counter(), len(message[1])))
+            self.results.extend((list(point), value) for point, value in message[1])
         return True
 
     def run(self) -> None:
