@@ -697,11 +697,11 @@ class PendingAwareOptimizer:
         if self._polish_after is None or self.n_told < POLISH_AFTER:
             return []
         # With a joint model, these searches see the results at the target resource only.
-        full = np.asarray(self._full if self._joint else range(self.n_told), dtype=int)
-        if len(full) < 2:
+        full = np.asarray(self._full, dtype=int) if self._joint else None
+        ys = self._y if full is None else [self._y[i] for i in full]
+        if len(ys) < 2:
             return []
-        y = np.asarray(self._y)[full]
-        is_stalled = stalled(list(y), len(self.space))
+        is_stalled = stalled(ys, len(self.space))
         if not is_stalled and self._restarts is not None:
             self._restarts.drop()
         if is_stalled and self._restarts is None:
@@ -720,10 +720,10 @@ class PendingAwareOptimizer:
         self._turn += n
         points: list[Point] = []
         if self._trust_region is not None and turns.count(1):
-            X = [self._X[i][: self._n_dims] for i in full]
-            Xt = self._transformed_told()[full]
-            if self._joint:
-                Xt = Xt[:, :-1]
+            X, Xt = self._X, self._transformed_told()
+            if full is not None:  # the configurations' own columns
+                X, Xt = [X[i][: self._n_dims] for i in full], Xt[full][:, :-1]
+            y = np.asarray(ys)
             points += self._trust_region.ask(X, Xt, y, pending, turns.count(1), seen)
             seen.update(point_key(p) for p in points)
         if is_stalled and self._restarts is not None and turns.count(0):

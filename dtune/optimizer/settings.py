@@ -97,9 +97,10 @@ class OptimizerSettings:
         (default) fits one rung's values, the highest below the top with enough of
         them (BOHB's rule), the trials stopped below it told their value there plus
         the median gain to it; ``"joint"`` fits one GP over the configuration and the
-        resource (as MOBSTER does): every rung's value of every trial is a result at
-        its resource, and new points are those best at the full resource. Measured
-        in docs/PERFORMANCE.md ("Early stopping").
+        resource (MOBSTER's model): every rung's value of every trial is a result at
+        its resource, and new points are those best at the same rung the rung model
+        fits (MOBSTER's resource for acquisition). Measured in docs/PERFORMANCE.md
+        ("Early stopping", run 16).
 
     Examples
     --------
