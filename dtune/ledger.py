@@ -48,21 +48,18 @@ _CLAIM_RENEW_S = 5.0
 
 
 class ModelState:
-    """What a model needs to know of a study: told results, running points, how many
-    trials were ever started (where the initial design stands), and, for a joint model,
-    the resource its suggestions are made at (:meth:`PendingAwareOptimizer.aim`)."""
+    """What a model needs to know of a study: told results, running points, and how
+    many trials were ever started (where the initial design stands)."""
 
     def __init__(
         self,
         told: Sequence[tuple[Point, float]],
         running: Sequence[tuple[int, Point]],
         n_started: int,
-        resource: float = 1.0,
     ) -> None:
         self.told = list(told)
         self.running = list(running)
         self.n_started = n_started
-        self.resource = resource
 
 
 class LedgerListener(Protocol):
@@ -238,7 +235,7 @@ class Ledger:
         """The rung whose values the model is fitted on: the highest below the top with
         enough values, unless the top (complete trials) has enough (BOHB's rule); None
         means final values."""
-        if self.rungs is None or self._complete >= self.rung_min_points:
+        if self.rungs is None or self.joint or self._complete >= self.rung_min_points:
             return None
         enough = [k for k, n in enumerate(self._rung_counts) if n >= self.rung_min_points]
         return enough[-1] if enough else None
@@ -289,8 +286,7 @@ class Ledger:
     def _joint_state(self) -> ModelState:
         """:meth:`model_state` for a joint model: every rung value below the top, at its
         resource, and every finished trial's value but a pruned one's (its last value
-        is a rung's, told already) at the full resource; suggestions at the model's rung
-        (MOBSTER's resource for acquisition, the rung model's own rule)."""
+        is a rung's, told already)."""
         told: list[tuple[Point, float]] = []
         running = []
         for trial in self.trials:
@@ -303,17 +299,8 @@ class Ledger:
             elif trial.state is not TrialState.PRUNED:
                 value = self.told_value(trial)
                 if value is not None:
-                    told.append(([*point, 1.0], value))
-        k = self._model_rung
-        resource = 1.0 if k is None else self._resource(k)
-        return ModelState(told, running, len(self._trials), resource)
-
-    def _resource(self, k: int) -> float:
-        """Rung ``k``'s resource as a joint model's input: 0 at the first rung, 1 at the
-        top, on a log scale."""
-        assert self.rungs is not None
-        low, top = self.rungs[0], self.rungs[-1]
-        return math.log(self.rungs[k] / low) / math.log(top / low)
+                    told.append((point, value))
+        return ModelState(told, running, len(self._trials))
 
     def _rung_results(
         self, trial: Trial, point: Point, since: Trial | None = None
@@ -323,11 +310,13 @@ class Ledger:
         ``since`` (the trial before a report) had not reached."""
         assert self.rungs is not None
         results = []
+        low, top = self.rungs[0], self.rungs[-1]
         for k in range(len(self.rungs) - 1):
             value = self.rung_value(trial, k)
             if value is None or (since is not None and self.rung_value(since, k) is not None):
                 continue
-            results.append(([*point, self._resource(k)], value))
+            resource = math.log(self.rungs[k] / low) / math.log(top / low)
+            results.append(([*point, resource], value))
         return results
 
     def _below_model(self) -> range:
@@ -457,18 +446,18 @@ class Ledger:
             listener.started(trial.number, point)
 
     def _ended(self, trials: Sequence[Trial]) -> None:
-        if self._refit_on_new_rung():
-            return  # the listeners started over from the store, these trials included
-        if self.joint:
-            ended = []  # a pruned trial's rung values were told as they came
+        if self.joint:  # a pruned trial's rung values were told as they came
+            ended = []
             for t in trials:
                 point = self.point(t)
                 if point is not None:
                     told = None if t.state is TrialState.PRUNED else self.told_value(t)
-                    ended.append((t.number, [*point, 1.0], told))
+                    ended.append((t.number, point, told))
             for listener in self._listeners:
                 listener.finished(ended)
             return
+        if self._refit_on_new_rung():
+            return  # the listeners started over from the store, these trials included
         results = []
         for t in trials:
             point = self.point(t)
@@ -571,15 +560,13 @@ class Ledger:
         trial = replace(trial, reports=(*trial.reports, report))
         self._count_reached(trial.reports, +1, since)
         self._trials[number] = trial
-        if self.rungs is None or self._refit_on_new_rung():
-            return trial  # no rungs, or the listeners started over (this report included)
         if self.joint:
             point = self.point(trial)
             reached = [] if point is None else self._rung_results(trial, point, since=before)
             if reached:
                 for listener in self._listeners:
                     listener.observed(reached)
-        else:
+        elif self.rungs is not None and not self._refit_on_new_rung():
             k = self._model_rung
             if k is not None and number not in self._told_early:
                 value = self.rung_value(trial, k)

@@ -734,19 +734,3 @@ def test_a_joint_models_trust_region_and_restarts_see_full_resource_results_only
     assert restarts._search.n_told == 0
     opt.tell(batch, [0.5] * 6)
     assert restarts._search.n_told == sum(restarts._search.has_told((p[0],)) for p in batch)
-
-
-def test_a_joint_model_aimed_at_a_lower_resource_improves_on_the_best_result_there():
-    opt = _joint(n_initial_points=0)
-    opt.aim(0.5)
-    xs = np.linspace(0.0, 1.0, 11)
-    opt.tell([[x, 0.5] for x in xs], [(x - 0.7) ** 2 + 0.5 for x in xs])
-    opt.tell([[0.05, 1.0]], [0.01])  # better, at the full resource: not the bar here
-    assert opt._y_opt() == pytest.approx(0.5)
-    assert opt.transform([[0.3]]).tolist() == [[0.3, 0.5]]  # pending points are there too
-    (x,) = opt.ask([])
-    assert abs(x - 0.7) < 0.15
-    with pytest.raises(ValueError, match="before it is told"):
-        opt.aim(1.0)
-    with pytest.raises(ValueError, match="resource_model='joint'"):
-        PendingAwareOptimizer(SearchSpace({"x": Real(0.0, 1.0)})).aim(0.5)

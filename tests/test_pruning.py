@@ -190,7 +190,6 @@ class _Recorder:
 
     def finished(self, results):
         self.told.extend((n, v) for n, _, v in results)
-        self.ended = [*getattr(self, "ended", []), *results]
 
     def observed(self, results):
         self.observed_results = [*getattr(self, "observed_results", []), *results]
@@ -271,31 +270,20 @@ def test_a_joint_model_is_told_every_rung_value_at_its_resource_as_it_comes():
     ledger.report(full.number, Report(4, 3.0))  # its first step past 3 (log-midway to 9)
     assert recorder.observed_results[1:] == [([0.2, 0.5], -3.0)]
     ledger.finish([(full.number, Outcome(value=3.5))])
-    assert recorder.ended[-1] == (full.number, [0.2, 1.0], -3.5)  # at the full resource
+    assert recorder.told == [(full.number, -3.5)]  # at the full resource
+    for _ in range(6):  # more trials at rung 1 than a rung model would wait for
+        ledger.report(ledger.start({"x": 0.9}).number, Report(1, 1.0))
+    assert ledger.model_rung is None
     ledger.report(pruned.number, Report(1, 0.5))
     ledger.finish([(pruned.number, Outcome(value=0.5, pruned=True))])
-    assert recorder.ended[-1] == (pruned.number, [0.7, 1.0], None)  # its value was told
+    assert recorder.told[-1] == (pruned.number, None)  # its rung value was told already
     ledger.report(running.number, Report(3, 1.5))  # past two rungs at once
     assert recorder.observed_results[-2:] == [([0.5, 0.0], -1.5), ([0.5, 0.5], -1.5)]
-    assert ledger.model_rung is None
-    assert ledger.model_state().resource == 1.0  # too few values at any rung: aim at the top
-    # Once rung 1 has 5 values, the model starts over aimed there (MOBSTER's rule, BOHB's
-    # rung), told the same results; later ones come as before.
-    others = [ledger.start({"x": x}) for x in (0.1, 0.3, 0.9)]
-    for t in others:
-        ledger.report(t.number, Report(1, 1.0))
-    assert ledger.model_rung == 1
-    assert len(recorder.resets) == 1
-    assert recorder.observed_results[-1] == ([0.9, 0.0], -1.0)
+    # A model rebuilt from the store is told the same, the running trials still pending.
     state = ledger.model_state()
-    assert state.resource == 0.0
-    expected = [
-        ([0.2, 0.0], -2.0), ([0.2, 0.5], -3.0), ([0.2, 1.0], -3.5), ([0.7, 0.0], -0.5),
-        ([0.5, 0.0], -1.5), ([0.5, 0.5], -1.5), ([0.1, 0.0], -1.0), ([0.3, 0.0], -1.0),
-        ([0.9, 0.0], -1.0),
-    ]  # fmt: skip
-    assert sorted(state.told) == sorted(expected)
-    assert [n for n, _ in state.running] == [running.number, *(t.number for t in others)]
+    live = [([0.2], -3.5), *recorder.observed_results]
+    assert sorted((tuple(p), v) for p, v in state.told) == sorted((tuple(p), v) for p, v in live)
+    assert [n for n, _ in state.running] == [running.number, *range(3, 9)]
 
 
 # -- on real workers ----------------------------------------------------------------------------

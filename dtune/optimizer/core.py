@@ -143,9 +143,8 @@ class PendingAwareOptimizer:
         self.settings = settings = settings or OptimizerSettings()
         self._rng = check_random_state(settings.random_state)
         # resource_model="joint": one more input, the resource of each result (0 to 1 on
-        # a log scale); suggestions are made at the target resource (:meth:`aim`).
+        # a log scale); every suggestion is made at the full resource (1).
         self._joint = settings.resource_model == "joint"
-        self._target = 1.0
         self._n_dims = len(space)
         self._extra = [SkReal(0.0, 1.0, name="resource")] if self._joint else []
         normalized = Space(normalized_dimensions(space) + self._extra)  # the GP's space
@@ -176,7 +175,7 @@ class PendingAwareOptimizer:
         self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
         self._y: list[float] = []
-        self._full: list[int] = []  # which results are at the target resource (joint)
+        self._full: list[int] = []  # which results are at the full resource (joint)
         self._Xt = np.empty((0, self._skspace.transformed_n_dims))  # _X transformed
         self._told: set[tuple[Any, ...]] = set()
         self._model: Any = None
@@ -322,37 +321,10 @@ class PendingAwareOptimizer:
         self._initial_spec = self._initial_points = None
 
     def _pin_resource(self) -> None:
-        """Candidates only at the target resource (the last column held there)."""
+        """Candidates only at the full resource (the last column held at 1)."""
         lower, upper = self._sampler.bounds.T.copy()
-        lower[-1] = upper[-1] = self._target
+        lower[-1] = upper[-1] = 1.0
         self._sampler.restrict(lower, upper)
-
-    @property
-    def target(self) -> float:
-        """The resource suggestions are made at (0 to 1; 1 unless the model is joint)."""
-        return self._target
-
-    def aim(self, resource: float) -> None:
-        """Make suggestions at ``resource`` (0: the first rung, 1: the full resource, on
-        a log scale), as MOBSTER does at the highest rung with enough results; only a
-        joint model, before it is told anything (pending points are there too).
-
-        >>> from dtune.space import Real
-        >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(0.0, 1.0)}),
-        ...                             OptimizerSettings(resource_model="joint"))
-        >>> opt.aim(0.5)
-        >>> opt.transform([[0.2]]).tolist()
-        [[0.2, 0.5]]
-        """
-        if not self._joint and resource != 1.0:
-            raise ValueError(f"aim({resource!r}) needs resource_model='joint'")
-        if self._y:
-            raise ValueError("aim an optimizer before it is told any result")
-        if not 0.0 <= resource <= 1.0:
-            raise ValueError(f"resource={resource!r} must be from 0 to 1")
-        self._target = float(resource)
-        if self._joint:
-            self._pin_resource()
 
     def skip_initial(self, n: int) -> None:
         """Count ``n`` points as already asked (a resumed study's earlier trials)."""
@@ -370,8 +342,8 @@ class PendingAwareOptimizer:
             self._y.append(float(value))
             x = point[: self._n_dims]
             self._told.add(point_key(x))
-            if self._joint and point[-1] != self._target:
-                continue  # a result at another resource: the global model's alone
+            if self._joint and point[-1] != 1.0:
+                continue  # a result below the full resource: the global model's alone
             self._full.append(len(self._y) - 1)
             if self._trust_region is not None:
                 self._trust_region.tell(x, float(value))
@@ -567,7 +539,7 @@ class PendingAwareOptimizer:
         return [acquisition(f, mu, std, y_opt, kwargs) for f in self._acquisition_funcs]
 
     def _y_opt(self) -> float:
-        """The best value to improve on: at the target resource once there is one."""
+        """The best value to improve on: at the full resource once there is one."""
         ys = np.asarray(self._y)
         return float(np.min(ys[self._full] if self._joint and self._full else ys))
 
@@ -592,10 +564,10 @@ class PendingAwareOptimizer:
         return np.asarray(self._skspace.transform([self._lift(p) for p in points]), float)
 
     def _lift(self, point: Point) -> Point:
-        """``point`` with its resource (the target, unless it has its own) when the model
-        is joint; else as it is."""
+        """``point`` with its resource (the full one, 1, unless it has its own) when the
+        model is joint; else as it is."""
         if self._joint and len(point) == self._n_dims:
-            return [*point, self._target]
+            return [*point, 1.0]
         return list(point)
 
     def _transform_x(self, points: Sequence[Point]) -> np.ndarray:
@@ -696,7 +668,7 @@ class PendingAwareOptimizer:
         from a restart search (:mod:`.restarts`). The points are added to ``seen``."""
         if self._polish_after is None or self.n_told < POLISH_AFTER:
             return []
-        # With a joint model, these searches see the results at the target resource only.
+        # With a joint model, these searches see the results at the full resource only.
         full = np.asarray(self._full, dtype=int) if self._joint else None
         ys = self._y if full is None else [self._y[i] for i in full]
         if len(ys) < 2:

@@ -58,7 +58,6 @@ class InProcessSuggester(Suggester):
 
     def reset(self, state: ModelState) -> None:
         self.optimizer = PendingAwareOptimizer(self.space, self.settings)
-        self.optimizer.aim(state.resource)
         self.optimizer.skip_initial(state.n_started)
         if state.told:
             self.optimizer.tell([p for p, _ in state.told], [v for _, v in state.told])

@@ -203,7 +203,6 @@ class ProcessSuggester(Suggester):
             list(zip(told_points, told_values, strict=True)),
             list(self.local.pending.items()),
             self.depth if self._model_wanted else 0,
-            self.local.optimizer.target,
         )
         if not isinstance(self._process, _Forked):
             self._send(sys.path)  # before it unpickles what refers to modules
@@ -382,7 +381,7 @@ class ProcessSuggester(Suggester):
         self._send(("submitted", number, point))
 
     def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
-        self._send(("finished", [(number, point, value) for number, point, value in results]))
+        self._send(("finished", [(number, value) for number, _, value in results]))
 
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:
         self._send(("observed", list(results)))
@@ -393,7 +392,7 @@ class ProcessSuggester(Suggester):
         if self._conn is None:
             return
         self._ready = []
-        self._send(("reset", state.told, state.running, state.resource))
+        self._send(("reset", state.told, state.running))
 
     def set_slots(self, slots: int) -> None:
         """Keep enough suggestions ready for the results that arrive while the next

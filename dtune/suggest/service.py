@@ -15,8 +15,8 @@ side) and talks over a socket::
                 ◀──────────── ("hello",) ─  imports done
     ("depth", n) ────────────────────────▶  keep n fresh suggestions ready (up to
                                             4n while results outrun batches, n ≤ 3)
-    ("reset", told, running, resource) ──▶  optimizer rebuilt (another rung, a sync)
-    ("finished", [(number, point, value)]) ▶  tell (cheap), generation += 1 (every
+    ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
+    ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1 (every
                                             result; every depth // 2 from 13 slots)
     ("observed", [(point, value)]) ──────▶  the same, for a running trial's rung value
                                             (a joint model: the point has its resource)
@@ -83,8 +83,8 @@ __all__ = ["serve"]
 def serve(conn: Connection) -> None:
     """Answer the driver on ``conn`` until it says stop or goes away."""
     try:
-        _, space, settings, told, running, depth, resource = conn.recv()
-        _Service(conn, space, settings, told, running, depth, resource).run()
+        _, space, settings, told, running, depth = conn.recv()
+        _Service(conn, space, settings, told, running, depth).run()
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the driver went away
     except BaseException:
@@ -112,7 +112,6 @@ class _Service:
         told: list[tuple[Point, float]],
         running: list[tuple[int, Point]],
         depth: int,
-        resource: float,
     ) -> None:
         self.conn = conn
         self.space, self.settings = space, settings
@@ -127,16 +126,13 @@ class _Service:
         # A trust region's or restart search's refit in the search thread, and its search.
         self.search_fitting: tuple[PendingAwareOptimizer, Future] | None = None
         self.search_fit_started = 0.0
-        self.start_over(told, running, resource)
+        self.start_over(told, running)
 
-    def start_over(
-        self, told: list[tuple[Point, float]], running: list[tuple[int, Point]], resource: float
-    ) -> None:
+    def start_over(self, told: list[tuple[Point, float]], running: list[tuple[int, Point]]) -> None:
         # The driver's own copy draws the initial design; this one serves the model.
         self.optimizer = PendingAwareOptimizer(
             self.space, self.settings.replace(n_initial_points=0)
         )
-        self.optimizer.aim(resource)  # a joint model's target resource (else 1)
         self.optimizer.defer_search_fits()  # run in the search thread
         if told:
             self.optimizer.tell([p for p, _ in told], [v for _, v in told])
@@ -237,7 +233,7 @@ class _Service:
         if kind == "depth":
             self.asked_depth = message[1]
         elif kind == "reset":
-            self.start_over(message[1], message[2], message[3])
+            self.start_over(message[1], message[2])
         elif kind == "submitted":
             _, number, point = message
             key = point_key(point)
@@ -252,10 +248,10 @@ class _Service:
         elif kind == "finished":
             self.arrivals.append((time.perf_counter(), len(message[1])))
             self.forget_old_arrivals()  # also where the depth does not look at them
-            for number, point, value in message[1]:
-                # a trial not pending here is in the told results of a reset already
-                if self.pending.pop(number, None) is not None and value is not None:
-                    self.results.append((list(point), value))
+            for number, value in message[1]:
+                point = self.pending.pop(number, None)
+                if value is not None and point is not None:
+                    self.results.append((point, value))
         elif kind == "observed":
             self.arrivals.append((time.perf_counter(), len(message[1])))
             self.results.extend((list(point), value) for point, value in message[1])
