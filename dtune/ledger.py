@@ -293,7 +293,7 @@ class Ledger:
             point = self.point(trial)
             if point is None:
                 continue
-            told += self._rung_results(trial, point)
+            told += self._rung_results(trial)
             if trial.state is TrialState.RUNNING:
                 running.append((trial.number, point))
             elif trial.state is not TrialState.PRUNED:
@@ -302,22 +302,25 @@ class Ledger:
                     told.append((point, value))
         return ModelState(told, running, len(self._trials))
 
-    def _rung_results(
-        self, trial: Trial, point: Point, since: Trial | None = None
-    ) -> list[tuple[Point, float]]:
+    def _rung_results(self, trial: Trial, since: Trial | None = None) -> list[tuple[Point, float]]:
         """``trial``'s values at the rungs below the top, each as a result at the rung's
         resource (0 at the first rung, 1 at the top, on a log scale); only the rungs
-        ``since`` (the trial before a report) had not reached."""
+        ``since`` (the trial before a report) had not reached. Most reports reach no
+        rung: the point is built only when one does."""
         assert self.rungs is not None
-        results = []
-        low, top = self.rungs[0], self.rungs[-1]
+        reached = []
         for k in range(len(self.rungs) - 1):
             value = self.rung_value(trial, k)
-            if value is None or (since is not None and self.rung_value(since, k) is not None):
-                continue
-            resource = math.log(self.rungs[k] / low) / math.log(top / low)
-            results.append(([*point, resource], value))
-        return results
+            if value is not None and (since is None or self.rung_value(since, k) is None):
+                reached.append((k, value))
+        point = self.point(trial) if reached else None
+        if point is None:
+            return []
+        low, top = self.rungs[0], self.rungs[-1]
+        return [
+            ([*point, math.log(self.rungs[k] / low) / math.log(top / low)], value)
+            for k, value in reached
+        ]
 
     def _below_model(self) -> range:
         """The indices of the rungs below the one the model fits."""
@@ -561,8 +564,7 @@ class Ledger:
         self._count_reached(trial.reports, +1, since)
         self._trials[number] = trial
         if self.joint:
-            point = self.point(trial)
-            reached = [] if point is None else self._rung_results(trial, point, since=before)
+            reached = self._rung_results(trial, since=before)
             if reached:
                 for listener in self._listeners:
                     listener.observed(reached)
