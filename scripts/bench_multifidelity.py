@@ -12,7 +12,12 @@ converges to the problem's value at that point (Branin, Hartmann6, the mixed spa
 
 ``gap`` and ``speed`` vary across the space (a fixed scramble of the parameters), so
 curves converge at different speeds and some cross: a good early value does not always
-mean a good final one.
+mean a good final one. So the last epoch's value still carries ``gap(x) · exp(-3 /
+speed(x))`` above ``f(x)`` (``--curves leftover``, the default, as in runs 1-16 of
+docs/PERFORMANCE.md). With ``--curves exact`` each curve is lowered by that leftover, so
+it ends at ``f(x)`` itself, the known test function, and keeps its shape::
+
+    value(epoch) = f(x) + gap(x) · (exp(-epoch / τ(x)) - exp(-epochs / τ(x)))
 
 Optuna (TPE with ``constant_liar``, and its SuccessiveHalving or Hyperband pruner) runs
 on the same workers: one ``study.optimize`` per worker, sharing a journal-file storage
@@ -114,6 +119,8 @@ METHODS = (
 )
 # the methods --simulated runs
 _SIMULATED = ("none", "asha", "hyperband", "random+asha", "asha-joint")
+# leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x)
+CURVES = ("leftover", "exact")
 _SIM_START = 1e9  # the simulated clock's start
 
 
@@ -123,32 +130,39 @@ def _scramble(params: dict[str, Any], salt: str) -> float:
     return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
-def epochs_of(problem: str, params: dict[str, Any], epochs: int, epoch_s: float) -> Any:
+def epochs_of(
+    problem: str, params: dict[str, Any], epochs: int, epoch_s: float, curves: str = "leftover"
+) -> Any:
     """The value after each epoch of a trial at ``params`` (to minimize), each yielded
-    once that epoch's time has passed: a synthetic curve's sleep, or a real epoch."""
+    once that epoch's time has passed: a synthetic curve's sleep, or a real epoch.
+    ``curves="exact"`` ends a synthetic curve at the problem's value at ``params``."""
     if problem == KERAS:
         yield from keras_epochs(params, epochs)
         return
     final, fraction = evaluate(problem, params)
     speed = 0.2 + 1.6 * _scramble(params, "speed")  # > 1: slow to converge
     gap = GAP[problem] * (0.2 + _scramble(params, "gap"))
+    tau = speed * epochs / 3
+    leftover = gap * math.exp(-epochs / tau) if curves == "exact" else 0.0
     for epoch in range(1, epochs + 1):
         time.sleep(epoch_s * (0.5 + fraction))
-        yield final + gap * math.exp(-epoch / (speed * epochs / 3))
+        yield final + gap * math.exp(-epoch / tau) - leftover
 
 
 def search_space(problem: str) -> dict[str, Any]:
     return keras_space() if problem == KERAS else space_of(problem)
 
 
-def learning_curve(problem: str, epochs: int, epoch_s: float, **params: Any) -> dict[str, Any]:
+def learning_curve(
+    problem: str, epochs: int, epoch_s: float, curves: str, **params: Any
+) -> dict[str, Any]:
     """Trains for up to ``epochs`` epochs, reporting each; returns the final value and
     how long each report waited for the pruner's verdict."""
     import dtune
 
     waits: list[float] = []
     value = math.inf
-    for epoch, value in enumerate(epochs_of(problem, params, epochs, epoch_s), 1):
+    for epoch, value in enumerate(epochs_of(problem, params, epochs, epoch_s, curves), 1):
         started = time.perf_counter()
         try:
             dtune.report(value, epoch)
@@ -195,7 +209,9 @@ def optuna_worker(
     def objective(trial: Any) -> float:
         params = _optuna_params(trial, space)
         value = math.inf
-        for epoch, value in enumerate(epochs_of(problem, params, args.epochs, args.epoch), 1):
+        for epoch, value in enumerate(
+            epochs_of(problem, params, args.epochs, args.epoch, args.curves), 1
+        ):
             started = time.perf_counter()
             trial.report(value, epoch)
             stop = trial.should_prune()
@@ -287,7 +303,7 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     from ray.tune.schedulers import ASHAScheduler
 
     def trainable(config: dict[str, Any]) -> None:
-        for value in epochs_of(problem, dict(config), args.epochs, args.epoch):
+        for value in epochs_of(problem, dict(config), args.epochs, args.epoch, args.curves):
             tune.report({"value": value})
 
     last: dict[str, tuple[float, float, int, float]] = {}
@@ -382,7 +398,7 @@ def run(
     study = dtune.Study(search_space(problem), objective_key="value", pruner=pruner, **options)
     # Simulated: the epochs take no time here; the cluster's clock takes them.
     epoch_s = 0.0 if args.simulated else args.epoch
-    objective = functools.partial(learning_curve, problem, args.epochs, epoch_s)
+    objective = functools.partial(learning_curve, problem, args.epochs, epoch_s, args.curves)
     spent = [0.0]
 
     def budget(study: dtune.Study, trial: dtune.Trial) -> None:
@@ -543,6 +559,12 @@ def main() -> None:
     parser.add_argument("--epoch", type=float, default=0.05, help="seconds per epoch (x0.5-1.5)")
     parser.add_argument("--budget", type=float, default=20.0, help="wall seconds per search")
     parser.add_argument(
+        "--curves",
+        choices=CURVES,
+        default="leftover",
+        help="synthetic curves whose last epoch keeps a leftover above f(x), or ends at f(x)",
+    )
+    parser.add_argument(
         "--worker-budget",
         type=float,
         default=None,
@@ -601,7 +623,7 @@ def main() -> None:
         f"{'' if args.simulated else f' ({kind})'}, "
         f"{args.epochs} epochs of {args.epoch} s (x0.5-1.5), {args.budget:g} s per search"
         + (f" (at most; {args.worker_budget:g} worker-s)" if args.worker_budget else "")
-        + f", seeds 0..{args.seeds - 1}"
+        + f", seeds 0..{args.seeds - 1}, {args.curves} curves"
     )
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in range(args.seeds) for m in methods]

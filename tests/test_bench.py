@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,16 @@ def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         cwd=ROOT,
     )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _run_code(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE`` in scripts/ (a process of its own), checked to exit 0."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=300, cwd=ROOT / "scripts",
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -147,6 +158,30 @@ def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_wor
     assert again.stdout.strip() in out.stdout
 
 
+def test_exact_synthetic_curves_end_at_the_test_function_and_keep_their_shape():
+    code = (
+        "import json\n"
+        "from bench import evaluate, space_of\n"
+        "from bench_multifidelity import epochs_of\n"
+        "for problem in ('branin', 'hartmann6', 'mixed'):\n"
+        "    space = space_of(problem)\n"
+        "    for seed in range(5):\n"
+        "        params = {k: d.rvs(1, random_state=seed)[0] for k, d in space.items()}\n"
+        "        left = list(epochs_of(problem, params, 27, 0.0))\n"
+        "        exact = list(epochs_of(problem, params, 27, 0.0, 'exact'))\n"
+        "        print(json.dumps([problem, evaluate(problem, params)[0], left, exact]))\n"
+    )
+    out = _run_code(code)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 15
+    for problem, final, left, exact in rows:
+        assert exact[-1] == pytest.approx(final, abs=1e-9), problem
+        assert left[-1] > final + 1e-6, problem  # the default keeps a leftover at the end
+        shift = [a - b for a, b in zip(left, exact, strict=True)]
+        assert shift == pytest.approx([shift[0]] * 27), problem  # the same curve, lowered
+        assert exact[0] > exact[-1], problem  # still falling from the first epoch
+
+
 def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_epoch():
     # In a process of its own: the workload sets TensorFlow's threads before it starts.
     code = (
@@ -155,11 +190,7 @@ def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_e
         "params = dict(learning_rate=0.01, keep_prob=0.9, channels=3, units=32, pool='max')\n"
         "print(list(keras_epochs(params, 3)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, timeout=300, cwd=ROOT / "scripts",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_code(code)
     names, errors = (ast.literal_eval(line) for line in out.stdout.splitlines()[-2:])
     assert names == ["channels", "keep_prob", "learning_rate", "pool", "units"]
     assert len(errors) == 3
