@@ -22,7 +22,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -48,16 +48,19 @@ _CLAIM_RENEW_S = 5.0
 
 
 class ModelState:
-    """What a model needs to know of a study: told results, running points, and how
-    many trials were ever started (where the initial design stands)."""
+    """What a model needs to know of a study: told results (``noise``: each one's own
+    noise variance, 0 for a measured value; None: all measured), running points, and
+    how many trials were ever started (where the initial design stands)."""
 
     def __init__(
         self,
         told: Sequence[tuple[Point, float]],
         running: Sequence[tuple[int, Point]],
         n_started: int,
+        noise: Sequence[float] | None = None,
     ) -> None:
         self.told = list(told)
+        self.noise = [0.0] * len(self.told) if noise is None else list(noise)
         self.running = list(running)
         self.n_started = n_started
 
@@ -69,9 +72,15 @@ class LedgerListener(Protocol):
     def started(self, number: int, point: Point) -> None:
         """Trial ``number`` is now running at ``point``."""
 
-    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
+    def finished(
+        self,
+        results: Sequence[tuple[int, Point, float | None]],
+        noise: Mapping[int, float] | None = None,
+    ) -> None:
         """Trials no longer running; a None value is not told to the model (a failure
-        without a ``failure_value``, an interrupted trial)."""
+        without a ``failure_value``, an interrupted trial). ``noise``: by trial number,
+        the own noise variance of a value that is an estimate (a pruned trial's imputed
+        value); the others are measured."""
 
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:
         """Results of trials that still run, each point with its resource (a joint
@@ -276,12 +285,14 @@ class Ledger:
                         if trial.state is TrialState.COMPLETE:
                             self._add_gains(trial, value)
             self._worst = max((v for _, v in told), default=None)
+            noise = [0.0] * len(told)
             for trial in self.trials:
                 if trial.state is TrialState.PRUNED and trial.number not in self._told_early:
-                    point, value = self.point(trial), self._imputed(trial)
+                    point, (value, var) = self.point(trial), self._imputed(trial)
                     if point is not None and value is not None:
                         told.append((point, value))
-            return ModelState(told, running, len(self._trials))
+                        noise.append(var)
+            return ModelState(told, running, len(self._trials), noise)
 
     def _joint_state(self) -> ModelState:
         """:meth:`model_state` for a joint model: every rung value below the top, at its
@@ -337,20 +348,21 @@ class Ledger:
             if early is not None:
                 self._gains.setdefault(k, []).append(value - early)
 
-    def _imputed(self, trial: Trial) -> float | None:
-        """What the model is told of a trial pruned below its rung: the value at the
-        highest rung it reached, plus the median gain from there to the model's rung of
-        the trials that reached both (an additive learning-curve model); the worst value
-        told while fewer than ``_MIN_GAINS`` trials show that gain."""
+    def _imputed(self, trial: Trial) -> tuple[float | None, float]:
+        """What the model is told of a trial pruned below its rung, and that value's own
+        noise variance: the value at the highest rung it reached, plus the median gain
+        from there to the model's rung of the trials that reached both (an additive
+        learning-curve model), as uncertain as those gains are spread; the worst value
+        told (as measured) while fewer than ``_MIN_GAINS`` trials show that gain."""
         if self.rungs is not None:
             for k in reversed(self._below_model()):
                 early = self.rung_value(trial, k)
                 if early is not None:
                     gains = self._gains.get(k, [])
                     if len(gains) >= _MIN_GAINS:
-                        return early + statistics.median(gains)
+                        return early + statistics.median(gains), statistics.pvariance(gains)
                     break
-        return self._worst
+        return self._worst, 0.0
 
     def _told(self, value: float | None) -> float | None:
         if value is not None and (self._worst is None or value > self._worst):
@@ -461,7 +473,7 @@ class Ledger:
             return
         if self._refit_on_new_rung():
             return  # the listeners started over from the store, these trials included
-        results = []
+        results, noise = [], {}
         for t in trials:
             point = self.point(t)
             if point is None:
@@ -478,10 +490,10 @@ class Ledger:
             if told is None and t.state is TrialState.PRUNED and t.number not in self._told_early:
                 # Stopped for doing worse than others: the model learns to avoid its point
                 # (told what its curve would reach) rather than propose it again.
-                told = self._imputed(t)
+                told, noise[t.number] = self._imputed(t)
             results.append((t.number, point, told))
         for listener in self._listeners:
-            listener.finished(results)
+            listener.finished(results, noise)
 
     def start(self, params: dict[str, Any], *, submitted: float | None = None) -> Trial:
         """A new RUNNING trial at ``params``, under the next number."""

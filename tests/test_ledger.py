@@ -27,7 +27,7 @@ class _Recorder:
         stored = {t.number: t.state for t in self.store.get_trials("s")}
         self.events.append(("started", number, point, stored[number]))
 
-    def finished(self, results):
+    def finished(self, results, noise=None):
         stored = {t.number: t.state for t in self.store.get_trials("s")}
         self.events.extend(("finished", n, v, stored[n]) for n, _, v in results)
 

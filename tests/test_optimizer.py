@@ -184,6 +184,30 @@ def test_candidate_posterior_matches_the_gp_conditioned_on_the_same_points():
     np.testing.assert_allclose(std, expected_std, rtol=1e-3, atol=1e-4)
 
 
+def test_an_estimated_value_told_with_its_spread_pulls_the_model_less():
+    """A pruned trial's imputed value is told with its own noise variance: the model
+    leans on measured neighbours there, and dtune's posterior is the fitted GP's."""
+    space = SearchSpace({"x": Real(0.0, 1.0)})
+    points = [[float(x)] for x in np.linspace(0.0, 1.0, 11)] + [[0.55]]
+    values = [float(np.sin(6 * p[0])) for p in points[:-1]] + [3.0]  # sin(3.3) is -0.16
+    at = np.array([[0.55]])
+    error = {}
+    for var in (0.0, 1.0):
+        opt = PendingAwareOptimizer(space, OptimizerSettings(random_state=0))
+        opt.tell(points, values, [0.0] * 11 + [var])
+        opt.fit()
+        assert opt.told_noise == [0.0] * 11 + [var]
+        mean = opt.model.predict(at)
+        posterior = Posterior(opt.model, opt.transform(points), np.asarray(values),
+                              np.asarray(opt.told_noise))  # fmt: skip
+        np.testing.assert_allclose(posterior.mean(at), mean, atol=1e-6)
+        error[var] = abs(float(mean[0]) - np.sin(3.3))
+    assert error[1.0] < 0.5 * error[0.0]
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="noise variance"):
+            opt.tell([[0.3]], [0.0], [bad])
+
+
 def test_a_fantasy_is_exact_gp_conditioning():
     """With a fixed output scale, conditioning on a fantasy observation by the rank-one
     update equals refitting on it."""

@@ -8,6 +8,7 @@ import asyncio
 import math
 import random
 import sqlite3
+import statistics
 import time
 
 import pytest
@@ -183,13 +184,15 @@ def test_report_outside_a_trial_checks_its_arguments_and_does_nothing_else():
 class _Recorder:
     def __init__(self) -> None:
         self.told: list[tuple[int, float | None]] = []
+        self.noise: dict[int, float] = {}
         self.resets: list[int] = []
 
     def started(self, number, point):
         pass
 
-    def finished(self, results):
+    def finished(self, results, noise=None):
         self.told.extend((n, v) for n, _, v in results)
+        self.noise.update(noise or {})
 
     def observed(self, results):
         self.observed_results = [*getattr(self, "observed_results", []), *results]
@@ -255,6 +258,29 @@ def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end(
     # A model rebuilt from the store is told the same (and ``early`` from the new rung).
     rebuilt = sorted(v for _, v in ledger.model_state().told)
     assert rebuilt == pytest.approx([0.4, 1.1, 1.4, 1.9, 2.4, 3.4, 4.4, 5.0 - 0.6])
+
+
+def test_an_imputed_value_is_told_with_the_spread_of_the_gains_it_rests_on():
+    ledger, recorder = _rung_ledger()
+    gains = [-0.2, -0.4, -0.5, -0.6, -0.9]  # from rung 1 to the end
+    for i, gain in enumerate(gains):
+        t = ledger.start({"x": i / 10})
+        for step, value in ((1, 1.0 + i), (3, 0.9 + i), (9, 1.0 + i + gain)):
+            ledger.report(t.number, Report(step, value))
+        ledger.finish([(t.number, Outcome(value=1.0 + i + gain))])
+    assert ledger.model_rung is None  # 5 complete: the model fits final values
+    pruned = ledger.start({"x": 0.95})
+    ledger.report(pruned.number, Report(1, 5.0))
+    ledger.finish([(pruned.number, Outcome(value=5.0, pruned=True))])
+    assert recorder.told[-1] == (pruned.number, pytest.approx(5.0 - 0.5))
+    assert recorder.noise[pruned.number] == pytest.approx(statistics.pvariance(gains))
+    # measured values are told as such; a rebuilt model is told the same
+    assert all(recorder.noise.get(n, 0.0) == 0.0 for n, _ in recorder.told[:-1])
+    state = ledger.model_state()
+    told = zip(state.told, state.noise, strict=True)
+    imputed = [noise for (_, value), noise in told if value == pytest.approx(4.5)]
+    assert imputed == [pytest.approx(statistics.pvariance(gains))]
+    assert sorted(state.noise)[:-1] == [0.0] * 5
 
 
 def test_a_joint_model_is_told_every_rung_value_at_its_resource_as_it_comes():

@@ -285,7 +285,7 @@ def test_ready_suggestions_go_stale_after_one_result_or_an_eighth_of_many_slots(
     from dtune.suggest.service import _Service
 
     rng = np.random.RandomState(0)
-    told = [(list(p), _value(p)) for p in rng.uniform(-2, 2, (12, 2))]
+    told = [(list(p), _value(p), 0.0) for p in rng.uniform(-2, 2, (12, 2))]
     ours, theirs = socket.socketpair()
     with Connection(ours.detach()) as conn, Connection(theirs.detach()) as driver:
         depth = max(2, -(-slots // 4))  # ProcessSuggester.set_slots
@@ -321,15 +321,15 @@ def test_with_results_arriving_faster_than_batches_the_process_keeps_more_points
     from dtune.suggest.service import _RATE_WINDOW_S, _Service
 
     rng = np.random.RandomState(1)
-    told = [(list(p), _value(p)) for p in rng.uniform(-2, 2, (12, 2))]
+    told = [(list(p), _value(p), 0.0) for p in rng.uniform(-2, 2, (12, 2))]
     ours, theirs = socket.socketpair()
     with Connection(ours.detach()) as conn, Connection(theirs.detach()):
         service = _Service(conn, SPACE, OptimizerSettings(random_state=0), told, [], 2)
         service.batch_seconds.extend([0.1, 0.1, 2.0])  # as if batches took 0.1 s
         assert service.depth == 2  # no result yet: the driver's depth
-        service.handle(("finished", [(n, 1.0) for n in range(30)]))  # 15 a second
+        service.handle(("finished", [(n, 1.0, 0.0) for n in range(30)]))  # 15 a second
         assert service.depth == 3  # 2 batches x 0.1 s x 15 results a second
-        service.handle(("finished", [(n, 1.0) for n in range(300)]))
+        service.handle(("finished", [(n, 1.0, 0.0) for n in range(300)]))
         assert service.depth == 8  # capped at four times the driver's depth
         assert service.step == 4  # stale after 4 results, topped up once 4 are taken
         service.suggest()
@@ -350,5 +350,5 @@ def test_from_13_slots_the_depth_does_not_follow_the_turnover():
     with Connection(ours.detach()) as conn, Connection(theirs.detach()):
         service = _Service(conn, SPACE, OptimizerSettings(random_state=0), [], [], 64)
         service.batch_seconds.extend([0.5, 0.5, 0.5])
-        service.handle(("finished", [(n, 1.0) for n in range(300)]))
+        service.handle(("finished", [(n, 1.0, 0.0) for n in range(300)]))
         assert service.depth == 64

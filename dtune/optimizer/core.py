@@ -175,6 +175,9 @@ class PendingAwareOptimizer:
         self._initial_points: list[Point] | None = None
         self._X: list[Point] = []
         self._y: list[float] = []
+        # Each result's own noise variance, in the values' units, on top of the learned
+        # one: a pruned trial's imputed value is an estimate (0: a measured value).
+        self._noise: list[float] = []
         self._full: list[int] = []  # which results are at the full resource (joint)
         self._Xt = np.empty((0, self._skspace.transformed_n_dims))  # _X transformed
         self._told: set[tuple[Any, ...]] = set()
@@ -250,6 +253,11 @@ class PendingAwareOptimizer:
     def history(self) -> tuple[list[Point], list[float]]:
         """Copies of the told points and their values, in the order told."""
         return [list(p) for p in self._X], list(self._y)
+
+    @property
+    def told_noise(self) -> list[float]:
+        """A copy of each told value's own noise variance, in :attr:`history`'s order."""
+        return list(self._noise)
 
     def has_told(self, key: tuple[Any, ...]) -> bool:
         """True if a point of this :func:`~dtune.space.point_key` was told."""
@@ -330,25 +338,37 @@ class PendingAwareOptimizer:
         """Count ``n`` points as already asked (a resumed study's earlier trials)."""
         self._n_asked += n
 
-    def tell(self, points: Sequence[Point], values: Sequence[float]) -> None:
-        """Record results. Cheap: the surrogate is refit by :meth:`fit`."""
-        if len(points) != len(values):
-            raise ValueError(f"{len(points)} points but {len(values)} values")
-        for point, value in zip(points, values, strict=True):
+    def tell(
+        self,
+        points: Sequence[Point],
+        values: Sequence[float],
+        noise: Sequence[float] | None = None,
+    ) -> None:
+        """Record results. Cheap: the surrogate is refit by :meth:`fit`. ``noise``: each
+        value's own noise variance, in the values' units, added to the one the surrogate
+        learns (an estimated value, such as a pruned trial's imputed one, is told with
+        its spread; by default every value is measured: 0)."""
+        noise = [0.0] * len(points) if noise is None else list(noise)
+        if not len(points) == len(values) == len(noise):
+            raise ValueError(f"{len(points)} points, {len(values)} values, {len(noise)} noises")
+        for point, value, var in zip(points, values, noise, strict=True):
             if not math.isfinite(value):
                 raise ValueError(f"cannot tell a non-finite value {value!r} for {point!r}")
+            if not (math.isfinite(var) and var >= 0.0):
+                raise ValueError(f"a noise variance must be finite and >= 0, not {var!r}")
             point = self._lift(point)
             self._X.append(point)
             self._y.append(float(value))
+            self._noise.append(float(var))
             x = point[: self._n_dims]
             self._told.add(point_key(x))
             if self._joint and point[-1] != 1.0:
                 continue  # a result below the full resource: the global model's alone
             self._full.append(len(self._y) - 1)
             if self._trust_region is not None:
-                self._trust_region.tell(x, float(value))
+                self._trust_region.tell(x, float(value), float(var))
             if self._restarts is not None and self._restarts.proposed(x):
-                self._restarts.tell(x, float(value))
+                self._restarts.tell(x, float(value), float(var))
                 # A new basin: length scales fitted in the old one may not hold there.
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
 
@@ -403,6 +423,7 @@ class PendingAwareOptimizer:
         """
         # The transformed history is replaced, never changed in place: safe to share.
         Xt, yt, n_told = self._transformed_told(), np.asarray(self._y), self.n_told
+        noise = np.asarray(self._noise)
         estimator = clone(self._estimator)
         self._refit_due = False
         if n_told > FIT_MAX_POINTS:
@@ -410,12 +431,18 @@ class PendingAwareOptimizer:
             best = FIT_MAX_POINTS // 2
             others = self._rng.choice(order[best:], FIT_MAX_POINTS - best, replace=False)
             subset = np.concatenate([order[:best], others])
-            Xt, yt = Xt[subset], yt[subset]
+            Xt, yt, noise = Xt[subset], yt[subset], noise[subset]
+        alpha = getattr(estimator, "alpha", None)
+        if alpha is not None and noise.any():
+            # The fit's values are standardized (normalize_y): so is their own noise.
+            estimator.set_params(alpha=alpha + noise / (float(yt.var()) or 1.0))
 
         def fit() -> tuple[Any, int]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 estimator.fit(Xt, yt)
+            if alpha is not None:
+                estimator.set_params(alpha=alpha)  # the learned noise's floor, as before
             return estimator, n_told
 
         return fit
@@ -606,7 +633,7 @@ class PendingAwareOptimizer:
     ) -> list[Point]:
         kept = self._conditioning()
         told_X, told_y = self._transformed_told()[kept], np.asarray(self._y)[kept]
-        posterior = Posterior(self._model, told_X, told_y)
+        posterior = Posterior(self._model, told_X, told_y, np.asarray(self._noise)[kept])
         believer = self.settings.liar == "believer"
         if pending:  # each believed at the model's mean, or at the constant liar's value
             Xp = self.transform(pending)
@@ -671,6 +698,7 @@ class PendingAwareOptimizer:
         # With a joint model, these searches see the results at the full resource only.
         full = np.asarray(self._full, dtype=int) if self._joint else None
         ys = self._y if full is None else [self._y[i] for i in full]
+        noise = self._noise if full is None else [self._noise[i] for i in full]
         if len(ys) < 2:
             return []
         is_stalled = stalled(ys, len(self.space))
@@ -696,7 +724,9 @@ class PendingAwareOptimizer:
             if full is not None:  # the configurations' own columns
                 X, Xt = [X[i][: self._n_dims] for i in full], Xt[full][:, :-1]
             y = np.asarray(ys)
-            points += self._trust_region.ask(X, Xt, y, pending, turns.count(1), seen)
+            points += self._trust_region.ask(
+                X, Xt, y, pending, turns.count(1), seen, np.asarray(noise)
+            )
             seen.update(point_key(p) for p in points)
         if is_stalled and self._restarts is not None and turns.count(0):
             more = self._restarts.ask([*pending, *points], turns.count(0), seen)

@@ -85,13 +85,18 @@ class Posterior:
         learned ``noise_`` and ``normalize_y`` are used; it is not changed).
     X, y
         The observations to condition on (transformed points, values).
+    noise
+        Each observation's own noise variance, in ``y``'s units, on top of the model's
+        (None: none).
 
     Notes
     -----
     Not thread-safe; each batch of suggestions builds its own.
     """
 
-    def __init__(self, model: Any, X: np.ndarray, y: np.ndarray) -> None:
+    def __init__(
+        self, model: Any, X: np.ndarray, y: np.ndarray, noise: np.ndarray | None = None
+    ) -> None:
         self._kernel = model.kernel_
         # skopt's GP keeps its learned noise out of kernel_: it is added at fit time only.
         self.noise = float(model.alpha + (getattr(model, "noise_", None) or 0.0))
@@ -100,6 +105,8 @@ class Posterior:
         )
         K = self._kernel(X)
         K[np.diag_indices_from(K)] += self.noise
+        if noise is not None:
+            K[np.diag_indices_from(K)] += noise / self.scale**2
         self._X = X
         self._L = cholesky(K, lower=True, check_finite=False)
         self._y = (y - self.shift) / self.scale

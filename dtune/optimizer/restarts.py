@@ -126,11 +126,12 @@ class Restarts:
         its result."""
         return point_key(point) in self._running
 
-    def tell(self, point: list[Any], value: float) -> None:
-        """A result of a point the current restart search proposed."""
+    def tell(self, point: list[Any], value: float, noise: float = 0.0) -> None:
+        """A result of a point the current restart search proposed (``noise``: its own
+        noise variance)."""
         if self._search is not None:
             self._running.pop(point_key(point), None)
-            self._search.tell([point], [value])
+            self._search.tell([point], [value], [noise])
             self._told += 1
 
     def drop(self) -> None:

@@ -106,15 +106,18 @@ class TrustRegion:
         pending: Sequence[list[Any]],
         n: int,
         seen: set[tuple[Any, ...]],
+        noise: np.ndarray | None = None,
     ) -> list[list[Any]]:
         """Up to ``n`` points in the box, given the search's told points ``X``
-        (transformed: ``Xt``) and values ``y``, and the ``pending`` ones; those whose
-        key is in ``seen`` are left out."""
+        (transformed: ``Xt``), values ``y`` and their own noise variances (``noise``;
+        None: none), and the ``pending`` ones; those whose key is in ``seen`` are left
+        out."""
+        noise = np.zeros(len(y)) if noise is None else noise
         best = int(np.argmin(y))
         self._best = min(self._best, float(y[best]))
         if self._search is None or y[best] < self._centre_value:
             self._drop_search()
-            self._build(X, Xt, y, best)
+            self._build(X, Xt, y, noise, best)
         assert self._search is not None
         inside = self._inside(self._transform(pending))
         in_box = [p for p, i in zip(pending, inside, strict=True) if i]
@@ -135,9 +138,10 @@ class TrustRegion:
         """Whether the region proposed ``point`` and has not been told its result."""
         return point_key(point) in self._proposed
 
-    def tell(self, point: list[Any], value: float) -> None:
-        """Any result of the search: a point the region proposed counts towards its
-        successes or failures, and one in the box is told to its search."""
+    def tell(self, point: list[Any], value: float, noise: float = 0.0) -> None:
+        """Any result of the search (``noise``: its own noise variance): a point the
+        region proposed counts towards its successes or failures, and one in the box is
+        told to its search."""
         if self._proposed.pop(point_key(point), None) is not None:
             if value < self._best - _IMPROVEMENT * abs(self._best):
                 self._successes, self._failures = self._successes + 1, 0
@@ -149,7 +153,7 @@ class TrustRegion:
                 self._resize(self.length / 2)
         self._best = min(self._best, value)
         if self._search is not None and self._inside(self._transform([point]))[0]:
-            self._search.tell([point], [value])
+            self._search.tell([point], [value], [noise])
 
     def _resize(self, length: float) -> None:
         """A box of side ``length`` (or the initial side, if it collapsed), built at the
@@ -171,7 +175,9 @@ class TrustRegion:
             return np.zeros(0, dtype=bool)
         return np.all((Xt >= lower) & (Xt <= upper), axis=1)
 
-    def _build(self, X: Sequence[list[Any]], Xt: np.ndarray, y: np.ndarray, best: int) -> None:
+    def _build(
+        self, X: Sequence[list[Any]], Xt: np.ndarray, y: np.ndarray, noise: np.ndarray, best: int
+    ) -> None:
         centre = Xt[best]
         lower, upper = centre - self.length / 2, centre + self.length / 2
         search = self._new_search(int(self._rng.randint(0, 2**31 - 1)))
@@ -182,7 +188,9 @@ class TrustRegion:
         self._box = (lower, upper)
         inside = np.flatnonzero(self._inside(Xt))
         nearest = inside[np.argsort(((Xt[inside] - centre) ** 2).sum(axis=1))[:_MAX_LOCAL]]
-        search.tell([X[i] for i in nearest], [float(y[i]) for i in nearest])
+        search.tell(
+            [X[i] for i in nearest], [float(y[i]) for i in nearest], noise[nearest].tolist()
+        )
         search.skip_initial(len(nearest))
         self._search, self._centre_value = search, float(y[best])
         self.built += 1

@@ -8,7 +8,7 @@ is told of every trial that starts or ends the moment the store has it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dtune.ledger import ModelState
@@ -41,8 +41,13 @@ class Suggester(abc.ABC):
         """Trial ``number`` now runs at ``point``."""
 
     @abc.abstractmethod
-    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
-        """Trials ended; a value (to minimize) is told to the model, None is not."""
+    def finished(
+        self,
+        results: Sequence[tuple[int, Point, float | None]],
+        noise: Mapping[int, float] | None = None,
+    ) -> None:
+        """Trials ended; a value (to minimize) is told to the model, None is not.
+        ``noise``: by trial number, an estimated value's own noise variance."""
 
     @abc.abstractmethod
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:

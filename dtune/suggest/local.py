@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dtune.ledger import ModelState
@@ -60,7 +60,8 @@ class InProcessSuggester(Suggester):
         self.optimizer = PendingAwareOptimizer(self.space, self.settings)
         self.optimizer.skip_initial(state.n_started)
         if state.told:
-            self.optimizer.tell([p for p, _ in state.told], [v for _, v in state.told])
+            points, values = [p for p, _ in state.told], [v for _, v in state.told]
+            self.optimizer.tell(points, values, state.noise)
         self.pending = dict(state.running)
         self._running_keys = Counter(point_key(p) for p in self.pending.values())
         self._batch = []
@@ -101,14 +102,20 @@ class InProcessSuggester(Suggester):
             if self._running_keys[key] <= 0:
                 del self._running_keys[key]
 
-    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
+    def finished(
+        self,
+        results: Sequence[tuple[int, Point, float | None]],
+        noise: Mapping[int, float] | None = None,
+    ) -> None:
         told = []
         for number, point, value in results:
             self._forget_running(number)
             if value is not None:
-                told.append((point, value))
+                told.append((point, value, (noise or {}).get(number, 0.0)))
         if told:
-            self.optimizer.tell([p for p, _ in told], [v for _, v in told])
+            self.optimizer.tell(
+                [p for p, _, _ in told], [v for _, v, _ in told], [n for *_, n in told]
+            )
             self._stale = True  # the batch was computed without these results
 
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:

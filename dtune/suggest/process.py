@@ -42,7 +42,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -196,11 +196,12 @@ class ProcessSuggester(Suggester):
         self._spawned = self._heard = time.monotonic()
         self._starved_since = None
         told_points, told_values = self.local.optimizer.history
+        told_noise = self.local.optimizer.told_noise
         state = (
             "init",
             self.local.space,
             self._process_settings(),
-            list(zip(told_points, told_values, strict=True)),
+            list(zip(told_points, told_values, told_noise, strict=True)),
             list(self.local.pending.items()),
             self.depth if self._model_wanted else 0,
         )
@@ -380,8 +381,13 @@ class ProcessSuggester(Suggester):
         self._ready = [(g, p) for g, p in self._ready if point_key(p) != key]
         self._send(("submitted", number, point))
 
-    def finished(self, results: Sequence[tuple[int, Point, float | None]]) -> None:
-        self._send(("finished", [(number, value) for number, _, value in results]))
+    def finished(
+        self,
+        results: Sequence[tuple[int, Point, float | None]],
+        noise: Mapping[int, float] | None = None,
+    ) -> None:
+        noise = noise or {}
+        self._send(("finished", [(n, value, noise.get(n, 0.0)) for n, _, value in results]))
 
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:
         self._send(("observed", list(results)))
@@ -392,7 +398,8 @@ class ProcessSuggester(Suggester):
         if self._conn is None:
             return
         self._ready = []
-        self._send(("reset", state.told, state.running))
+        told = [(p, v, n) for (p, v), n in zip(state.told, state.noise, strict=True)]
+        self._send(("reset", told, state.running))
 
     def set_slots(self, slots: int) -> None:
         """Keep enough suggestions ready for the results that arrive while the next

@@ -16,7 +16,7 @@ side) and talks over a socket::
     ("depth", n) ────────────────────────▶  keep n fresh suggestions ready (up to
                                             4n while results outrun batches, n ≤ 3)
     ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
-    ("finished", [(number, value)]) ─────▶  tell (cheap), generation += 1 (every
+    ("finished", [(number, value, noise)]) ▶ tell (cheap), generation += 1 (every
                                             result; every depth // 2 from 13 slots)
     ("observed", [(point, value)]) ──────▶  the same, for a running trial's rung value
                                             (a joint model: the point has its resource)
@@ -109,7 +109,7 @@ class _Service:
         conn: Connection,
         space: SearchSpace,
         settings: OptimizerSettings,
-        told: list[tuple[Point, float]],
+        told: list[tuple[Point, float, float]],
         running: list[tuple[int, Point]],
         depth: int,
     ) -> None:
@@ -128,18 +128,21 @@ class _Service:
         self.search_fit_started = 0.0
         self.start_over(told, running)
 
-    def start_over(self, told: list[tuple[Point, float]], running: list[tuple[int, Point]]) -> None:
+    def start_over(
+        self, told: list[tuple[Point, float, float]], running: list[tuple[int, Point]]
+    ) -> None:
+        """A new optimizer told ``told`` (point, value, the value's own noise variance)."""
         # The driver's own copy draws the initial design; this one serves the model.
         self.optimizer = PendingAwareOptimizer(
             self.space, self.settings.replace(n_initial_points=0)
         )
         self.optimizer.defer_search_fits()  # run in the search thread
         if told:
-            self.optimizer.tell([p for p, _ in told], [v for _, v in told])
+            self.optimizer.tell(*(list(column) for column in zip(*told, strict=True)))
         self.pending: dict[int, Point] = dict(running)
         self.ready: list[tuple[int, Point]] = []
         self.dropped: list[Point] = []  # busy until the driver acknowledges the drop
-        self.results: list[tuple[Point, float]] = []
+        self.results: list[tuple[Point, float, float]] = []  # with each one's noise
         self.next_generation()
         self.fitting = None  # a refit of the old model, if running, is not adopted
         self.search_fitting = None
@@ -181,7 +184,7 @@ class _Service:
         return _step(self.depth)
 
     def tell_results(self) -> None:
-        self.optimizer.tell([p for p, _ in self.results], [v for _, v in self.results])
+        self.optimizer.tell(*(list(column) for column in zip(*self.results, strict=True)))
         self.told_since += len(self.results)
         self.results.clear()
         if self.told_since >= self.step:
@@ -211,7 +214,7 @@ class _Service:
             *self.pending.values(),
             *(p for _, p in self.ready),
             *self.dropped,
-            *(p for p, _ in self.results),
+            *(p for p, _, _ in self.results),
         ]
         depth = self.depth
         started, cpu = time.perf_counter(), time.thread_time()
@@ -248,13 +251,13 @@ class _Service:
         elif kind == "finished":
             self.arrivals.append((time.perf_counter(), len(message[1])))
             self.forget_old_arrivals()  # also where the depth does not look at them
-            for number, value in message[1]:
+            for number, value, noise in message[1]:
                 point = self.pending.pop(number, None)
                 if value is not None and point is not None:
-                    self.results.append((point, value))
+                    self.results.append((point, value, noise))
         elif kind == "observed":
             self.arrivals.append((time.perf_counter(), len(message[1])))
-            self.results.extend((list(point), value) for point, value in message[1])
+            self.results.extend((list(point), value, 0.0) for point, value in message[1])
         return True
 
     def run(self) -> None:
