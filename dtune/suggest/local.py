@@ -107,15 +107,14 @@ class InProcessSuggester(Suggester):
         results: Sequence[tuple[int, Point, float | None]],
         noise: Mapping[int, float] | None = None,
     ) -> None:
+        noise = noise or {}
         told = []
         for number, point, value in results:
             self._forget_running(number)
             if value is not None:
-                told.append((point, value, (noise or {}).get(number, 0.0)))
+                told.append((point, value, noise.get(number, 0.0)))
         if told:
-            self.optimizer.tell(
-                [p for p, _, _ in told], [v for _, v, _ in told], [n for *_, n in told]
-            )
+            self.optimizer.tell(*(list(column) for column in zip(*told, strict=True)))
             self._stale = True  # the batch was computed without these results
 
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:
