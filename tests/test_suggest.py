@@ -298,7 +298,7 @@ def test_ready_suggestions_go_stale_after_one_result_or_an_eighth_of_many_slots(
         for _ in range(stale_after):
             assert service.fresh() == depth  # not stale yet
             point = rng.uniform(-2, 2, 2).tolist()
-            service.results.append((point, _value(point)))
+            service.results.append((point, _value(point), 0.0))
             service.tell_results()
         assert service.fresh() == 0  # stale: a new batch
         assert service.can_suggest()

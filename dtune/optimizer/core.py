@@ -372,6 +372,12 @@ class PendingAwareOptimizer:
                 # A new basin: length scales fitted in the old one may not hold there.
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
 
+    def tell_rows(self, results: Sequence[tuple[Point, float, float]]) -> None:
+        """:meth:`tell` results given as (point, value, its own noise variance) rows."""
+        if results:
+            points, values, noise = zip(*results, strict=True)
+            self.tell(points, values, noise)
+
     def defer_search_fits(self) -> None:
         """Leave the refits of the trust region's and the restart searches' surrogates
         to the caller (:meth:`search_fit`), as the suggestion process runs them in a
@@ -698,7 +704,6 @@ class PendingAwareOptimizer:
         # With a joint model, these searches see the results at the full resource only.
         full = np.asarray(self._full, dtype=int) if self._joint else None
         ys = self._y if full is None else [self._y[i] for i in full]
-        noise = self._noise if full is None else [self._noise[i] for i in full]
         if len(ys) < 2:
             return []
         is_stalled = stalled(ys, len(self.space))
@@ -720,13 +725,12 @@ class PendingAwareOptimizer:
         self._turn += n
         points: list[Point] = []
         if self._trust_region is not None and turns.count(1):
-            X, Xt = self._X, self._transformed_told()
+            X, Xt, noise = self._X, self._transformed_told(), np.asarray(self._noise)
             if full is not None:  # the configurations' own columns
                 X, Xt = [X[i][: self._n_dims] for i in full], Xt[full][:, :-1]
+                noise = noise[full]
             y = np.asarray(ys)
-            points += self._trust_region.ask(
-                X, Xt, y, pending, turns.count(1), seen, np.asarray(noise)
-            )
+            points += self._trust_region.ask(X, Xt, y, pending, turns.count(1), seen, noise)
             seen.update(point_key(p) for p in points)
         if is_stalled and self._restarts is not None and turns.count(0):
             more = self._restarts.ask([*pending, *points], turns.count(0), seen)

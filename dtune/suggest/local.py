@@ -114,7 +114,7 @@ class InProcessSuggester(Suggester):
             if value is not None:
                 told.append((point, value, noise.get(number, 0.0)))
         if told:
-            self.optimizer.tell(*(list(column) for column in zip(*told, strict=True)))
+            self.optimizer.tell_rows(told)
             self._stale = True  # the batch was computed without these results
 
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:

@@ -137,8 +137,7 @@ class _Service:
             self.space, self.settings.replace(n_initial_points=0)
         )
         self.optimizer.defer_search_fits()  # run in the search thread
-        if told:
-            self.optimizer.tell(*(list(column) for column in zip(*told, strict=True)))
+        self.optimizer.tell_rows(told)
         self.pending: dict[int, Point] = dict(running)
         self.ready: list[tuple[int, Point]] = []
         self.dropped: list[Point] = []  # busy until the driver acknowledges the drop
@@ -184,7 +183,7 @@ class _Service:
         return _step(self.depth)
 
     def tell_results(self) -> None:
-        self.optimizer.tell(*(list(column) for column in zip(*self.results, strict=True)))
+        self.optimizer.tell_rows(self.results)
         self.told_since += len(self.results)
         self.results.clear()
         if self.told_since >= self.step:
