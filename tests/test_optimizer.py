@@ -663,7 +663,9 @@ def test_with_search_fits_deferred_a_batch_never_fits_and_the_caller_runs_the_re
     assert opt.search_fit() is None
 
 
-def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_best():
+def _region_and_30_results() -> tuple[PendingAwareOptimizer, TrustRegion, list, list]:
+    """An optimizer of a 2-d space, a trust region over it, and 30 random results of a
+    bowl whose minimum is at (0.3, 0.6)."""
     space = SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)})
     opt = PendingAwareOptimizer(space, OptimizerSettings(random_state=0))
 
@@ -674,6 +676,11 @@ def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_b
     rng = np.random.RandomState(0)
     X = rng.rand(30, 2).tolist()
     y = [(a - 0.3) ** 2 + (b - 0.6) ** 2 for a, b in X]
+    return opt, region, X, y
+
+
+def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_best():
+    opt, region, X, y = _region_and_30_results()
 
     def ask(n: int) -> list[list[float]]:
         return region.ask(X, opt.transform(X), np.asarray(y), [], n, set())
@@ -703,6 +710,28 @@ def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_b
             X.append(point), y.append(10.0)
     assert region.collapsed == 1
     assert region.length == 0.8
+
+
+def test_an_estimate_is_no_best_for_the_trust_region_or_the_acquisition():
+    """A pruned trial's imputed value, told with its noise, is lower than every measured
+    one: the box still centres on the best measured result, the acquisition improves on
+    that, and an estimate at a point the region proposed counts as its failure."""
+    opt, region, X, y = _region_and_30_results()
+    noise = [0.0] * len(X)
+    X.append([0.95, 0.05]), y.append(-1.0), noise.append(0.04)  # far from the best
+    best = X[int(np.argmin(y[:-1]))]
+    points = region.ask(X, opt.transform(X), np.asarray(y), [], 4, set(), np.asarray(noise))
+    assert all(abs(p[i] - best[i]) <= 0.4 + 1e-9 for p in points for i in range(2))
+    for point in points[:3]:  # estimates below the best: no success
+        region.tell(point, -2.0, 0.04)
+    assert region.length == 0.8  # three successes would have doubled it
+    region.tell(points[3], -2.0, 0.04)
+    assert region.length == 0.4  # the fourth failure in a row halves it
+
+    opt.tell(X, y, noise)
+    assert opt._y_opt() == min(y[:-1])
+    opt.tell([[0.31, 0.6]], [-0.5])
+    assert opt._y_opt() == -0.5
 
 
 # -- a joint model over configuration and resource ----------------------------------------------

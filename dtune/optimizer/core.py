@@ -572,9 +572,14 @@ class PendingAwareOptimizer:
         return [acquisition(f, mu, std, y_opt, kwargs) for f in self._acquisition_funcs]
 
     def _y_opt(self) -> float:
-        """The best value to improve on: at the full resource once there is one."""
+        """The best value to improve on: at the full resource once there is one, and
+        measured (an estimate told with its noise is no result to improve on) once one
+        is."""
         ys = np.asarray(self._y)
-        return float(np.min(ys[self._full] if self._joint and self._full else ys))
+        if self._joint and self._full:
+            return float(np.min(ys[self._full]))
+        measured = np.asarray(self._noise) == 0
+        return float(np.min(ys[measured] if measured.any() else ys))
 
     def _hedge_choice(self) -> int:
         """Which acquisition function to follow (gp_hedge draws one by past gains)."""

@@ -113,7 +113,10 @@ class TrustRegion:
         None: none), and the ``pending`` ones; those whose key is in ``seen`` are left
         out."""
         noise = np.zeros(len(y)) if noise is None else noise
-        best = int(np.argmin(y))
+        # The box centres on the best measured value: an estimate (a pruned trial's
+        # imputed value) is not a result to refine around.
+        measured = noise == 0
+        best = int(np.argmin(np.where(measured, y, np.inf) if measured.any() else y))
         self._best = min(self._best, float(y[best]))
         if self._search is None or y[best] < self._centre_value:
             self._drop_search()
@@ -140,10 +143,11 @@ class TrustRegion:
 
     def tell(self, point: list[Any], value: float, noise: float = 0.0) -> None:
         """Any result of the search (``noise``: its own noise variance): a point the
-        region proposed counts towards its successes or failures, and one in the box is
-        told to its search."""
+        region proposed counts towards its successes or failures (an estimate, told
+        with noise, only as a failure), and one in the box is told to its search."""
+        measured = noise == 0
         if self._proposed.pop(point_key(point), None) is not None:
-            if value < self._best - _IMPROVEMENT * abs(self._best):
+            if measured and value < self._best - _IMPROVEMENT * abs(self._best):
                 self._successes, self._failures = self._successes + 1, 0
             else:
                 self._successes, self._failures = 0, self._failures + 1
@@ -151,7 +155,8 @@ class TrustRegion:
                 self._resize(min(2 * self.length, _MAX_LENGTH))
             elif self._failures >= self._failure_tolerance:
                 self._resize(self.length / 2)
-        self._best = min(self._best, value)
+        if measured:
+            self._best = min(self._best, value)
         if self._search is not None and self._inside(self._transform([point]))[0]:
             self._search.tell([point], [value], [noise])
 
