@@ -45,7 +45,13 @@ from skopt.utils import cook_estimator, cook_initial_point_generator, create_res
 
 from dtune.optimizer.candidates import CandidateSampler
 from dtune.optimizer.polish import Polisher
-from dtune.optimizer.posterior import HEDGE, Posterior, acquisition, acquisition_slopes
+from dtune.optimizer.posterior import (
+    HEDGE,
+    Posterior,
+    acquisition,
+    acquisition_slopes,
+    best_measured,
+)
 from dtune.optimizer.restarts import Restarts, stalled
 from dtune.optimizer.settings import OptimizerSettings
 from dtune.optimizer.surrogate import CategoricalMatern, PriorGaussianProcess
@@ -578,8 +584,7 @@ class PendingAwareOptimizer:
         ys = np.asarray(self._y)
         if self._joint and self._full:
             return float(np.min(ys[self._full]))
-        measured = np.asarray(self._noise) == 0
-        return float(np.min(ys[measured] if measured.any() else ys))
+        return float(ys[best_measured(ys, np.asarray(self._noise))])
 
     def _hedge_choice(self) -> int:
         """Which acquisition function to follow (gp_hedge draws one by past gains)."""

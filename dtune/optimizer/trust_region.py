@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dtune.optimizer.posterior import best_measured
 from dtune.space import point_key
 
 if TYPE_CHECKING:  # the optimizer builds these searches from itself
@@ -113,10 +114,7 @@ class TrustRegion:
         None: none), and the ``pending`` ones; those whose key is in ``seen`` are left
         out."""
         noise = np.zeros(len(y)) if noise is None else noise
-        # The box centres on the best measured value: an estimate (a pruned trial's
-        # imputed value) is not a result to refine around.
-        measured = noise == 0
-        best = int(np.argmin(np.where(measured, y, np.inf) if measured.any() else y))
+        best = best_measured(y, noise)  # not a pruned trial's imputed value
         self._best = min(self._best, float(y[best]))
         if self._search is None or y[best] < self._centre_value:
             self._drop_search()
