@@ -198,9 +198,13 @@ def optuna_worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     if method.endswith("hyperband"):
-        pruner: Any = optuna.pruners.HyperbandPruner(1, args.epochs, 3)
+        pruner: Any = optuna.pruners.HyperbandPruner(
+            args.min_resource, args.epochs, args.reduction_factor
+        )
     else:
-        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        pruner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=args.min_resource, reduction_factor=args.reduction_factor
+        )
     sampler = optuna.samplers.TPESampler(seed=seed * 1000 + index, constant_liar=True)
     study = optuna.load_study(study_name="bench", storage=storage, sampler=sampler, pruner=pruner)
     space = search_space(problem)
@@ -333,7 +337,11 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
             tune_config=tune.TuneConfig(
                 metric="value",
                 mode="min",
-                scheduler=ASHAScheduler(max_t=args.epochs, grace_period=1, reduction_factor=3),
+                scheduler=ASHAScheduler(
+                    max_t=args.epochs,
+                    grace_period=args.min_resource,
+                    reduction_factor=args.reduction_factor,
+                ),
                 num_samples=-1,
                 time_budget_s=args.budget,
                 max_concurrent_trials=args.workers,
@@ -383,12 +391,13 @@ def run(
         return run_ray(problem, seed, args)
     import dtune
 
+    rungs = (args.min_resource, args.epochs, args.reduction_factor)
     pruner = {
         "none": None,
-        "asha": dtune.ASHA(1, args.epochs, 3),
-        "hyperband": dtune.Hyperband(1, args.epochs, 3),
-        "random+asha": dtune.ASHA(1, args.epochs, 3),
-        "asha-joint": dtune.ASHA(1, args.epochs, 3),
+        "asha": dtune.ASHA(*rungs),
+        "hyperband": dtune.Hyperband(*rungs),
+        "random+asha": dtune.ASHA(*rungs),
+        "asha-joint": dtune.ASHA(*rungs),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
     if method.endswith("-joint"):  # one GP over configuration and resource (MOBSTER's)
@@ -558,6 +567,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=27)
     parser.add_argument("--epoch", type=float, default=0.05, help="seconds per epoch (x0.5-1.5)")
     parser.add_argument("--budget", type=float, default=20.0, help="wall seconds per search")
+    parser.add_argument("--min-resource", type=int, default=1, help="every pruner's first rung")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="every pruner's η")
     parser.add_argument(
         "--curves",
         choices=CURVES,
