@@ -14,6 +14,7 @@ from dtune.optimizer.candidates import CandidateSampler
 from dtune.optimizer.core import FIT_MAX_POINTS
 from dtune.optimizer.posterior import Posterior
 from dtune.optimizer.trust_region import TrustRegion
+from dtune.space import point_key
 
 MIXED = SearchSpace(
     {"x": Real(-2.0, 2.0), "n": Integer(0, 20), "act": Categorical(["relu", "tanh", "elu"])}
@@ -710,6 +711,25 @@ def test_a_trust_region_shrinks_on_failures_grows_on_successes_and_follows_the_b
             X.append(point), y.append(10.0)
     assert region.collapsed == 1
     assert region.length == 0.8
+
+
+def test_a_box_search_is_told_the_result_of_a_point_it_proposes_that_has_one():
+    # An integer rounded from the box's edge lands outside the box, where no result is
+    # told to the box's search: proposing that point again and again, the region gave
+    # the batch nothing (seen on the mixed space: the same point 144 times in a row).
+    space = SearchSpace({"n": Integer(0, 4)})
+    opt = PendingAwareOptimizer(space, OptimizerSettings(random_state=4))
+
+    def new_search(seed: int) -> PendingAwareOptimizer:
+        return PendingAwareOptimizer(space, OptimizerSettings(random_state=seed))
+
+    region = TrustRegion(new_search, opt.transform, 1, seed=4)
+    X, y = [[0], [1], [2], [3]], np.array([0.2, 0.5, 0.0, 1.0])
+    # The box: 0.8 wide around n = 2, so 0.1-0.9 of the unit interval, holding 1, 2, 3;
+    # its edge at 0.1 (n = 0.4) rounds to 0, which the search has a result for.
+    points = region.ask(X, opt.transform(X), y, [], 1, {point_key(x) for x in X})
+    assert region.search.has_told(point_key([0]))
+    assert points == [[4]]
 
 
 def test_an_estimate_is_no_best_for_the_trust_region_or_the_acquisition():

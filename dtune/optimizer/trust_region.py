@@ -12,7 +12,9 @@ After TuRBO-1 (Eriksson et al. 2019): a box of side ``length`` (in the unit cube
 Gaussian process works in) centred on the best result so far. Its search is an optimizer
 of the same settings restricted to the box (:meth:`~dtune.optimizer.core.
 PendingAwareOptimizer.restrict`), told the results in the box (the nearest
-``_MAX_LOCAL`` to the centre when it is built, and every later one). Three of its points
+``_MAX_LOCAL`` to the centre when it is built, every later one, and the result of any
+point it proposes that has one: rounded outside the box, a point it is not told it
+proposes again). Three of its points
 in a row that improve on the best double the box (up to ``_MAX_LENGTH``); ``max(4, d)``
 in a row that do not halve it; below ``_MIN_LENGTH`` it starts again at
 ``_INITIAL_LENGTH``. A new best, from any point, moves the box there.
@@ -43,6 +45,10 @@ _MIN_LENGTH = 0.5**7
 _SUCCESSES = 3  # improvements in a row that double the box
 _MAX_LOCAL = 200  # results a new region's search is told: the nearest to its centre
 _IMPROVEMENT = 1e-3  # relative: a point improves on the best by more than this
+# A point on the box's edge, transformed back to the space and again, can land this far
+# outside it (a log scale's round trip: 7e-17 seen).
+_EDGE = 1e-9
+_RETELLS = 3  # times a box's search is told results it proposed again, and asked again
 
 
 class TrustRegion:
@@ -126,9 +132,34 @@ class TrustRegion:
         if not self._search.ready_to_ask(self.fit_here):
             return []  # its first fit runs elsewhere; the global model fills in
         points = self._search.ask_batch(list(busy.values()), n)
+        for _ in range(_RETELLS):
+            known = self._results_of(points, seen, X, y, noise)
+            if not known:
+                break
+            self._search.tell_rows(known)
+            points = self._search.ask_batch(list(busy.values()), n)
         points = [p for p in points if point_key(p) not in seen]
         self._proposed.update((point_key(p), p) for p in points)
         return points
+
+    def _results_of(
+        self,
+        points: Sequence[list[Any]],
+        seen: set[tuple[Any, ...]],
+        X: Sequence[list[Any]],
+        y: np.ndarray,
+        noise: np.ndarray,
+    ) -> list[tuple[list[Any], float, float]]:
+        """The results among ``X`` of those ``points`` the search has (``seen``) and the
+        box's search was not told: an integer rounded from the box's edge can land
+        outside it, where no result is told to the box's search, which would then
+        propose that point again and again."""
+        assert self._search is not None
+        keys = {point_key(p) for p in points}
+        new = {k for k in keys & seen if not self._search.has_told(k)}
+        if not new:
+            return []
+        return [(x, float(y[i]), float(noise[i])) for i, x in enumerate(X) if point_key(x) in new]
 
     @property
     def search(self) -> PendingAwareOptimizer | None:
@@ -176,7 +207,7 @@ class TrustRegion:
         lower, upper = self._box
         if len(Xt) == 0:
             return np.zeros(0, dtype=bool)
-        return np.all((Xt >= lower) & (Xt <= upper), axis=1)
+        return np.all((Xt >= lower - _EDGE) & (Xt <= upper + _EDGE), axis=1)
 
     def _build(
         self, X: Sequence[list[Any]], Xt: np.ndarray, y: np.ndarray, noise: np.ndarray, best: int
