@@ -12,9 +12,9 @@ After TuRBO-1 (Eriksson et al. 2019): a box of side ``length`` (in the unit cube
 Gaussian process works in) centred on the best result so far. Its search is an optimizer
 of the same settings restricted to the box (:meth:`~dtune.optimizer.core.
 PendingAwareOptimizer.restrict`), told the results in the box (the nearest
-``_MAX_LOCAL`` to the centre when it is built, every later one, and the result of any
-point it proposes that has one: rounded outside the box, a point it is not told it
-proposes again). Three of its points
+``_MAX_LOCAL`` to the centre when it is built, and every later one), and the result of
+any point it proposes that has one (an integer rounded from the box's edge can land
+outside it, and a point it is not told it proposes again and again). Three of its points
 in a row that improve on the best double the box (up to ``_MAX_LENGTH``); ``max(4, d)``
 in a row that do not halve it; below ``_MIN_LENGTH`` it starts again at
 ``_INITIAL_LENGTH``. A new best, from any point, moves the box there.
