@@ -334,7 +334,7 @@ def test_asha_prunes_hopeless_trials_on_real_workers_and_keeps_every_report(
     client, tmp_path, isolate
 ):
     path = tmp_path / "s.db"
-    study = Study(SPACE, storage=path, random_state=0, n_initial_points=6, pruner=ASHA(1, 9, 3))
+    study = Study(SPACE, storage=path, random_state=0, n_initial_points=12, pruner=ASHA(1, 9, 3))
     study.optimize(objectives.learning_curve, 24, client=client, progress=False, isolate=isolate)
     states = _states(study)
     assert sum(states.values()) == 24

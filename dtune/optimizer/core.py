@@ -50,7 +50,6 @@ from dtune.optimizer.posterior import (
     Posterior,
     acquisition,
     acquisition_slopes,
-    best_measured,
 )
 from dtune.optimizer.restarts import Restarts, stalled
 from dtune.optimizer.settings import OptimizerSettings
@@ -573,18 +572,34 @@ class PendingAwareOptimizer:
         func = self.settings.acq_func
         return HEDGE if func == "gp_hedge" else (func,)
 
-    def _acquisitions(self, mu: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
-        y_opt, kwargs = self._y_opt(), self.settings.acq_func_kwargs
+    def _acquisitions(self, mu: np.ndarray, std: np.ndarray, y_opt: float) -> list[np.ndarray]:
+        kwargs = self.settings.acq_func_kwargs
         return [acquisition(f, mu, std, y_opt, kwargs) for f in self._acquisition_funcs]
 
-    def _y_opt(self) -> float:
-        """The best value to improve on: at the full resource once there is one, and
-        measured (an estimate told with its noise is no result to improve on) once one
-        is."""
-        ys = np.asarray(self._y)
+    def _incumbents(self) -> np.ndarray:
+        """The told results the search improves on: those at the full resource once
+        there is one, and measured (an estimate told with its noise is no result to
+        improve on) once one is."""
         if self._joint and self._full:
-            return float(np.min(ys[self._full]))
-        return float(ys[best_measured(ys, np.asarray(self._noise))])
+            return np.asarray(self._full, dtype=int)
+        noise = np.asarray(self._noise)
+        return np.flatnonzero(noise == 0) if (noise == 0).any() else np.arange(len(noise))
+
+    def _y_opt(self) -> float:
+        """The best value to improve on, without a posterior: the lowest of
+        :meth:`_incumbents`."""
+        return float(np.min(np.asarray(self._y)[self._incumbents()]))
+
+    def _incumbent(self, posterior: Posterior, kept: np.ndarray) -> float:
+        """The value to improve on with a GP: its lowest mean at the :meth:`_incumbents`
+        it conditions on (the "plug-in" incumbent). With noise-free results the mean
+        there is the value told; with noisy ones (a learning curve's last epoch, a
+        validation split) a lucky low value would stand as a bar no mean reaches, and
+        expected improvement would then look for it where the model knows least."""
+        at = np.isin(kept, self._incumbents())
+        if not at.any():
+            return self._y_opt()
+        return float(np.min(posterior.observed_mean()[at]))
 
     def _hedge_choice(self) -> int:
         """Which acquisition function to follow (gp_hedge draws one by past gains)."""
@@ -650,6 +665,7 @@ class PendingAwareOptimizer:
         kept = self._conditioning()
         told_X, told_y = self._transformed_told()[kept], np.asarray(self._y)[kept]
         posterior = Posterior(self._model, told_X, told_y, np.asarray(self._noise)[kept])
+        y_opt = self._incumbent(posterior, kept)
         believer = self.settings.liar == "believer"
         if pending:  # each believed at the model's mean, or at the constant liar's value
             Xp = self.transform(pending)
@@ -657,7 +673,7 @@ class PendingAwareOptimizer:
             posterior = posterior.extend(Xp, lies)
         budget = int(_CANDIDATE_FLOPS / max(1, len(kept) + len(pending)) ** 2)
         candidates = self._sampler.sample(min(self._n_points, max(_MIN_CANDIDATES, budget)))
-        values = self._acquisitions(*posterior.add_candidates(candidates))
+        values = self._acquisitions(*posterior.add_candidates(candidates), y_opt)
         self._last_candidates = [candidates[np.argmin(v)] for v in values]
         choice = self._hedge_choice()
         if self._acq_optimizer != "sampling":
@@ -665,7 +681,7 @@ class PendingAwareOptimizer:
             self._sampler.local_search(
                 posterior.C[best],
                 values[choice][best],
-                lambda local: self._acquisitions(*posterior.add_candidates(local))[choice],
+                lambda local: self._acquisitions(*posterior.add_candidates(local), y_opt)[choice],
             )
         if self._polish_after is not None and self.n_told >= self._polish_after:
             # A start costs up to ~320 gradient steps of O(n^2): fewer starts as the
@@ -673,16 +689,16 @@ class PendingAwareOptimizer:
             size = len(kept) + len(pending)
             n_starts = min(self._n_restarts, int(_POLISH_FLOPS / (320 * size**2)))
             if n_starts:
-                scores = self._acquisitions(*posterior.mean_std())[choice]
+                scores = self._acquisitions(*posterior.mean_std(), y_opt)[choice]
                 starts = posterior.C[np.argsort(scores)[:n_starts]]
                 func = self._acquisition_funcs[choice]
-                posterior.add_candidates(self._polish(posterior, starts, func))
+                posterior.add_candidates(self._polish(posterior, starts, func, y_opt))
         batch: list[Point] = []
         taken: list[int] = []
         for k in range(n):
             if k:
                 choice = self._hedge_choice()
-            acq = self._acquisitions(*posterior.mean_std())[choice]
+            acq = self._acquisitions(*posterior.mean_std(), y_opt)[choice]
             acq[taken] = np.inf
             point = None
             for i in np.argsort(acq)[:100]:
@@ -756,9 +772,12 @@ class PendingAwareOptimizer:
         )
         return PendingAwareOptimizer(self.space, settings)
 
-    def _polish(self, posterior: Posterior, starts: np.ndarray, func: str) -> np.ndarray:
-        """``starts`` refined by ``func`` on ``posterior`` (see :mod:`.polish`)."""
-        y_opt, kwargs = self._y_opt(), self.settings.acq_func_kwargs
+    def _polish(
+        self, posterior: Posterior, starts: np.ndarray, func: str, y_opt: float
+    ) -> np.ndarray:
+        """``starts`` refined by ``func`` on ``posterior`` (see :mod:`.polish`), improving
+        on ``y_opt``."""
+        kwargs = self.settings.acq_func_kwargs
 
         def values(C: np.ndarray) -> np.ndarray:
             return acquisition(func, *posterior.predict(C), y_opt, kwargs)
@@ -783,7 +802,7 @@ class PendingAwareOptimizer:
             warnings.simplefilter("ignore")
             model.fit(X, y)
             mu, std = model.predict(candidates, return_std=True)
-        values = self._acquisitions(mu, std)
+        values = self._acquisitions(mu, std, self._y_opt())
         self._last_candidates = [candidates[np.argmin(v)] for v in values]
         for x in candidates[np.argsort(values[self._hedge_choice()])]:
             point = self._to_point(x)

@@ -18,16 +18,22 @@ import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.stats import norm
 
-__all__ = ["HEDGE", "Posterior", "acquisition", "acquisition_slopes"]
+__all__ = ["HEDGE", "XI", "Posterior", "acquisition", "acquisition_slopes"]
 
 # The acquisition functions gp_hedge draws from.
 HEDGE = ("EI", "LCB", "PI")
+# EI's and PI's margin ``xi`` unless one is given: none. skopt's 0.01 is in the values'
+# own units, so it asks a search whose values differ by 0.001 near the best for gains it
+# cannot make there, and expected improvement then goes where the model knows least
+# (docs/PERFORMANCE.md, "Run 20").
+XI = 0.0
 
 
 def acquisition(
     func: str, mu: np.ndarray, std: np.ndarray, y_opt: float, kwargs: Mapping[str, Any]
 ) -> np.ndarray:
-    """skopt's LCB, EI or PI from one prediction, as values to minimize.
+    """skopt's LCB, EI or PI from one prediction, as values to minimize (EI and PI with
+    the margin :data:`XI` unless ``kwargs`` give ``xi``).
 
     Examples
     --------
@@ -63,7 +69,7 @@ def _acquisition(
         return mu - kappa * std, np.ones_like(mu), np.full_like(std, -kappa)
     values, d_mu, d_std = np.zeros_like(mu), np.zeros_like(mu), np.zeros_like(std)
     mask = std > 0
-    improve = y_opt - kwargs.get("xi", 0.01) - mu[mask]
+    improve = y_opt - kwargs.get("xi", XI) - mu[mask]
     scaled = improve / std[mask]
     cdf, pdf = norm.cdf(scaled), norm.pdf(scaled)
     if func == "EI":
@@ -116,9 +122,11 @@ class Posterior:
             (float(y.mean()), float(y.std()) or 1.0) if model.normalize_y else (0.0, 1.0)
         )
         K = self._kernel(X)
-        K[np.diag_indices_from(K)] += self.noise
+        # what the observations' noise adds to the kernel's diagonal
+        self._diagonal = np.full(len(X), self.noise)
         if noise is not None:
-            K[np.diag_indices_from(K)] += noise / self.scale**2
+            self._diagonal += noise / self.scale**2
+        K[np.diag_indices_from(K)] += self._diagonal
         self._X = X
         self._L = cholesky(K, lower=True, check_finite=False)
         self._y = (y - self.shift) / self.scale
@@ -157,11 +165,26 @@ class Posterior:
         L = np.zeros((n + m, n + m))
         L[:n, :n], L[n:, :n], L[n:, n:] = self._L, L21, L22
         grown._L, grown._X = L, np.vstack([self._X, X])
+        grown._diagonal = np.concatenate([self._diagonal, np.full(m, self.noise)])
         grown._y = np.concatenate([self._y, (y - self.shift) / self.scale])
         grown._alpha = cho_solve((L, True), grown._y, check_finite=False)
         grown._V = np.empty((n + m, 0))
         grown._updates = []
         return grown
+
+    def observed_mean(self) -> np.ndarray:
+        """The mean at the observations themselves, in O(n): the kernel times the
+        weights is the values less what the noise on the diagonal takes of them.
+
+        >>> from sklearn.gaussian_process import GaussianProcessRegressor
+        >>> X = np.linspace(0, 1, 6)[:, None]
+        >>> gp = GaussianProcessRegressor(alpha=0.01).fit(X, np.sin(3 * X[:, 0]))
+        >>> gp.noise_ = None
+        >>> post = Posterior(gp, X, np.sin(3 * X[:, 0]), np.full(6, 0.02))
+        >>> bool(np.allclose(post.observed_mean(), post.mean(X)))
+        True
+        """
+        return self.shift + self.scale * (self._y - self._diagonal * self._alpha)
 
     def mean(self, C: np.ndarray) -> np.ndarray:
         """The mean at ``C`` on the observations alone (no fantasy; nothing is kept)."""

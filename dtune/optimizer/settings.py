@@ -66,7 +66,10 @@ class OptimizerSettings:
     acq_func_kwargs, acq_optimizer_kwargs
         As in skopt (``xi``, ``kappa``, ``eta``; ``n_points``: random candidates per
         suggestion round, 2,000 by default; ``n_restarts_optimizer``: starts of the
-        local search, 5 by default).
+        local search, 5 by default), except that ``xi`` is 0 unless given (skopt's
+        0.01 is in the values' units), and that a GP's EI and PI improve on its lowest
+        mean at a measured result, not on the lowest value told (the same when results
+        are noise-free; measured in docs/PERFORMANCE.md, "Run 20").
     random_state
         Seed of the initial design, the candidates and the surrogate.
     liar
