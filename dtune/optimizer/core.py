@@ -50,6 +50,7 @@ from dtune.optimizer.posterior import (
     Posterior,
     acquisition,
     acquisition_slopes,
+    measured,
 )
 from dtune.optimizer.restarts import Restarts, stalled
 from dtune.optimizer.settings import OptimizerSettings
@@ -582,8 +583,7 @@ class PendingAwareOptimizer:
         improve on) once one is."""
         if self._joint and self._full:
             return np.asarray(self._full, dtype=int)
-        noise = np.asarray(self._noise)
-        return np.flatnonzero(noise == 0) if (noise == 0).any() else np.arange(len(noise))
+        return measured(np.asarray(self._noise))
 
     def _y_opt(self) -> float:
         """The best value to improve on, without a posterior: the lowest of

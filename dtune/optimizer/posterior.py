@@ -81,16 +81,26 @@ def _acquisition(
     return values, d_mu, d_std
 
 
+def measured(noise: np.ndarray) -> np.ndarray:
+    """The indices of the values told with no noise of their own (measured, not
+    estimated: an estimate is no best to improve on or refine around); all of them if
+    none is.
+
+    >>> measured(np.array([0.0, 0.04, 0.0])).tolist(), measured(np.array([0.04])).tolist()
+    ([0, 2], [0])
+    """
+    is_measured = noise == 0
+    return np.flatnonzero(is_measured) if is_measured.any() else np.arange(len(noise))
+
+
 def best_measured(y: np.ndarray, noise: np.ndarray) -> int:
-    """The index of the lowest of the values ``y`` told with no noise of their own
-    (measured, not estimated: an estimate is no best to improve on or refine around);
-    of all of them if none is.
+    """The index of the lowest of the :func:`measured` values ``y``.
 
     >>> best_measured(np.array([0.5, -1.0, 0.2]), np.array([0.0, 0.04, 0.0]))
     2
     """
-    measured = noise == 0
-    return int(np.argmin(np.where(measured, y, np.inf) if measured.any() else y))
+    at = measured(noise)
+    return int(at[np.argmin(y[at])])
 
 
 class Posterior:
