@@ -42,6 +42,11 @@ add up to it), so every method gets the same worker time whatever its utilizatio
   method of that seed reached (``regret@W``), and at the end;
 - the worker-seconds each method needed to reach the regret dtune without a pruner
   reached at the end (``W to match``), and that over dtune-without's total;
+- the same read off the medians instead of seed by seed (``÷ none's W, median curves``):
+  where the method's median regret over the seeds, against worker-seconds, first reaches
+  the median of dtune-without's final regrets, over the median of its totals. A seed's
+  ratio rests on where that one full-budget search happened to end; this one rests on
+  the seeds' medians;
 - trials started and pruned, utilization (busy worker-seconds over 8 × the wall time
   from the ``optimize`` call to the last result), and the same without the time trials
   spent in ``dtune.report`` (waiting for verdicts is busy time to Dask, not training);
@@ -83,6 +88,7 @@ minutes per search (``--budget 240``).
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import functools
 import hashlib
@@ -479,6 +485,30 @@ def worker_s_to(curve: list[tuple[float, float]], target: float) -> float:
     return next((spent for spent, r in curve if r <= target), math.inf)
 
 
+def median_curve_share(rows: list[dict[str, Any]], bases: list[dict[str, Any]]) -> float:
+    """Where the median over the seeds of ``rows``' regret curves first reaches the median
+    of the ``bases``' final regrets, over the median of their worker-seconds (inf: never).
+
+    >>> none = [{"curve": [(5.0, 0.3), (10.0, 0.1)], "worker_s": 10.0}] * 3
+    >>> asha = [{"curve": [(2.0, 0.2), (4.0, 0.1)]}, {"curve": [(3.0, 0.05)]}]
+    >>> asha.append({"curve": [(9.0, 1.0)]})
+    >>> median_curve_share(asha, none)
+    0.4
+    """
+    bar = statistics.median(b["curve"][-1][1] for b in bases)
+    spent = [[w for w, _ in r["curve"]] for r in rows]
+
+    def median_at(worker_s: float) -> float:
+        regrets = []
+        for r, ws in zip(rows, spent, strict=True):
+            i = bisect.bisect_right(ws, worker_s)
+            regrets.append(r["curve"][i - 1][1] if i else math.inf)
+        return statistics.median(regrets)
+
+    reached = (w for w in sorted({w for ws in spent for w in ws}) if median_at(w) <= bar)
+    return next(reached, math.inf) / statistics.median(b["worker_s"] for b in bases)
+
+
 def _simulated(problem: str, args: argparse.Namespace) -> Any:
     """Simulated workers whose trials take, on the simulated clock, the seconds the same
     trial's epochs sleep on a real one (all ``--epochs`` of them; a pruned trial ends at
@@ -699,11 +729,11 @@ def report(
 
     print()
     print(
-        "| problem | method | regret@W | regret at end | W to match | ÷ none's W | trials "
-        "| pruned | utilization | without report waits | decision ms median / mean / p99 "
-        "| judged on the worker | ms in a report, mean |"
+        "| problem | method | regret@W | regret at end | W to match | ÷ none's W "
+        "| ÷ none's W, median curves | trials | pruned | utilization | without report waits "
+        "| decision ms median / mean / p99 | judged on the worker | ms in a report, mean |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for problem in problems:
         for method in methods:
             rows = of(problem, method)
@@ -729,9 +759,10 @@ def report(
             decision += f" | {statistics.fmean(in_report):.1f}" if in_report else " | –"
             # Without "none" there is nothing to match; the other columns stand.
             matched = (
-                f"{statistics.median(to_match):.0f} | {statistics.median(share):.2f}"
+                f"{statistics.median(to_match):.0f} | {statistics.median(share):.2f} "
+                f"| {median_curve_share(rows, of(problem, 'none')):.2f}"
                 if to_match
-                else "– | –"
+                else "– | – | –"
             )
             print(
                 f"| {problem} | {method} | {statistics.median(at_w):.4g} "

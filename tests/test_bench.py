@@ -94,7 +94,7 @@ def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
     rows = _method_rows(out.stdout, "branin")
     assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "hyperband"]
     assert " 0 pruned" in out.stdout  # none prunes nothing
-    utilization = [float(row.split("|")[9]) for row in rows]
+    utilization = [float(row.split("|")[10]) for row in rows]
     assert all(0.0 < u <= 1.0 for u in utilization), rows
 
 
@@ -105,9 +105,9 @@ def test_bench_multifidelity_without_the_full_budget_search_still_gives_utilizat
                       "--methods", "asha")  # fmt: skip
     (row,) = _method_rows(out.stdout, "branin")
     cells = [cell.strip() for cell in row.split("|")]
-    assert cells[5:7] == ["–", "–"]  # nothing to match without "none"
-    assert int(cells[7]) > 0, row  # trials
-    assert 0.0 < float(cells[9]) <= 1.0, row  # utilization
+    assert cells[5:8] == ["–", "–", "–"]  # nothing to match without "none"
+    assert int(cells[8]) > 0, row  # trials
+    assert 0.0 < float(cells[10]) <= 1.0, row  # utilization
 
 
 def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_and_repeats():
@@ -129,7 +129,9 @@ def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_an
     assert run().stdout == out.stdout  # the same trials for the same seed
     rows = _method_rows(out.stdout, "branin")
     assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "asha-joint"]
-    assert rows[1].split("|")[11].strip() == "–"  # no decision times: none are taken
+    assert rows[1].split("|")[12].strip() == "–"  # no decision times: none are taken
+    # the full-budget search's own median curve reaches its median end within its time
+    assert 0.0 < float(rows[0].split("|")[7]) <= 1.0, rows[0]
 
 
 @pytest.mark.slow
