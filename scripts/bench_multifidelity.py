@@ -496,17 +496,16 @@ def median_curve_share(rows: list[dict[str, Any]], bases: list[dict[str, Any]]) 
     0.4
     """
     bar = statistics.median(b["curve"][-1][1] for b in bases)
-    spent = [[w for w, _ in r["curve"]] for r in rows]
 
-    def median_at(worker_s: float) -> float:
-        regrets = []
-        for r, ws in zip(rows, spent, strict=True):
-            i = bisect.bisect_right(ws, worker_s)
-            regrets.append(r["curve"][i - 1][1] if i else math.inf)
-        return statistics.median(regrets)
+    def reached(worker_s: float) -> bool:
+        return statistics.median(regret_at(r["curve"], worker_s) for r in rows) <= bar
 
-    reached = (w for w in sorted({w for ws in spent for w in ws}) if median_at(w) <= bar)
-    return next(reached, math.inf) / statistics.median(b["worker_s"] for b in bases)
+    # Every curve only falls, so their median does: the first budget that reaches the
+    # bar is found by bisection over the budgets at which some curve moves.
+    spent = sorted({w for r in rows for w, _ in r["curve"]})
+    first = bisect.bisect_left(spent, True, key=reached)
+    at = spent[first] if first < len(spent) else math.inf
+    return at / statistics.median(b["worker_s"] for b in bases)
 
 
 def _simulated(problem: str, args: argparse.Namespace) -> Any:
