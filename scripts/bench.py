@@ -239,7 +239,7 @@ def run_job(job: Job) -> dict[str, Any]:
             }
 
 
-class _SuggestStats(logging.Handler):
+class SuggestStats(logging.Handler):
     """Catches the suggestion engine's summary that the driver logs at the end."""
 
     def __init__(self) -> None:
@@ -253,7 +253,7 @@ class _SuggestStats(logging.Handler):
 def run_dtune(job: Job, client: Any, n_workers: int, extra: dict, **options: Any) -> list:
     import dtune
 
-    handler = _SuggestStats()
+    handler = SuggestStats()
     logger = logging.getLogger("dtune")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

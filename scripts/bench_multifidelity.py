@@ -93,6 +93,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -105,7 +106,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench import MINIMUM, PROBLEMS, evaluate, space_of
+from bench import MINIMUM, PROBLEMS, SuggestStats, evaluate, space_of
 from keras_digits import KERAS, keras_epochs, keras_space, warm
 
 # How far an epoch-1 value lies above the final one, per problem (its value range).
@@ -421,15 +422,24 @@ def run(
         if args.worker_budget is not None and spent[0] >= args.worker_budget:
             study.stop()
 
-    study.optimize(
-        objective,
-        100_000,
-        client=client,
-        timeout=args.budget,
-        callbacks=[budget],
-        progress=False,
-        dashboard=False,
-    )
+    handler = SuggestStats()  # the suggestion engine's summary, logged at the end
+    logger = logging.getLogger("dtune")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        study.optimize(
+            objective,
+            100_000,
+            client=client,
+            timeout=args.budget,
+            callbacks=[budget],
+            progress=False,
+            dashboard=False,
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     trials = [t for t in study.trials if t.duration is not None]
     trials.sort(key=lambda t: t.finished or 0.0)
     end = max(t.finished or 0.0 for t in trials)
@@ -464,6 +474,11 @@ def run(
         "in_report": in_report,
         # without the time trials spent in dtune.report
         "compute_utilization": (busy - sum(in_report) / 1000) / (n_slots * (end - called)),
+        # Points past the initial design that the driver drew without the model, while
+        # the suggestion process was busy (a refit, a batch): none on simulated workers,
+        # whose clock waits for the model.
+        "drawn_without_model": handler.stats.get("drawn_in_driver", 0),
+        "model_batches": handler.stats.get("asks", 0),  # the suggestion process's
     }
 
 
@@ -730,9 +745,10 @@ def report(
     print(
         "| problem | method | regret@W | regret at end | W to match | ÷ none's W "
         "| ÷ none's W, median curves | trials | pruned | utilization | without report waits "
-        "| decision ms median / mean / p99 | judged on the worker | ms in a report, mean |"
+        "| decision ms median / mean / p99 | judged on the worker | ms in a report, mean "
+        "| drawn without the model |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for problem in problems:
         for method in methods:
             rows = of(problem, method)
@@ -756,6 +772,11 @@ def report(
             decision += f" | {here / len(waits):.0%}" if waits and "here" in rows[0] else " | –"
             in_report = [w for r in rows for w in r["in_report"]]
             decision += f" | {statistics.fmean(in_report):.1f}" if in_report else " | –"
+            # saved by runs before the column existed: "–"
+            drawn = [
+                r["drawn_without_model"] / r["trials"] for r in rows if "drawn_without_model" in r
+            ]
+            decision += f" | {statistics.median(drawn):.0%}" if drawn else " | –"
             # Without "none" there is nothing to match; the other columns stand.
             matched = (
                 f"{statistics.median(to_match):.0f} | {statistics.median(share):.2f} "

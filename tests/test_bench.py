@@ -96,6 +96,9 @@ def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
     assert " 0 pruned" in out.stdout  # none prunes nothing
     utilization = [float(row.split("|")[10]) for row in rows]
     assert all(0.0 < u <= 1.0 for u in utilization), rows
+    # the share of points the driver drew without the model: a percentage of the trials
+    drawn = [row.split("|")[15].strip() for row in rows]
+    assert all(d.endswith("%") and 0 <= int(d[:-1]) <= 100 for d in drawn), rows
 
 
 @pytest.mark.slow
@@ -130,6 +133,8 @@ def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_an
     rows = _method_rows(out.stdout, "branin")
     assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "asha-joint"]
     assert rows[1].split("|")[12].strip() == "–"  # no decision times: none are taken
+    # the simulated clock waits for the model: no point is drawn without it
+    assert [row.split("|")[15].strip() for row in rows] == ["0%", "0%", "0%"]
     # the full-budget search's own median curve reaches its median end within its time
     assert 0.0 < float(rows[0].split("|")[7]) <= 1.0, rows[0]
 
@@ -156,6 +161,10 @@ def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_wor
     budgets = [row.split("|")[2].strip() for row in rows if row not in by_method]
     assert budgets == [f"{k}0%" for k in range(1, 11)]
     assert "- branin, asha: no worse than the best of optuna-tpe+sh at " in out.stdout
+    # the suggestion process's summary reached the results: ASHA's model made batches
+    asha = json.loads(saved.read_text())["results"]["branin|asha|0"]
+    assert asha["model_batches"] > 0, asha
+    assert 0 <= asha["drawn_without_model"] <= asha["trials"], asha
     again = _run_script("bench_multifidelity.py", "--from", str(saved))
     assert again.stdout.strip() in out.stdout
 
