@@ -239,7 +239,7 @@ def run_job(job: Job) -> dict[str, Any]:
             }
 
 
-class SuggestStats(logging.Handler):
+class _SuggestStats(logging.Handler):
     """Catches the suggestion engine's summary that the driver logs at the end."""
 
     def __init__(self) -> None:
@@ -250,14 +250,26 @@ class SuggestStats(logging.Handler):
         self.stats.update(getattr(record, "dtune_suggest", {}))
 
 
+@contextlib.contextmanager
+def suggest_stats() -> Iterator[dict[str, Any]]:
+    """A dict that, once the block ends, holds the summary of the suggestion process
+    that a search in the block logged (empty if none did: an in-process suggester)."""
+    handler = _SuggestStats()
+    logger = logging.getLogger("dtune")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.stats
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def run_dtune(job: Job, client: Any, n_workers: int, extra: dict, **options: Any) -> list:
     import dtune
 
-    handler = SuggestStats()
-    logger = logging.getLogger("dtune")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, suggest_stats() as stats:
         study = dtune.Study(
             space_of(job.problem),
             storage=str(Path(tmp) / "bench.db"),
@@ -270,8 +282,7 @@ def run_dtune(job: Job, client: Any, n_workers: int, extra: dict, **options: Any
         extra["child_shared_mb"] = _shared_with_driver_mb(study)
         if study._process is not None:  # stopped and reaped: its CPU counts in the job's
             study._process.close()
-    logger.removeHandler(handler)
-    extra.update(handler.stats)
+    extra.update(stats)
     return [
         (t.started, t.finished, t.worker, t.value, list(t.params.values()))
         for t in trials

@@ -93,7 +93,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import logging
 import math
 import os
 import random
@@ -106,7 +105,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench import MINIMUM, PROBLEMS, SuggestStats, evaluate, space_of
+from bench import MINIMUM, PROBLEMS, evaluate, space_of, suggest_stats
 from keras_digits import KERAS, keras_epochs, keras_space, warm
 
 # How far an epoch-1 value lies above the final one, per problem (its value range).
@@ -422,12 +421,7 @@ def run(
         if args.worker_budget is not None and spent[0] >= args.worker_budget:
             study.stop()
 
-    handler = SuggestStats()  # the suggestion engine's summary, logged at the end
-    logger = logging.getLogger("dtune")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with suggest_stats() as stats:  # the suggestion process's summary, logged at the end
         study.optimize(
             objective,
             100_000,
@@ -437,9 +431,6 @@ def run(
             progress=False,
             dashboard=False,
         )
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     trials = [t for t in study.trials if t.duration is not None]
     trials.sort(key=lambda t: t.finished or 0.0)
     end = max(t.finished or 0.0 for t in trials)
@@ -477,8 +468,8 @@ def run(
         # Points past the initial design that the driver drew without the model, while
         # the suggestion process was busy (a refit, a batch): none on simulated workers,
         # whose clock waits for the model.
-        "drawn_without_model": handler.stats.get("drawn_in_driver", 0),
-        "model_batches": handler.stats.get("asks", 0),  # the suggestion process's
+        "drawn_without_model": stats.get("drawn_in_driver", 0),
+        "model_batches": stats.get("asks", 0),  # the suggestion process's
     }
 
 
