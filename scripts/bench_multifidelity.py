@@ -55,6 +55,9 @@ add up to it), so every method gets the same worker time whatever its utilizatio
   that can stop the trial (dtune: those reaching one of the trial's rungs; Optuna: every
   ``should_prune``), the share of dtune's that the worker judged itself by the rung's
   cutoff (those under 1 ms), and the mean time spent in a report over all reports;
+- the share of dtune's points the driver drew without the model (``drawn without the
+  model``: its fallback while the suggestion process is busy with a batch or a refit;
+  none on simulated workers, whose clock waits for the model);
 - the median regret of every method at budgets of 10%, 20%, … 100% of the worker time
   every method of the seed reached, and at how many of them dtune's ASHA and Hyperband
   are no worse than the best of the peers that ran (Optuna's, Ray's): issue 12 asks for
