@@ -182,7 +182,7 @@ def _log_summary(stats: dict[str, Any]) -> None:
     logger.info(
         "dtune: %d suggestion batches (median %.0f ms, max %.0f ms to compute), %d refits "
         "(%.1f s in all); the driver waited for a suggestion %d times (%.1f s in all), "
-        "drew %d model points itself; %d suggestion process restarts",
+        "drew %d points itself, without the model; %d suggestion process restarts",
         stats["asks"], stats["ask_median_ms"], stats["ask_max_ms"], stats["fits"],
         stats["fit_total_s"], stats["waits"], stats["wait_total_s"], stats["drawn_in_driver"],
         stats["restarts"], extra={"dtune_suggest": stats},

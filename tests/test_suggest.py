@@ -313,8 +313,9 @@ def test_ready_suggestions_go_stale_after_one_result_or_an_eighth_of_many_slots(
 
 
 def test_with_results_arriving_faster_than_batches_the_process_keeps_more_points_ready():
-    """Pruned trials end dozens a second: the ready points then cover two batches' worth
-    of results (up to four times the driver's depth), so a freed slot finds one ready."""
+    """Pruned trials end dozens a second: the ready points then cover the results of two
+    of the slowest recent batches (up to twelve times the driver's depth), so a freed
+    slot finds one ready even while a refit slows the batches down."""
     import socket
     from multiprocessing.connection import Connection
 
@@ -325,15 +326,17 @@ def test_with_results_arriving_faster_than_batches_the_process_keeps_more_points
     ours, theirs = socket.socketpair()
     with Connection(ours.detach()) as conn, Connection(theirs.detach()):
         service = _Service(conn, SPACE, OptimizerSettings(random_state=0), told, [], 2)
-        service.batch_seconds.extend([0.1, 0.1, 2.0])  # as if batches took 0.1 s
+        service.batch_seconds.extend([0.05, 0.1, 0.05])  # the slowest took 0.1 s
         assert service.depth == 2  # no result yet: the driver's depth
         service.handle(("finished", [(n, 1.0, 0.0) for n in range(30)]))  # 15 a second
         assert service.depth == 3  # 2 batches x 0.1 s x 15 results a second
+        service.batch_seconds.append(0.4)  # a batch slowed down by a refit
+        assert service.depth == 12  # 2 x 0.4 s x 15
         service.handle(("finished", [(n, 1.0, 0.0) for n in range(300)]))
-        assert service.depth == 8  # capped at four times the driver's depth
-        assert service.step == 4  # stale after 4 results, topped up once 4 are taken
+        assert service.depth == 24  # capped at twelve times the driver's depth
+        assert service.step == 12  # stale after 12 results, topped up once 12 are taken
         service.suggest()
-        assert service.fresh() == 8
+        assert service.fresh() == 24
         time.sleep(_RATE_WINDOW_S + 0.1)  # the rush is over
         assert service.depth == 2
 

@@ -38,10 +38,10 @@ eighth of the slots), and a new batch is computed once the fresh ones fall to ha
 depth, so each batch is worth its fixed cost. Up to 12 slots (depth 2-3), every result
 makes the ready suggestions stale, as it always did. When results arrive faster than
 batches are computed (early stopping prunes trials of ~0.1 s, dozens a second), the
-depth grows (up to 12 slots) to cover two batches' worth of results, up to four times
-the driver's, so a freed slot finds a point ready instead of waiting for the next
-batch. The process draws no initial design (the driver's copy does), and exits when the
-driver's end closes.
+depth grows (up to 12 slots) to cover two of the slowest recent batches' worth of
+results, up to twelve times the driver's, so a freed slot finds a point ready instead of
+waiting for the next batch. The process draws no initial design (the driver's copy
+does), and exits when the driver's end closes.
 
 The refit threads run at the process's own priority. At a lower one (niceness +10) the
 batches got slower at 256 workers on 2 cores (0.76 s median against 0.46 s): a refit
@@ -53,7 +53,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -73,7 +72,7 @@ _RATE_WINDOW_S = 2.0
 # The ready suggestions cover this many batches' worth of results, at most this many
 # times the depth the driver asked for.
 _COVER_BATCHES = 2.0
-_MAX_DEPTH_FACTOR = 4
+_MAX_DEPTH_FACTOR = 12
 _TURNOVER_MAX_DEPTH = 3  # the driver's depth up to 12 slots
 _BATCHES_TIMED = 9
 
@@ -117,7 +116,7 @@ class _Service:
         self.space, self.settings = space, settings
         self.asked_depth = depth  # the driver's: a quarter of the slots, at least 2
         self.arrivals: collections.deque[tuple[float, int]] = collections.deque()
-        # The last batches' wall times (a median: a first batch also fits the model).
+        # The last batches' wall times (the slowest of them sets the depth).
         self.batch_seconds: collections.deque[float] = collections.deque(maxlen=_BATCHES_TIMED)
         self.generation = 0  # bumps with tells; a suggestion from an older one is stale
         self.told_since = 0  # results told since the generation last moved
@@ -154,19 +153,25 @@ class _Service:
     def depth(self) -> int:
         """How many fresh suggestions to keep ready: the driver's depth, or, when results
         arrive faster than batches are computed (pruned trials end every few tens of
-        milliseconds), enough for the results of ``_COVER_BATCHES`` batches, up to
-        ``_MAX_DEPTH_FACTOR`` times the driver's depth. Each batch is then larger and
-        worth its fixed cost, and a freed slot finds a point ready rather than waiting
-        for the next batch. Only up to ``_TURNOVER_MAX_DEPTH``: there a batch is 1-3 points
-        and costs its fixed part, where from 13 slots a batch is a quarter of them and
-        costs more the more points it has, so a depth that grew with the batches' time
-        could feed on itself (at 256 workers the rule would rarely apply anyway: 64
-        results a second and 0.45-s batches ask for 58 points, below the depth of 64)."""
+        milliseconds), enough for the results of ``_COVER_BATCHES`` of the slowest of
+        the last ``_BATCHES_TIMED`` batches, up to ``_MAX_DEPTH_FACTOR`` times the
+        driver's depth. Each batch is then larger and worth its fixed cost, and a freed
+        slot finds a point ready rather than waiting for the next batch. The slowest
+        batch, not the median one: the ready points run out during the slow ones (a
+        refit holding the GIL on a busy machine). With the median (30 ms; the slowest
+        0.5-1.3 s) and a cap of four times, the driver drew 18-39% of an ASHA search's
+        points without the model on 8 workers and 2 cores; with these, 3-6%.
+
+        Only up to ``_TURNOVER_MAX_DEPTH``: there a batch is 1-3 points and costs its
+        fixed part, where from 13 slots a batch is a quarter of them and costs more the
+        more points it has, so a depth that grew with the batches' time could feed on
+        itself (at 256 workers the rule would rarely apply anyway: 64 results a second
+        and 0.45-s batches ask for 58 points, below the depth of 64)."""
         if self.asked_depth > _TURNOVER_MAX_DEPTH:
             return self.asked_depth
         self.forget_old_arrivals()
         rate = sum(n for _, n in self.arrivals) / _RATE_WINDOW_S
-        batch = statistics.median(self.batch_seconds) if self.batch_seconds else 0.0
+        batch = max(self.batch_seconds, default=0.0)
         wanted = math.ceil(_COVER_BATCHES * rate * batch)
         return min(_MAX_DEPTH_FACTOR * self.asked_depth, max(self.asked_depth, wanted))
 
