@@ -14,7 +14,7 @@ side) and talks over a socket::
     sys.path, ("init", state) ───────────▶  optimizer rebuilt from told results
                 ◀──────────── ("hello",) ─  imports done
     ("depth", n) ────────────────────────▶  keep n fresh suggestions ready (up to
-                                            4n while results outrun batches, n ≤ 3)
+                                            12n while results outrun batches, n ≤ 3)
     ("reset", told, running) ────────────▶  optimizer rebuilt (another rung, a sync)
     ("finished", [(number, value, noise)]) ▶ tell (cheap), generation += 1 (every
                                             result; every depth // 2 from 13 slots)
@@ -159,7 +159,7 @@ class _Service:
         slot finds a point ready rather than waiting for the next batch. The slowest
         batch, not the median one: the ready points run out during the slow ones (a
         refit holding the GIL on a busy machine). With the median (30 ms; the slowest
-        0.5-1.3 s) and a cap of four times, the driver drew 18-39% of an ASHA search's
+        0.5-1.3 s) and a cap of four times, the driver drew 16-39% of an ASHA search's
         points without the model on 8 workers and 2 cores; with these, 3-6%.
 
         Only up to ``_TURNOVER_MAX_DEPTH``: there a batch is 1-3 points and costs its
