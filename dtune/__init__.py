@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError, TrialPruned
-from dtune.reporting import report
+from dtune.reporting import TrialContext, current_trial, report
 from dtune.trial import Report, Trial, TrialState
 
 if TYPE_CHECKING:
@@ -78,9 +78,11 @@ __all__ = [
     "Study",
     "StudyNotFoundError",
     "Trial",
+    "TrialContext",
     "TrialPruned",
     "TrialState",
     "__version__",
+    "current_trial",
     "load_study",
     "report",
     "retrain_best",

@@ -1,5 +1,5 @@
 """One trial in a process of its own: ``python /path/to/_isolated.py RESULT_PATH
-[NUMBER FD]``.
+[NUMBER FD [STUDY]]``.
 
 Run by path, not as ``-m dtune…``, so that the child imports nothing of dtune's before
 the objective (and then only the light :mod:`dtune.reporting` when its trial reports, to
@@ -24,7 +24,9 @@ def call(objective: Callable[..., Any], params: Mapping[str, Any]) -> tuple[Any,
         return None, traceback.format_exc()
 
 
-def main(result_path: str, number: str | None = None, fd: str | None = None) -> None:
+def main(
+    result_path: str, number: str | None = None, fd: str | None = None, study: str | None = None
+) -> None:
     sys.path[:] = pickle.load(sys.stdin.buffer)  # before unpickling what refers to modules
     objective, params = pickle.load(sys.stdin.buffer)
     if fd is None or number is None:
@@ -34,7 +36,7 @@ def main(result_path: str, number: str | None = None, fd: str | None = None) -> 
 
         from dtune.reporting import ChildChannel
 
-        with ChildChannel(int(number), Connection(int(fd))).active():
+        with ChildChannel(int(number), Connection(int(fd)), study).active():
             raw, error = call(objective, params)
     try:
         data = pickle.dumps((raw, error))

@@ -160,6 +160,7 @@ def run_search(
             isolate=settings.isolate,
             timeout=settings.trial_timeout,
             pruner=settings.pruner,
+            study=ledger.name,
         )
         # Dask treats equal keys as one task: two drivers using the same study name on
         # one cluster, or a retried trial, must not share keys.

@@ -238,6 +238,8 @@ def _call_in_child(
             stack.enter_context(theirs)
             conn = stack.enter_context(Connection(ours.detach()))
             command += [str(channel.number), str(theirs.fileno())]
+            if channel.study is not None:
+                command.append(channel.study)
             fds = (theirs.fileno(),)
         child = subprocess.Popen(
             command,
@@ -397,6 +399,7 @@ class TrialRun:
     isolate: bool = False
     timeout: float | None = None
     pruner: Pruner | None = None  # a reporting trial waits for its verdicts
+    study: str | None = None  # the study's name (dtune.current_trial)
 
 
 def submit_trial(
@@ -582,6 +585,8 @@ class DaskBackend:
             wait_at=None if stops_at is None else tuple(stops_at),
             group=pruner.group_of(trial.number) if pruner is not None else 0,
             cutoffs=self._cutoffs,
+            study=self.run.study,
+            recorded=tuple(r.step for r in trial.reports),
         )
         future = submit_trial(
             self.client,

@@ -510,8 +510,10 @@ class Ledger:
             return trial
 
     def restart(self, number: int, *, submitted: float | None = None) -> Trial:
-        """Run an INTERRUPTED trial again, under its own number and point, from the
-        start: the reports of its unfinished run are dropped."""
+        """Run an INTERRUPTED trial again, under its own number and point. The reports
+        of its unfinished run stay until the new run reports: from the start (its first
+        step again), or from a checkpoint, when the earlier reports up to that step stay
+        (:meth:`report`)."""
         with self._lock:
             old = self._trials[number]
             if old.state is not TrialState.INTERRUPTED:
@@ -521,10 +523,8 @@ class Ledger:
                 state=TrialState.RUNNING,
                 params=old.params,
                 submitted=time.time() if submitted is None else submitted,
+                reports=old.reports,
             )
-            if old.reports:
-                self.storage.delete_reports(self.name, number)
-                self._count_reached(old.reports, -1)
             self._commit([trial])
             self._started(trial)
             return trial
@@ -535,8 +535,9 @@ class Ledger:
         report of a trial that no longer runs is dropped (None).
 
         A step not after the trial's last one means its run started again (Dask reran
-        its task after its worker died; a run never reports a step twice): the earlier
-        run's reports are dropped.
+        its task after its worker died, or a driver restarted it; a run never reports a
+        step twice): the earlier run's reports from that step on are dropped. A run from
+        the start drops them all; one that resumed from a checkpoint keeps those before.
         """
         return self.report_many([(number, report)])[0]
 
@@ -554,9 +555,10 @@ class Ledger:
                     kept.append(None)
                     continue
                 before = last.get(number, trial.reports[-1].step if trial.reports else -math.inf)
-                if report.step <= before:  # run again: the earlier run's reports go
-                    self.storage.delete_reports(self.name, number)
-                    written.pop(number, None)
+                if report.step <= before:  # run again: the earlier run's reports from here go
+                    self.storage.delete_reports(self.name, number, from_step=report.step)
+                    earlier = written.get(number, [])
+                    written[number] = [r for r in earlier if r.step < report.step]
                 written.setdefault(number, []).append(report)
                 last[number] = report.step
                 kept.append((number, report))
@@ -569,8 +571,10 @@ class Ledger:
         trial = before = self._trials[number]
         if trial.reports and report.step <= trial.reports[-1].step:
             logger.info("dtune: trial %d runs again from step %d", number, report.step)
+            kept = tuple(r for r in trial.reports if r.step < report.step)
             self._count_reached(trial.reports, -1)
-            trial = replace(trial, reports=())
+            self._count_reached(kept, +1)
+            trial = replace(trial, reports=kept)
         since = trial.reports[-1].step if trial.reports else -math.inf
         trial = replace(trial, reports=(*trial.reports, report))
         self._count_reached(trial.reports, +1, since)

@@ -50,6 +50,8 @@ __all__ = [
     "Cutoffs",
     "DaskChannel",
     "ReportTo",
+    "TrialContext",
+    "current_trial",
     "deliver",
     "deliver_cutoffs",
     "forward",
@@ -122,6 +124,45 @@ def report(value: float, step: int, **metrics: Any) -> None:
         channel.report(number, int(step), jsonable(metrics))
 
 
+@dataclass(frozen=True)
+class TrialContext:
+    """The trial an objective is running as (:func:`current_trial`): its study's name
+    and its number, which stay the same when the trial runs again after its driver or
+    its worker died. Key a checkpoint by them to resume from it."""
+
+    study: str
+    number: int
+
+
+def current_trial() -> TrialContext | None:
+    """The trial the calling objective runs as; None outside a trial of a search.
+
+    A trial that was running when its driver or its worker died runs again under the
+    same study and number. An objective that saved a checkpoint under them may load it
+    and report on from the step after it: the reports recorded up to that step are
+    kept, and only those from that step on are replaced. Without a checkpoint it starts
+    from its first step again, and the earlier run's reports all go.
+
+    Examples
+    --------
+    >>> current_trial() is None   # called by hand, outside a search
+    True
+
+    In an objective::
+
+        context = dtune.current_trial()
+        path = f"checkpoints/{context.study}-{context.number}.npz" if context else None
+        start = load(path) if path and os.path.exists(path) else 0   # the last epoch saved
+        for epoch in range(start + 1, epochs + 1):
+            ...                                 # train one epoch, save to path
+            dtune.report(val_loss, epoch)
+    """
+    channel = _current()
+    if channel is None or channel.study is None:
+        return None
+    return TrialContext(channel.study, channel.number)
+
+
 def _current() -> Channel | None:
     channel: Channel | None = getattr(_local, "channel", None)
     if channel is None:
@@ -137,8 +178,9 @@ class Channel:
     """A running trial's side of its reports: checks the order of steps, remembers the
     last report, and raises :class:`TrialPruned` once the driver says stop."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, study: str | None = None) -> None:
         self.number = number
+        self.study = study  # None: a trial outside a study (retrained, say)
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.stopped = False
@@ -226,7 +268,10 @@ class ReportTo:
     whether to wait for a verdict (there is a pruner), and at which resources
     (``wait_at``: a report waits if it is the first to reach one; None: every report).
     With ``cutoffs`` (the newest when the trial was submitted), a report at a rung whose
-    cutoff the worker knows is judged there; ``group`` picks the trial's cutoffs."""
+    cutoff the worker knows is judged there; ``group`` picks the trial's cutoffs.
+    ``study`` names the trial's study (:func:`current_trial`); ``recorded`` holds the
+    steps an earlier run of the trial reported, which a run that resumes from a
+    checkpoint goes on from."""
 
     topic: str
     number: int
@@ -234,6 +279,8 @@ class ReportTo:
     wait_at: tuple[float, ...] | None = None
     group: int = 0
     cutoffs: Cutoffs | None = None
+    study: str | None = None
+    recorded: tuple[int, ...] = ()
 
     def waits(self, before: float, step: float) -> bool:
         """Whether a report at ``step``, after one at ``before``, waits for a verdict.
@@ -247,6 +294,17 @@ class ReportTo:
         if self.wait_at is None:
             return True
         return self.rung(before, step) is not None
+
+    def before_first(self, step: float) -> float:
+        """The step that a run's first report, at ``step``, comes after: the last one an
+        earlier run of the trial recorded below it (the driver keeps those, so the rungs
+        they reached stay passed), or none.
+
+        >>> resumed = ReportTo("t", 0, wait=True, recorded=(1, 2, 3, 4, 5))
+        >>> resumed.before_first(4), resumed.before_first(1), resumed.before_first(7)
+        (3, -inf, 5)
+        """
+        return max((s for s in self.recorded if s < step), default=-math.inf)
 
     def rung(self, before: float, step: float) -> float | None:
         """The highest of ``wait_at`` that a report at ``step``, after one at
@@ -270,7 +328,7 @@ class DaskChannel(Channel):
     :func:`deliver`."""
 
     def __init__(self, to: ReportTo) -> None:
-        super().__init__(to.number)
+        super().__init__(to.number, to.study)
         self.to = to
         if to.cutoffs is not None:
             _learn(to.topic, to.cutoffs)
@@ -295,8 +353,9 @@ class DaskChannel(Channel):
         if self._orphaned(worker):
             return True  # nobody wants its result (its driver went): free the worker
         self._seq += 1
-        at_rung = wait = self._wait and self.to.waits(self._sent_step, step)
-        stop = self.to.judge_here(self._sent_step, step, value) if wait else None
+        before = self.to.before_first(step) if self._seq == 1 else self._sent_step
+        at_rung = wait = self._wait and self.to.waits(before, step)
+        stop = self.to.judge_here(before, step, value) if wait else None
         if stop is not None:
             wait = False  # judged here: the report is only recorded
         self._sent_step = step
@@ -351,8 +410,8 @@ class ChildChannel(Channel):
     """In an isolated trial's child process: reports go to the worker thread that
     started it (:func:`forward` there), which answers with the verdict."""
 
-    def __init__(self, number: int, conn: Connection) -> None:
-        super().__init__(number)
+    def __init__(self, number: int, conn: Connection, study: str | None = None) -> None:
+        super().__init__(number, study)
         self.conn = conn
 
     def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:

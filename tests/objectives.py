@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import Any
 
 
 def branin(x1: float, x2: float) -> float:
@@ -150,3 +151,36 @@ class CountsItsPickling:
     def __reduce__(self) -> tuple[type, tuple[()]]:
         type(self).pickled += 1
         return (CountsItsPickling, ())
+
+
+def knows_its_trial(x: float) -> dict[str, Any]:
+    """Returns the study and number it runs as (:func:`dtune.current_trial`)."""
+    import dtune
+
+    context = dtune.current_trial()
+    assert context is not None, "not in a trial"
+    return {"value": x, "study": context.study, "number": context.number}
+
+
+def resumable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.1) -> dict[str, Any]:
+    """:func:`learning_curve` with a checkpoint: after each report it saves the epoch it
+    reached in ``folder``, under its trial (:func:`dtune.current_trial`), and when it runs
+    again it goes on from the epoch saved."""
+    import dtune
+
+    context = dtune.current_trial()
+    assert context is not None, "not in a trial"
+    path = os.path.join(folder, f"{context.study}-{context.number}")
+    resumed = 0
+    if os.path.exists(path):
+        with open(path) as file:
+            resumed = int(file.read())
+    loss = math.inf
+    for epoch in range(resumed + 1, epochs + 1):
+        time.sleep(nap)
+        loss = (x - 0.3) ** 2 + 0.5 / epoch
+        dtune.report(loss, epoch)
+        with open(path + ".tmp", "w") as file:
+            file.write(str(epoch))
+        os.replace(path + ".tmp", path)
+    return {"value": loss, "resumed_from": resumed}

@@ -111,15 +111,26 @@ def test_trials_a_dead_driver_left_running_are_interrupted_and_restarted_under_t
 ):
     ledger, store = _ledger(tmp_path)
     left = [ledger.start({"x": 0.1}), ledger.start({"x": 0.2})]
+    ledger.report_many([(t.number, Report(s, s / 10)) for t in left for s in (1, 2, 3, 4)])
     again, _ = _ledger(tmp_path)  # a new driver on the same file
     retry = again.take_interrupted()
     assert [t.number for t in retry] == [t.number for t in left]
     assert {t.state for t in store.get_trials("s")} == {TrialState.INTERRUPTED}
     rerun = again.restart(retry[0].number)
     assert (rerun.number, rerun.params, rerun.state) == (0, {"x": 0.1}, TrialState.RUNNING)
+    assert [r.step for r in rerun.reports] == [1, 2, 3, 4]  # kept until the new run reports
     assert again.start({"x": 0.9}).number == 2  # numbering goes on
     with pytest.raises(ValueError, match="not INTERRUPTED"):
         again.restart(0)
+
+    # Trial 0 resumes from a checkpoint at step 2: its steps 1 and 2 stay, 3 and 4 go.
+    # Trial 1 runs from the start: every report of its earlier run goes.
+    again.restart(1)
+    again.report_many([(0, Report(3, 0.35)), (1, Report(1, 0.15))])
+    expected = {0: [(1, 0.1), (2, 0.2), (3, 0.35)], 1: [(1, 0.15)], 2: []}
+    stored = {t.number: [(r.step, r.value) for r in t.reports] for t in store.get_trials("s")}
+    assert stored == expected
+    assert stored == {t.number: [(r.step, r.value) for r in t.reports] for t in again.trials}
 
 
 def test_sync_catches_up_with_another_writer_and_resets_listeners(tmp_path):

@@ -489,6 +489,45 @@ def test_a_report_at_a_rung_whose_cutoff_the_worker_knows_is_judged_there(client
     client.unsubscribe_topic(topic)
 
 
+def test_a_run_resumed_from_a_checkpoint_is_judged_only_at_the_rungs_it_has_not_passed(
+    client, tmp_path
+):
+    """An earlier run of trial 5 recorded steps 1-5 and saved a checkpoint at step 4: the
+    new run goes on from step 5. Its first report reaches no rung (the driver keeps steps
+    1-4), so rung 3's cutoff, which would stop any value, does not judge it; rung 6 does
+    wait for the driver (this test, which says go on)."""
+    topic = "test-resumed"
+    messages = _stand_in_driver(client, topic)
+    (tmp_path / "s-5").write_text("4")
+    stop_all = Cutoffs(1, minimize=True, table={(0, 1.0): 0.0, (0, 3.0): 0.0})
+    to = ReportTo(
+        topic, 5, True, (1.0, 3.0, 6.0), cutoffs=stop_all, study="s", recorded=(1, 2, 3, 4, 5)
+    )
+    params = {"x": 0.5, "folder": str(tmp_path)}
+    done = client.submit(
+        run_trial, objectives.resumable_curve, params, "value", report_to=to, pure=False
+    )
+    outcome = done.result(timeout=20)
+    assert not outcome.pruned
+    assert outcome.metrics["resumed_from"] == 4
+    deadline = time.monotonic() + 5
+    while len(messages) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    heard = [(m["step"], m["wait"], m["at_rung"]) for m in messages]
+    assert heard == [(step, step == 6, step == 6) for step in range(5, 10)]
+    client.unsubscribe_topic(topic)
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_an_objective_knows_the_study_and_number_of_its_trial(client, isolate):
+    study = Study(SPACE, name="knows", random_state=0, n_initial_points=4)
+    study.optimize(objectives.knows_its_trial, 4, client=client, isolate=isolate, progress=False)
+    assert [(t.metrics["study"], t.metrics["number"]) for t in study.trials] == [
+        ("knows", n) for n in range(4)
+    ]
+    assert dtune.current_trial() is None  # not here, outside the trials
+
+
 def test_without_a_pruner_reports_are_recorded_and_every_trial_completes(client, tmp_path):
     study = Study(SPACE, storage=tmp_path / "s.db", random_state=1, n_initial_points=4)
     study.optimize(objectives.learning_curve, 8, client=client, progress=False)

@@ -50,6 +50,32 @@ def _wait_until(condition, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
+def _stored_reports(path: Path) -> dict[int, list[tuple]]:
+    """The store's reports by trial number, each (step, value, time), read with plain
+    sqlite3; none before the driver made the file."""
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute("SELECT number, step, value, time FROM reports").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    found: dict[int, list[tuple]] = {}
+    for number, *report in sorted(rows):
+        found.setdefault(number, []).append(tuple(report))
+    return found
+
+
+def _driver(script: Path, *args: object) -> subprocess.Popen[bytes]:
+    """``python script args…`` from the repository's root, as a user's driver."""
+    root = str(Path(__file__).parent.parent)
+    return subprocess.Popen(
+        [sys.executable, str(script), *map(str, args)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 # -- workers die ---------------------------------------------------------------------------
 
 
@@ -623,27 +649,12 @@ def test_a_worker_and_the_driver_killed_mid_rung_lose_no_report(scheduler, tmp_p
     store = tmp_path / "s.db"
     script = tmp_path / "driver.py"
     script.write_text(_PRUNING_DRIVER)
-    root = str(Path(__file__).parent.parent)
 
     def driver(trials: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, str(script), scheduler, str(store), str(trials)],
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": root},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        return _driver(script, scheduler, store, trials)
 
     def reports() -> dict[int, list[tuple]]:
-        try:
-            with contextlib.closing(sqlite3.connect(store)) as conn:
-                rows = conn.execute("SELECT number, step, value FROM reports").fetchall()
-        except sqlite3.OperationalError:
-            return {}
-        found: dict[int, list[tuple]] = {}
-        for number, step, value in sorted(rows):
-            found.setdefault(number, []).append((step, value))
-        return found
+        return _stored_reports(store)
 
     def ended() -> int:
         try:
@@ -705,3 +716,79 @@ def test_a_worker_and_the_driver_killed_mid_rung_lose_no_report(scheduler, tmp_p
     for t in study.trials:  # rerun trials started again from step 1: no gaps, no repeats
         if t.state is not TrialState.FAILED:
             assert list(t.intermediate) == list(range(1, t.last_step + 1))
+
+
+_RESUMING_DRIVER = """
+import functools
+import sys
+import dtune
+from tests import objectives
+
+study = dtune.Study({"x": dtune.Real(0.0, 1.0)}, name="ckpt", storage=sys.argv[2],
+                    objective_key="value",
+                    random_state=0, n_initial_points=6, pruner=dtune.ASHA(1, 9, 3))
+objective = functools.partial(objectives.resumable_curve, folder=sys.argv[4], nap=0.15)
+study.optimize(objective, int(sys.argv[3]), client=sys.argv[1], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_trials_running_when_the_driver_is_killed_resume_from_their_checkpoints(
+    scheduler, tmp_path
+):
+    store, folder, script = tmp_path / "s.db", tmp_path / "checkpoints", tmp_path / "driver.py"
+    folder.mkdir()
+    script.write_text(_RESUMING_DRIVER)
+
+    def driver(trials: int) -> subprocess.Popen[bytes]:
+        return _driver(script, scheduler, store, trials, folder)
+
+    def reports() -> dict[int, list[tuple]]:
+        return _stored_reports(store)
+
+    def states() -> dict[int, str]:
+        try:
+            return {n: r[3] for n, r in _rows(store).items()}
+        except sqlite3.OperationalError:
+            return {}
+
+    def well_into_a_run() -> bool:  # a running trial has saved a checkpoint past step 1
+        found = reports()
+        return first.poll() is not None or any(
+            state == "RUNNING" and len(found.get(n, ())) >= 2 for n, state in states().items()
+        )
+
+    workers = start_dask_workers(scheduler, 3)
+    try:
+        with Client(scheduler, timeout=60) as client:
+            client.wait_for_workers(3, timeout=120)
+            first = driver(16)
+            _wait_until(lambda: sum(s in ("COMPLETE", "PRUNED") for s in states().values()) >= 3)
+            _wait_until(well_into_a_run)
+            assert first.poll() is None, first.stderr.read().decode()[-4000:]
+            first.kill()
+            first.wait()
+            before, running = reports(), [n for n, s in states().items() if s == "RUNNING"]
+            resumable = [n for n in running if len(before.get(n, ())) >= 2]
+            assert resumable
+            done = sum(s in ("COMPLETE", "PRUNED", "FAILED") for s in states().values())
+            resumed = driver(16 - done)
+            _, err = resumed.communicate(timeout=300)
+            assert resumed.returncode == 0, err.decode()
+    finally:
+        workers.terminate()
+        workers.wait(timeout=60)
+    after = reports()
+    study = load_study(store, "ckpt")
+    assert len(study.trials) == 16
+    assert set(_states(study)) <= {"COMPLETE", "PRUNED"}, _states(study)
+    for n in running:
+        trial = study.trials[n]
+        steps = [step for step, *_ in after[n]]
+        assert steps == sorted(set(steps)), steps  # no step twice
+        if n in resumable:
+            # Resumed, not rerun: its first reports are the earlier run's, to the time.
+            assert after[n][0] == before[n][0]
+            assert trial.last_step > before[n][0][0]
+            if trial.state is TrialState.COMPLETE:
+                assert 1 <= trial.metrics["resumed_from"] <= len(before[n]) + 1

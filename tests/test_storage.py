@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dtune import InMemoryStorage, SQLiteStorage, StorageError, Trial, TrialState
+from dtune import InMemoryStorage, Report, SQLiteStorage, StorageError, Trial, TrialState
 from dtune.storage import StudyRecord, open_storage
 from dtune.storage.sqlite import SCHEMA_VERSION
 
@@ -54,6 +54,19 @@ def test_trials_round_trip_and_are_replaced_by_number(store):
     failed = Trial(1, TrialState.FAILED, {"x": 2.0, "act": "tanh"}, error="Traceback ...")
     store.put_trials("s", [done, failed])
     assert store.get_trials("s") == [done, failed]
+
+
+def test_a_trials_reports_are_forgotten_from_a_step_on(store):
+    store.create_study(_record())
+    store.put_trial("s", Trial(0, TrialState.RUNNING, {"x": 1.5}))
+    store.put_reports("s", 0, [Report(step, 1.0 / step, {"lr": 0.1}, 9.0) for step in (1, 2, 3, 5)])
+    store.delete_reports("s", 0, from_step=3)  # a run resumed from its checkpoint at 2
+    assert store.get_trials("s")[0].reports == (
+        Report(1, 1.0, {"lr": 0.1}, 9.0),
+        Report(2, 0.5, {"lr": 0.1}, 9.0),
+    )
+    store.delete_reports("s", 0)  # a run from the start
+    assert store.get_trials("s")[0].reports == ()
 
 
 def test_trials_of_studies_sharing_a_store_stay_apart(store):

@@ -82,8 +82,8 @@ class _Recorder(Channel):
     """A simulated trial's reports as its objective makes them; never stops it (the
     backend replays them on the simulated clock)."""
 
-    def __init__(self, number: int) -> None:
-        super().__init__(number)
+    def __init__(self, number: int, study: str | None) -> None:
+        super().__init__(number, study)
         self.reports: list[tuple[int, float, dict[str, Any]]] = []
 
     def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
@@ -131,7 +131,7 @@ class SimulatedBackend:
 
     def submit(self, trial: Trial) -> None:
         worker = self._free.pop(0)
-        recorder = _Recorder(trial.number)
+        recorder = _Recorder(trial.number, self.run.study)
         with recorder.active():
             outcome = run_trial(self.run.objective, trial.params, self.run.objective_key)
         seconds = full = float(self.duration(trial.params))

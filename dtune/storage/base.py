@@ -72,8 +72,9 @@ class BaseStorage(abc.ABC):
             self.put_reports(study, number, added)
 
     @abc.abstractmethod
-    def delete_reports(self, study: str, number: int) -> None:
-        """Forget trial ``number``'s reports (it runs again from the start)."""
+    def delete_reports(self, study: str, number: int, from_step: int = 0) -> None:
+        """Forget trial ``number``'s reports at ``from_step`` and after (it runs again
+        from there: from the start, or from a checkpoint)."""
 
     def put_trial(self, study: str, trial: Trial) -> None:
         """Insert or replace one trial, committed on return."""

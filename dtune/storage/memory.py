@@ -79,9 +79,11 @@ class InMemoryStorage(BaseStorage):
             for report in reports:
                 table[report.step] = replace(report, metrics=dict(report.metrics))
 
-    def delete_reports(self, study: str, number: int) -> None:
+    def delete_reports(self, study: str, number: int, from_step: int = 0) -> None:
         with self._lock:
-            self._reports[study].pop(number, None)
+            table = self._reports[study].get(number, {})
+            for step in [s for s in table if s >= from_step]:
+                del table[step]
 
     def claim(self, study: str, owner: str, stale_after: float) -> str | None:
         with self._lock:

@@ -234,10 +234,11 @@ class SQLiteStorage(BaseStorage):
         except sqlite3.Error as exc:
             raise StorageError(f"cannot write reports to {self!r}: {exc}") from exc
 
-    def delete_reports(self, study: str, number: int) -> None:
+    def delete_reports(self, study: str, number: int, from_step: int = 0) -> None:
         with self._lock, self._transaction():
             self._conn.execute(
-                "DELETE FROM reports WHERE study = ? AND number = ?", (study, number)
+                "DELETE FROM reports WHERE study = ? AND number = ? AND step >= ?",
+                (study, number, from_step),
             )
 
     def claim(self, study: str, owner: str, stale_after: float) -> str | None:
