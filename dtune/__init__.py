@@ -16,7 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from dtune.exceptions import DtuneError, StorageError, StudyNotFoundError, TrialPruned
+from dtune.exceptions import (
+    DtuneError,
+    StorageError,
+    StudyNotFoundError,
+    TrialAbandoned,
+    TrialPruned,
+)
 from dtune.reporting import TrialContext, current_trial, report
 from dtune.trial import Report, Trial, TrialState
 
@@ -78,6 +84,7 @@ __all__ = [
     "Study",
     "StudyNotFoundError",
     "Trial",
+    "TrialAbandoned",
     "TrialContext",
     "TrialPruned",
     "TrialState",

@@ -13,6 +13,7 @@ __all__ = [
     "StudyInUseError",
     "StudyNotFoundError",
     "TooManyFailuresError",
+    "TrialAbandoned",
     "TrialPruned",
 ]
 
@@ -50,3 +51,12 @@ class TrialPruned(DtuneError):
     propagate (the trial ends ``PRUNED`` with its last reported value), or catch it to
     clean up or save a checkpoint first; a trial told to stop ends ``PRUNED`` whatever
     its objective then returns."""
+
+
+class TrialAbandoned(TrialPruned):
+    """Raised by :func:`dtune.report` in a trial whose search is gone: its driver
+    stopped or died, and Dask cancelled its task, so nothing will record its result.
+    The trial runs again, under its number, when the study resumes
+    (:func:`dtune.current_trial`): keep its checkpoint. A subclass of
+    :class:`TrialPruned`, so code that catches that one to clean up still stops; catch
+    this one first to tell them apart."""

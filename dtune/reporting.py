@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from dtune.exceptions import TrialPruned
+from dtune.exceptions import TrialAbandoned, TrialPruned
 from dtune.jsonable import jsonable
 
 __all__ = [
@@ -60,7 +60,8 @@ __all__ = [
 
 # A reporting trial waits this long for the driver's verdict, then carries on without
 # waiting for verdicts any more (a driver too busy to answer). A trial whose driver is
-# gone (Dask cancelled its task) stops at its next report, or at once if it waits.
+# gone (Dask cancelled its task) stops at its next report, or at once if it waits, with
+# TrialAbandoned.
 VERDICT_TIMEOUT_S = 30.0
 _CHECK_S = 0.25
 
@@ -92,6 +93,10 @@ def report(value: float, step: int, **metrics: Any) -> None:
         When the study's pruner decided the trial should stop. Let it propagate, or
         catch it to clean up or save a checkpoint; either way the trial ends ``PRUNED``
         with this value.
+    TrialAbandoned
+        (A :class:`TrialPruned`.) When the trial's search is gone (its driver stopped or
+        died): nothing will record its result, and it runs again when the study resumes
+        (:func:`current_trial`). Keep its checkpoint.
     ValueError, TypeError
         For a value that is not a finite number, or a step that is not an int ≥ 0 or
         does not come after the last one. Raised in the objective, so the trial fails
@@ -195,7 +200,12 @@ class Channel:
                 f"last step, {self.last_step}; steps must increase"
             )
         self.last_step, self.last_value = step, value
-        if self.send(value, step, metrics):
+        try:
+            stop = self.send(value, step, metrics)
+        except TrialAbandoned:
+            self.stopped = True
+            raise
+        if stop:
             self.stopped = True
             raise TrialPruned(
                 f"trial {self.number} was pruned at step {step} (value {value:g}) by the "
@@ -203,8 +213,15 @@ class Channel:
             )
 
     def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
-        """Deliver one report; True if the trial must stop."""
+        """Deliver one report; True if the trial must stop. Raises
+        :class:`TrialAbandoned` when nobody wants its result any more."""
         raise NotImplementedError
+
+    def abandoned(self) -> TrialAbandoned:
+        return TrialAbandoned(
+            f"trial {self.number} was abandoned at step {self.last_step}: its search is "
+            "gone (its driver stopped or died); it runs again when the study resumes"
+        )
 
     @contextlib.contextmanager
     def active(self) -> Iterator[Channel]:
@@ -351,7 +368,7 @@ class DaskChannel(Channel):
         if self._key is None:
             self._key = worker.get_current_task()
         if self._orphaned(worker):
-            return True  # nobody wants its result (its driver went): free the worker
+            raise self.abandoned()  # nobody wants its result (its driver went)
         self._seq += 1
         before = self.to.before_first(step) if self._seq == 1 else self._sent_step
         at_rung = wait = self._wait and self.to.waits(before, step)
@@ -381,7 +398,7 @@ class DaskChannel(Channel):
             worker.log_event(self.to.topic, message)
             while not self._answered.wait(_CHECK_S):
                 if self._orphaned(worker):
-                    return True  # nobody wants its result: free the worker
+                    raise self.abandoned()
                 if time.perf_counter() - started > VERDICT_TIMEOUT_S:
                     self._wait = False  # no verdict: carry on, and stop asking
                     return False
@@ -416,17 +433,25 @@ class ChildChannel(Channel):
 
     def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
         self.conn.send((value, step, metrics))
-        return bool(self.conn.recv())
+        answer = self.conn.recv()
+        if answer == _ABANDONED:
+            raise self.abandoned()
+        return bool(answer)
+
+
+_ABANDONED = 2  # forward's answer besides stop (True) and carry on (False)
 
 
 def forward(conn: Connection, channel: Channel | None) -> None:
     """Answer one report waiting on ``conn`` from a child's :class:`ChildChannel`,
     through ``channel`` (the worker's), or with "carry on" if there is none."""
     value, step, metrics = conn.recv()
-    stop = False
+    answer: bool | int = False
     if channel is not None:
         try:
             channel.report(value, step, metrics)
+        except TrialAbandoned:
+            answer = _ABANDONED
         except TrialPruned:
-            stop = True
-    conn.send(stop)
+            answer = True
+    conn.send(answer)

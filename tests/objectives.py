@@ -165,7 +165,7 @@ def knows_its_trial(x: float) -> dict[str, Any]:
 def resumable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.1) -> dict[str, Any]:
     """:func:`learning_curve` with a checkpoint: after each report it saves the epoch it
     reached in ``folder``, under its trial (:func:`dtune.current_trial`), and when it runs
-    again it goes on from the epoch saved."""
+    again it goes on from the epoch saved. Told its search is gone, it leaves a mark."""
     import dtune
 
     context = dtune.current_trial()
@@ -179,7 +179,11 @@ def resumable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.1) ->
     for epoch in range(resumed + 1, epochs + 1):
         time.sleep(nap)
         loss = (x - 0.3) ** 2 + 0.5 / epoch
-        dtune.report(loss, epoch)
+        try:
+            dtune.report(loss, epoch)
+        except dtune.TrialAbandoned:
+            open(f"{path}-abandoned-at-{epoch}", "w").close()
+            raise
         with open(path + ".tmp", "w") as file:
             file.write(str(epoch))
         os.replace(path + ".tmp", path)

@@ -782,8 +782,12 @@ def test_trials_running_when_the_driver_is_killed_resume_from_their_checkpoints(
     study = load_study(store, "ckpt")
     assert len(study.trials) == 16
     assert set(_states(study)) <= {"COMPLETE", "PRUNED"}, _states(study)
+    abandoned = {p.name.split("-abandoned-at-")[0] for p in folder.glob("*-abandoned-at-*")}
     for n in running:
         trial = study.trials[n]
+        if before.get(n) and before[n][-1][0] < 9:
+            # the killed driver's run of it stopped at its next report, told it was abandoned
+            assert f"ckpt-{n}" in abandoned
         steps = [step for step, *_ in after[n]]
         assert steps == sorted(set(steps)), steps  # no step twice
         if n in resumable:
