@@ -113,6 +113,44 @@ def build_digits_cnn(learning_rate: float, keep_prob: float, channels: int, pool
     return model
 
 
+def build_dense(learning_rate: float, units: int) -> object:
+    """A small dense network for the digits that trains the same way every time (seeded,
+    no dropout): with ``shuffle=False``, two fits of it end alike."""
+    import tensorflow as tf
+
+    keras = tf.keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(units, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def worker_dies_once(marker: str, before_epoch: int) -> list[object]:
+    """Keras callbacks that kill their worker process as epoch ``before_epoch`` begins,
+    the first time only (``marker`` is left behind), as a lost machine would."""
+    import tensorflow as tf
+
+    class Dies(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            if epoch + 1 == before_epoch and not os.path.exists(marker):
+                open(marker, "w").close()
+                time.sleep(1.0)  # the epochs' reports leave first
+                os._exit(1)
+
+    return [Dies()]
+
+
 def learning_curve(x: float, epochs: int = 9, nap: float = 0.03) -> float:
     """Reports a loss that falls with each epoch towards (x - 0.3)²: bad points are
     visibly bad after one epoch."""

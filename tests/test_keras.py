@@ -3,10 +3,12 @@ on scikit-learn's bundled digits (no download)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,9 @@ from dtune import (
     TrialState,
     retrain_best,
 )
+from dtune.execution import Outcome, run_trial
 from dtune.keras import KerasObjective, load_digits_data, load_model
+from dtune.reporting import ReportTo
 from tests import objectives
 
 SPACE = {
@@ -122,9 +126,53 @@ def test_a_keras_search_with_asha_prunes_and_pruned_trials_keep_their_best_model
         assert accuracy == pytest.approx(t.intermediate[t.metrics["best_epoch"]], abs=1e-6)
 
 
+@pytest.mark.slow
+def test_a_keras_trial_whose_worker_dies_goes_on_from_its_checkpoint(gpu_client, tmp_path):
+    """With resume=True, a trial whose worker dies before its 4th epoch runs again (Dask
+    reruns its task on a live worker) from its 4th epoch, with the optimizer's state of
+    the 3rd: it reports each epoch once and ends where a run never stopped ends."""
+    settings = {"monitor": "val_loss", "epochs": 6, "patience": 6, "resume": True}
+    settings["fit_kwargs"] = {"shuffle": False}
+    dies = functools.partial(objectives.worker_dies_once, str(tmp_path / "died"), 4)
+    stopped = KerasObjective(
+        objectives.build_dense, load_digits_data, artifacts=tmp_path / "a", callbacks=dies,
+        **settings,
+    )  # fmt: skip
+    steady = KerasObjective(
+        objectives.build_dense, load_digits_data, artifacts=tmp_path / "b", **settings
+    )
+    heard: list[tuple[int, int]] = []
+    topic = "test-keras-resume"
+    gpu_client.subscribe_topic(
+        topic, lambda event: heard.append((event[1]["number"], event[1]["step"]))
+    )
+
+    def run(objective: KerasObjective, number: int) -> Outcome:
+        to = ReportTo(topic, number, wait=False, study="s")
+        params = {"learning_rate": 0.01, "units": 16}
+        done = gpu_client.submit(run_trial, objective, params, "val_loss", report_to=to, pure=False)
+        return done.result(timeout=300)
+
+    resumed, reference = run(stopped, 0), run(steady, 1)
+    gpu_client.wait_for_workers(2, timeout=120)
+    assert (tmp_path / "died").exists()
+    assert (resumed.error, reference.error) == (None, None)
+    assert resumed.value == pytest.approx(reference.value, rel=1e-4)
+    for key in ("epochs", "best_epoch"):
+        assert resumed.metrics[key] == reference.metrics[key]
+    deadline = time.monotonic() + 10
+    while len(heard) < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gpu_client.unsubscribe_topic(topic)
+    assert sorted(heard) == [(n, step) for n in (0, 1) for step in range(1, 7)]  # each once
+    assert not os.listdir(tmp_path / "a" / "checkpoints")  # gone with the trial
+
+
 def test_keras_objective_arguments_are_checked():
     with pytest.raises(ValueError, match="epochs=0"):
         KerasObjective(objectives.build_digits_cnn, load_digits_data, epochs=0)
+    with pytest.raises(ValueError, match="resume=True needs an artifacts folder"):
+        KerasObjective(objectives.build_digits_cnn, load_digits_data, artifacts=None, resume=True)
     assert KerasObjective(objectives.build_digits_cnn, load_digits_data).direction == "minimize"
     failed = Study(SPACE).ask()
     with pytest.raises(ValueError, match="has no saved model"):
