@@ -66,6 +66,15 @@ def test_bench_optimizer_runs_a_small_grid():
     assert out.stdout.count("| branin |") == 4  # three schedules and skopt's reference
 
 
+def test_bench_checkpoint_times_keras_trials_with_and_without_checkpoints():
+    out = _run_script("bench_checkpoint.py", "--trials", "1", "--epochs", "3", "--units", "16")
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| 16 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "1,482"  # parameters
+    # weights, Adam's two moments and the best epoch's weights, float32, plus the state
+    assert 4 * 4 * 1482 / 1e6 <= float(cells[5]) < 0.1
+
+
 def test_bench_fit_finds_the_same_optimum_with_both_likelihoods():
     out = _run_script("bench_fit.py", "--problems", "branin,mixed", "--sizes", "30",
                       "--evaluations", "16", "--repeats", "2")  # fmt: skip
