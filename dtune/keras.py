@@ -129,8 +129,10 @@ class KerasObjective:
         :func:`dtune.current_trial`), so that a trial that runs again after its driver
         or its worker died goes on from its last epoch instead of the first, with the
         reports of its earlier epochs kept. The checkpoint goes when the trial ends.
-        Default False: a checkpoint costs a write of about twice the model's size (three
-        times with Adam) per epoch.
+        Outside a search (``retrain_best``, a call by hand) it makes none. Default
+        False: each epoch writes the model's size four times over with Adam (the
+        weights, two moments and the best epoch's weights; measured in
+        docs/PERFORMANCE.md, "Checkpoints").
     """
 
     build_model: Callable[..., Any]

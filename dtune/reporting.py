@@ -370,9 +370,14 @@ class DaskChannel(Channel):
         if self._orphaned(worker):
             raise self.abandoned()  # nobody wants its result (its driver went)
         self._seq += 1
-        before = self.to.before_first(step) if self._seq == 1 else self._sent_step
+        first = self._seq == 1
+        before = self.to.before_first(step) if first else self._sent_step
         at_rung = wait = self._wait and self.to.waits(before, step)
-        stop = self.to.judge_here(before, step, value) if wait else None
+        # A first report past the first rung, with no earlier run known, may come from a
+        # run that Dask started again (its worker died) from a checkpoint: the driver
+        # knows which rungs the trial passed, so it judges that one.
+        unsure = first and not self.to.recorded and step > min(self.to.wait_at or [math.inf])
+        stop = self.to.judge_here(before, step, value) if wait and not unsure else None
         if stop is not None:
             wait = False  # judged here: the report is only recorded
         self._sent_step = step

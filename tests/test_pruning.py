@@ -515,6 +515,21 @@ def test_a_run_resumed_from_a_checkpoint_is_judged_only_at_the_rungs_it_has_not_
         time.sleep(0.01)
     heard = [(m["step"], m["wait"], m["at_rung"]) for m in messages]
     assert heard == [(step, step == 6, step == 6) for step in range(5, 10)]
+
+    # Dask reran trial 6's task itself (its worker died): the worker does not know which
+    # steps the earlier run recorded, so the driver judges the first report, past rung 1.
+    (tmp_path / "s-6").write_text("4")
+    messages.clear()
+    to = ReportTo(topic, 6, True, (1.0, 3.0, 6.0), cutoffs=stop_all, study="s")
+    done = client.submit(
+        run_trial, objectives.resumable_curve, params, "value", report_to=to, pure=False
+    )
+    assert not done.result(timeout=20).pruned
+    deadline = time.monotonic() + 5
+    while len(messages) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    heard = [(m["step"], m["wait"], m["at_rung"]) for m in messages]
+    assert heard[0] == (5, True, True)
     client.unsubscribe_topic(topic)
 
 
