@@ -4,7 +4,8 @@ Runs the same Keras trials on the digits (TensorFlow on CPU) with ``resume=False
 ``resume=True``, alternately, for each model size. The trials run in this process under
 dtune's simulated cluster, which runs each objective under its trial
 (:func:`dtune.current_trial`), so the checkpoints are made as on a worker. Reports each
-setting's median wall time per trial, the checkpoint's size and the cost of one save.
+setting's median epoch (training, validation and dtune's callbacks, the checkpoint's
+write among them), their difference, and the checkpoint's size.
 
     python scripts/bench_checkpoint.py [--trials 5] [--epochs 27] [--units 16,1024]
 
@@ -48,31 +49,31 @@ def build(units: int) -> Any:
     return model
 
 
-def sizes(objective: KerasObjective, seen: list[int]) -> list[Any]:
-    """A callback that records the checkpoint's size after each epoch (it runs after
-    the objective's own, which writes it)."""
+def probe(objective: KerasObjective, epochs: list[float], sizes: list[int]) -> list[Any]:
+    """A callback that records each epoch's seconds, from its start to the end of the
+    objective's own callbacks (which write the checkpoint), and the checkpoint's size."""
     import tensorflow as tf
 
     trial = dtune.current_trial()
 
-    class Size(tf.keras.callbacks.Callback):
+    class Probe(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.began = time.perf_counter()
+
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            epochs.append(time.perf_counter() - self.began)
             if objective.resume and trial is not None:
-                seen.append(os.path.getsize(objective.checkpoint_path(trial)))
+                sizes.append(os.path.getsize(objective.checkpoint_path(trial)))
 
-    return [Size()]
+    return [Probe()]
 
 
-def one_trial(objective: KerasObjective, units: int) -> float:
-    """Wall seconds of one trial of ``objective``."""
+def one_trial(objective: KerasObjective, units: int) -> None:
     study = dtune.Study({"units": dtune.Categorical([units])}, objective_key="val_loss")
-    started = time.perf_counter()
     study.optimize(objective, 1, client=SimulatedCluster(1), progress=False, dashboard=False)
-    seconds = time.perf_counter() - started
     (trial,) = study.trials
     if trial.state is not dtune.TrialState.COMPLETE:
         raise RuntimeError(f"the trial did not complete: {trial.error}")
-    return seconds
 
 
 def main() -> None:
@@ -82,15 +83,17 @@ def main() -> None:
     parser.add_argument("--units", default="16,1024")
     args = parser.parse_args()
     print(
-        "| units | parameters | resume=False, s per trial | resume=True | ratio "
-        "| checkpoint MB | ms per save |"
+        "| units | parameters | epoch s, resume=False | resume=True | ratio "
+        "| ms per checkpoint | checkpoint MB |"
     )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for units in (int(u) for u in args.units.split(",")):
-            seen: list[int] = []
-            made = {
-                resume: KerasObjective(
+            epochs: dict[bool, list[float]] = {False: [], True: []}
+            sizes: list[int] = []
+            made = {}
+            for resume in (False, True):
+                objective = KerasObjective(
                     build,
                     load_digits_data,
                     epochs=args.epochs,
@@ -98,23 +101,18 @@ def main() -> None:
                     artifacts=folder,
                     resume=resume,
                 )
-                for resume in (False, True)
-            }
-            made = {
-                resume: o.with_settings(callbacks=functools.partial(sizes, o, seen))
-                for resume, o in made.items()
-            }
+                callbacks = functools.partial(probe, objective, epochs[resume], sizes)
+                made[resume] = objective.with_settings(callbacks=callbacks)
             one_trial(made[False], units)  # TensorFlow's start-up and the data, once
-            times: dict[bool, list[float]] = {False: [], True: []}
+            epochs[False].clear()
             for _ in range(args.trials):
                 for resume in (False, True):
-                    times[resume].append(one_trial(made[resume], units))
-            plain, resumed = (statistics.median(times[r]) for r in (False, True))
+                    one_trial(made[resume], units)
+            plain, resumed = (statistics.median(epochs[r]) for r in (False, True))
             params = build(units).count_params()
-            per_save = 1000 * (resumed - plain) / args.epochs
             print(
-                f"| {units} | {params:,} | {plain:.2f} | {resumed:.2f} | {resumed / plain:.2f} "
-                f"| {statistics.median(seen) / 1e6:.3f} | {per_save:.1f} |"
+                f"| {units} | {params:,} | {plain:.4f} | {resumed:.4f} | {resumed / plain:.3f} "
+                f"| {1000 * (resumed - plain):.1f} | {statistics.median(sizes) / 1e6:.3f} |"
             )
 
 
