@@ -185,7 +185,7 @@ class Channel:
 
     def __init__(self, number: int, study: str | None = None) -> None:
         self.number = number
-        self.study = study  # None: a trial outside a study (retrained, say)
+        self.study = study  # None: not told (current_trial then says None)
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.stopped = False
@@ -217,7 +217,8 @@ class Channel:
         :class:`TrialAbandoned` when nobody wants its result any more."""
         raise NotImplementedError
 
-    def abandoned(self) -> TrialAbandoned:
+    def _abandoned(self) -> TrialAbandoned:
+        """What :meth:`send` raises when the trial's task was cancelled."""
         return TrialAbandoned(
             f"trial {self.number} was abandoned at step {self.last_step}: its search is "
             "gone (its driver stopped or died); it runs again when the study resumes"
@@ -368,7 +369,7 @@ class DaskChannel(Channel):
         if self._key is None:
             self._key = worker.get_current_task()
         if self._orphaned(worker):
-            raise self.abandoned()  # nobody wants its result (its driver went)
+            raise self._abandoned()  # nobody wants its result (its driver went)
         self._seq += 1
         first = self._seq == 1
         before = self.to.before_first(step) if first else self._sent_step
@@ -403,7 +404,7 @@ class DaskChannel(Channel):
             worker.log_event(self.to.topic, message)
             while not self._answered.wait(_CHECK_S):
                 if self._orphaned(worker):
-                    raise self.abandoned()
+                    raise self._abandoned()
                 if time.perf_counter() - started > VERDICT_TIMEOUT_S:
                     self._wait = False  # no verdict: carry on, and stop asking
                     return False
@@ -440,7 +441,7 @@ class ChildChannel(Channel):
         self.conn.send((value, step, metrics))
         answer = self.conn.recv()
         if answer == _ABANDONED:
-            raise self.abandoned()
+            raise self._abandoned()
         return bool(answer)
 
 
