@@ -377,6 +377,9 @@ def test_a_joint_model_searches_real_workers_told_every_rung_value(client, tmp_p
     path = tmp_path / "s.db"
     # 12 random points, not 6: since EI improves on the model's lowest mean (run 20) the
     # model proposes few hopeless points, and with 6 a run pruned 5 (CI, session 25).
+    # Which of the random points are pruned depends on the order they reach rung 1 (the
+    # first ones there go on): 5-8 of 24 in twelve runs, six on session 28's code and six
+    # on the code before it, so the test asks for a third of the 12 (CI pruned 5).
     study = Study(
         SPACE,
         storage=path,
@@ -389,7 +392,7 @@ def test_a_joint_model_searches_real_workers_told_every_rung_value(client, tmp_p
     states = _states(study)
     assert sum(states.values()) == 24
     assert "FAILED" not in states
-    assert states.get("PRUNED", 0) >= 6, states
+    assert states.get("PRUNED", 0) >= 4, states
     assert abs(study.best_params["x"] - 0.3) < 0.15
     expected = []
     for t in study.trials:
