@@ -95,22 +95,13 @@ def build_digits_cnn(learning_rate: float, keep_prob: float, channels: int, pool
 
     keras = tf.keras
     pooling = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(2**channels, 3, padding="same", activation="relu"),
-            pooling(2),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(1.0 - keep_prob),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    layers = [
+        keras.layers.Conv2D(2**channels, 3, padding="same", activation="relu"),
+        pooling(2),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(1.0 - keep_prob),
+    ]
+    return _digits_classifier(keras, layers, learning_rate)
 
 
 def build_dense(learning_rate: float, units: int) -> object:
@@ -120,13 +111,15 @@ def build_dense(learning_rate: float, units: int) -> object:
 
     keras = tf.keras
     keras.utils.set_random_seed(0)
+    layers = [keras.layers.Flatten(), keras.layers.Dense(units, activation="relu")]
+    return _digits_classifier(keras, layers, learning_rate)
+
+
+def _digits_classifier(keras: Any, layers: list[Any], learning_rate: float) -> object:
+    """``layers`` between the 8×8 digits and a softmax over the 10 classes, compiled
+    with Adam."""
     model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(units, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
+        [keras.Input((8, 8, 1)), *layers, keras.layers.Dense(10, activation="softmax")]
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
