@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +291,13 @@ def main() -> int:
     )
     found["visible_gpus"] = visible_gpus()
     work = Path(tempfile.mkdtemp(prefix="dtune-gpu-check-"))
-    failures = check_cluster(args, work, found)
-    failures += check_local_gpu_cluster(found)
+    failures: list[str] = []
+    for check in (lambda: check_cluster(args, work, found), lambda: check_local_gpu_cluster(found)):
+        try:
+            failures += check()
+        except Exception:  # what was found so far is still written out
+            traceback.print_exc()
+            failures.append(traceback.format_exc(limit=1).strip().splitlines()[-1])
     found["failures"] = failures
     found["logs"] = str(work)
     Path(args.out).write_text(json.dumps(found, indent=2, default=str))
