@@ -23,7 +23,7 @@ from dtune.exceptions import (
     TrialAbandoned,
     TrialPruned,
 )
-from dtune.reporting import TrialContext, current_trial, report
+from dtune.reporting import TrialContext, checkpoint_file, current_trial, report
 from dtune.trial import Report, Trial, TrialState
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ __all__ = [
     "TrialPruned",
     "TrialState",
     "__version__",
+    "checkpoint_file",
     "current_trial",
     "load_study",
     "report",

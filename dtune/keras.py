@@ -39,14 +39,13 @@ import contextlib
 import hashlib
 import json
 import os
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dtune.exceptions import TrialAbandoned, TrialPruned
 from dtune.jsonable import jsonable
-from dtune.reporting import TrialContext, current_trial, report
+from dtune.reporting import TrialContext, checkpoint_file, current_trial, report
 
 if TYPE_CHECKING:
     from dtune.trial import Trial
@@ -56,6 +55,7 @@ __all__ = ["KerasObjective", "load_digits_data", "load_model"]
 Data = tuple[Any, Any, Any, Any]
 _DATA: dict[tuple[str, str], Data] = {}  # per worker process: data loaded once
 _configured = False
+_CHECKPOINT = ".npz"  # a resumable trial's checkpoint: artifacts/checkpoints/{key}.npz
 
 
 def _tensorflow() -> Any:
@@ -188,17 +188,25 @@ class KerasObjective:
         """Where ``trial``'s checkpoint is kept while it runs (``resume=True``)."""
         if self.artifacts is None:
             raise ValueError("no checkpoints without an artifacts folder")
-        name = f"{urllib.parse.quote(trial.study, safe='')}-{trial.number}.npz"
-        return os.path.join(self.artifacts, "checkpoints", name)
+        return os.path.join(self._checkpoints(), f"{trial.key}{_CHECKPOINT}")
+
+    def _checkpoints(self) -> str:
+        assert self.artifacts is not None
+        return os.path.join(self.artifacts, "checkpoints")
 
     def __call__(self, **params: Any) -> dict[str, Any]:
+        if not self.resume or current_trial() is None:
+            return self._train(params, None)
+        # Kept only when the trial was abandoned: it runs again when its study resumes.
+        with checkpoint_file(self._checkpoints(), _CHECKPOINT) as path:
+            return self._train(params, _Checkpoint(str(path)))
+
+    def _train(self, params: dict[str, Any], checkpoint: _Checkpoint | None) -> dict[str, Any]:
         tf = _tensorflow()
         _configure_gpus(tf)
         keras = tf.keras
         keras.backend.clear_session()
         x_train, y_train, x_val, y_val = _load(self.load_data)
-        trial = current_trial() if self.resume else None
-        checkpoint = None if trial is None else _Checkpoint(self.checkpoint_path(trial))
         saved = None if checkpoint is None else checkpoint.load()
         several = len(tf.config.list_logical_devices("GPU")) > 1
         with tf.distribute.MirroredStrategy().scope() if several else contextlib.nullcontext():
@@ -215,7 +223,6 @@ class KerasObjective:
         ours = [stop, reporter]
         if checkpoint is not None:
             ours.append(checkpoint.callback(keras, stop, reporter, saved))
-        abandoned = False
         try:
             history = model.fit(
                 x_train,
@@ -229,8 +236,7 @@ class KerasObjective:
                 **self.fit_kwargs,
             ).history
         except TrialAbandoned:
-            abandoned = True  # it runs again when the study resumes: keep its checkpoint
-            raise
+            raise  # its driver is gone: no result to return
         except TrialPruned:
             # Stopped by the study's pruner (the trial ends PRUNED whatever it returns):
             # keep the best model so far all the same, and say where it is.
@@ -246,9 +252,6 @@ class KerasObjective:
                 pruned["model_path"] = path
             keras.backend.clear_session()
             return pruned
-        finally:
-            if checkpoint is not None and not abandoned:
-                checkpoint.remove()
         if saved is not None:  # the epochs of its earlier runs first
             keys = dict.fromkeys([*saved.history, *history])
             history = {k: [*saved.history.get(k, []), *history.get(k, [])] for k in keys}
@@ -360,10 +363,6 @@ class _Checkpoint:
         with open(temporary, "wb") as file:
             np.savez(file, state=np.array(json.dumps(state)), **arrays)
         os.replace(temporary, self.path)
-
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
 
     def callback(self, keras: Any, stop: Any, reporter: Any, saved: _Saved | None) -> Any:
         """A Keras callback, after ``stop`` and ``reporter``: it puts back where they

@@ -34,11 +34,16 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
+import shutil
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from dtune.exceptions import TrialAbandoned, TrialPruned
@@ -138,6 +143,12 @@ class TrialContext:
     study: str
     number: int
 
+    @property
+    def key(self) -> str:
+        """``STUDY-NUMBER``, the study's name quoted for a file name: a name for what
+        the trial keeps across its runs (``checkpoints/{key}.pt``)."""
+        return f"{urllib.parse.quote(self.study, safe='')}-{self.number}"
+
 
 def current_trial() -> TrialContext | None:
     """The trial the calling objective runs as; None outside a trial of a search.
@@ -153,19 +164,66 @@ def current_trial() -> TrialContext | None:
     >>> current_trial() is None   # called by hand, outside a search
     True
 
-    In an objective::
-
-        context = dtune.current_trial()
-        path = f"checkpoints/{context.study}-{context.number}.npz" if context else None
-        start = load(path) if path and os.path.exists(path) else 0   # the last epoch saved
-        for epoch in range(start + 1, epochs + 1):
-            ...                                 # train one epoch, save to path
-            dtune.report(val_loss, epoch)
+    :func:`checkpoint_file` names a checkpoint by them, and removes it when the trial
+    is done with it.
     """
     channel = _current()
     if channel is None or channel.study is None:
         return None
     return TrialContext(channel.study, channel.number)
+
+
+@contextlib.contextmanager
+def checkpoint_file(directory: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """The path of the running trial's checkpoint, the same each time the trial runs:
+    ``directory/{current_trial().key}{suffix}`` (``directory`` is created).
+
+    The objective loads it if it exists and saves to it as it goes. It is removed (a
+    file, or a folder and what it holds) when the block ends: the trial returned,
+    raised or was pruned, and will not run again. It is kept when the trial was
+    abandoned (:class:`TrialAbandoned`: its driver is gone, and the trial runs again
+    when the study resumes), and a worker process that dies runs no cleanup, so Dask's
+    rerun of the trial finds it. Outside a search the path is a new one for each call,
+    removed the same way.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with checkpoint_file(tempfile.mkdtemp(), ".pt") as path:   # by hand: a new path
+    ...     _ = path.write_text("epoch 3")
+    >>> path.exists()
+    False
+
+    In an objective::
+
+        with dtune.checkpoint_file("/shared/checkpoints", ".pt") as path:
+            model, done = load(path) if path.exists() else (build(lr), 0)
+            for epoch in range(done + 1, epochs + 1):
+                val_loss = train_one_epoch(model)
+                dtune.report(val_loss, epoch)       # TrialPruned: the file goes too
+                save(model, epoch, path)            # to a temporary name, then renamed
+            return val_loss
+
+    Report an epoch before saving it: a worker that dies between the two has the epoch
+    trained and reported again, where the other order would leave its report missing.
+    """
+    trial = current_trial()
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"outside-a-search-{uuid.uuid4().hex}" if trial is None else trial.key
+    path = folder / f"{name}{suffix}"
+    abandoned = False
+    try:
+        yield path
+    except TrialAbandoned:
+        abandoned = True
+        raise
+    finally:
+        if not abandoned:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _current() -> Channel | None:

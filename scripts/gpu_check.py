@@ -10,7 +10,7 @@ with it; dtune itself does not need PyTorch). It runs, on 127.0.0.1:
    worker per GPU, each checked from inside a task (``CUDA_VISIBLE_DEVICES``, the
    ``GPU`` resource, the device PyTorch sees).
 3. An ASHA search on them, each trial training a network on the digits on its GPU,
-   reporting every epoch and saving a checkpoint under ``dtune.current_trial()``. One
+   reporting every epoch and saving a checkpoint in ``dtune.checkpoint_file``. One
    trial's worker process exits mid-trial (as a lost machine would); the Nanny starts a
    new one, Dask runs the trial again, and it goes on from its checkpoint.
 4. ``LocalGPUCluster()`` (the notebook path) on the GPUs it finds by itself.
@@ -91,41 +91,35 @@ def train(
         torch.nn.Linear(width, 10),
     ).to(on)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    path = Path(checkpoints) / f"{trial.study}-{trial.number}.pt"
-    done = 0
-    if path.exists():
-        saved = torch.load(path, map_location=on)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        done = saved["epoch"]
-        print(f"trial {trial.number}: resumed after epoch {done}", flush=True)
-    loss = float("inf")
-    for epoch in range(done + 1, epochs + 1):
-        if epoch == 4 and _first_to(dies, trial.number):
-            time.sleep(1.0)  # the reports of epochs 1-3 leave first
-            os._exit(1)
-        model.train()
-        for batch in torch.randperm(len(x_train), device=on).split(64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
-            optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            loss = float(torch.nn.functional.cross_entropy(model(x_val), y_val))
-        torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
-            path,
-        )
-        memory = torch.cuda.max_memory_allocated() if on.type == "cuda" else 0
-        try:
+    with dtune.checkpoint_file(checkpoints, ".pt") as path:  # gone when the trial ends
+        done = 0
+        if path.exists():
+            saved = torch.load(path, map_location=on)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            done = saved["epoch"]
+            print(f"trial {trial.number}: resumed after epoch {done}", flush=True)
+        loss = float("inf")
+        for epoch in range(done + 1, epochs + 1):
+            if epoch == 4 and _first_to(dies, trial.number):
+                time.sleep(1.0)  # the reports of epochs 1-3 leave first
+                os._exit(1)
+            model.train()
+            for batch in torch.randperm(len(x_train), device=on).split(64):
+                optimizer.zero_grad()
+                logits = model(x_train[batch])
+                torch.nn.functional.cross_entropy(logits, y_train[batch]).backward()
+                optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                loss = float(torch.nn.functional.cross_entropy(model(x_val), y_val))
+            memory = torch.cuda.max_memory_allocated() if on.type == "cuda" else 0
             dtune.report(loss, epoch, memory_mb=memory / 2**20)
-        except dtune.TrialAbandoned:
-            raise  # its driver is gone: the next run goes on from the checkpoint
-        except dtune.TrialPruned:
-            path.unlink()
-            raise
-    path.unlink(missing_ok=True)
-    return loss
+            temporary = path.parent / f"{path.name}.tmp"
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            torch.save({**state, "epoch": epoch}, temporary)
+            os.replace(temporary, path)
+        return loss
 
 
 def _first_to(marker: str, number: int) -> bool:

@@ -194,28 +194,42 @@ def knows_its_trial(x: float) -> dict[str, Any]:
 
 
 def resumable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.1) -> dict[str, Any]:
-    """:func:`learning_curve` with a checkpoint: after each report it saves the epoch it
-    reached in ``folder``, under its trial (:func:`dtune.current_trial`), and when it runs
-    again it goes on from the epoch saved. Told its search is gone, it leaves a mark."""
+    """:func:`learning_curve` with a checkpoint (:func:`dtune.checkpoint_file` in
+    ``folder``): after each report it saves the epoch it reached, and when it runs again
+    it goes on from the epoch saved. Told its search is gone, it leaves a mark."""
     import dtune
 
-    context = dtune.current_trial()
-    assert context is not None, "not in a trial"
-    path = os.path.join(folder, f"{context.study}-{context.number}")
-    resumed = 0
-    if os.path.exists(path):
-        with open(path) as file:
-            resumed = int(file.read())
-    loss = math.inf
-    for epoch in range(resumed + 1, epochs + 1):
-        time.sleep(nap)
-        loss = (x - 0.3) ** 2 + 0.5 / epoch
-        try:
+    assert dtune.current_trial() is not None, "not in a trial"
+    with dtune.checkpoint_file(folder) as path:
+        resumed = int(path.read_text()) if path.exists() else 0
+        loss = math.inf
+        for epoch in range(resumed + 1, epochs + 1):
+            time.sleep(nap)
+            loss = (x - 0.3) ** 2 + 0.5 / epoch
+            try:
+                dtune.report(loss, epoch)
+            except dtune.TrialAbandoned:
+                open(f"{path}-abandoned-at-{epoch}", "w").close()
+                raise
+            temporary = path.parent / f"{path.name}.tmp"
+            temporary.write_text(str(epoch))
+            temporary.replace(path)
+        return {"value": loss, "resumed_from": resumed}
+
+
+def checkpoints_a_folder(x: float, folder: str, epochs: int = 9) -> dict[str, Any]:
+    """A learning curve that keeps its checkpoint as a folder of files
+    (:func:`dtune.checkpoint_file`); fails in its first epoch where x > 0.8."""
+    import dtune
+
+    with dtune.checkpoint_file(folder, ".ckpt") as path:
+        loss = math.inf
+        for epoch in range(1, epochs + 1):
+            path.mkdir(exist_ok=True)
+            (path / "weights").write_text(str(epoch))
+            if x > 0.8:
+                raise RuntimeError(f"x={x} fails at epoch {epoch}")
+            loss = (x - 0.3) ** 2 + 0.5 / epoch
+            time.sleep(0.02)
             dtune.report(loss, epoch)
-        except dtune.TrialAbandoned:
-            open(f"{path}-abandoned-at-{epoch}", "w").close()
-            raise
-        with open(path + ".tmp", "w") as file:
-            file.write(str(epoch))
-        os.replace(path + ".tmp", path)
-    return {"value": loss, "resumed_from": resumed}
+        return {"value": loss, "path": str(path)}

@@ -5,11 +5,14 @@ fitted on the rung with enough values."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
 import random
 import sqlite3
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 
@@ -544,6 +547,54 @@ def test_an_objective_knows_the_study_and_number_of_its_trial(client, isolate):
         ("knows", n) for n in range(4)
     ]
     assert dtune.current_trial() is None  # not here, outside the trials
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_checkpoint_files_go_when_their_trials_end_pruned_complete_or_failed(
+    client, tmp_path, isolate
+):
+    folder = tmp_path / "checkpoints"
+    study = Study(
+        SPACE,
+        name="a study/1",
+        objective_key="value",
+        random_state=3,
+        n_initial_points=12,
+        pruner=ASHA(1, 9, 3),
+    )
+    objective = functools.partial(objectives.checkpoints_a_folder, folder=str(folder))
+    study.optimize(objective, 12, client=client, isolate=isolate, progress=False)
+    states = _states(study)
+    assert states.get("PRUNED"), states
+    assert states.get("COMPLETE"), states
+    assert states.get("FAILED"), states
+    # each trial's checkpoint was its own, named by study and number: a folder, removed
+    # with what it held whether the trial completed, was pruned or failed
+    for t in study.trials:
+        if t.state is TrialState.COMPLETE:
+            assert t.metrics["path"] == str(folder / f"a%20study%2F1-{t.number}.ckpt")
+        assert (t.state is TrialState.FAILED) == (t.params["x"] > 0.8), t
+    assert list(folder.iterdir()) == []
+
+
+def test_a_checkpoint_file_outside_a_search_is_new_each_time_and_removed(tmp_path):
+    with dtune.checkpoint_file(tmp_path, ".pt") as first, dtune.checkpoint_file(tmp_path) as second:
+        assert first != second
+        assert first.parent == second.parent == tmp_path
+        first.write_text("epoch 1")
+        second.mkdir()
+        (second / "weights").write_text("epoch 1")
+    assert list(tmp_path.iterdir()) == []
+    kept = _abandoned_with_a_checkpoint(tmp_path)
+    assert kept.read_text() == "epoch 2"  # the trial runs again: it keeps its checkpoint
+
+
+def _abandoned_with_a_checkpoint(folder: Path) -> Path:
+    """The path of a checkpoint written in a block that its trial's abandonment left."""
+    with contextlib.suppress(dtune.TrialAbandoned), dtune.checkpoint_file(folder) as path:
+        path.write_text("epoch 2")
+        raise dtune.TrialAbandoned("its driver is gone")
+    return path
 
 
 def test_without_a_pruner_reports_are_recorded_and_every_trial_completes(client, tmp_path):

@@ -796,3 +796,5 @@ def test_trials_running_when_the_driver_is_killed_resume_from_their_checkpoints(
             assert trial.last_step > before[n][0][0]
             if trial.state is TrialState.COMPLETE:
                 assert 1 <= trial.metrics["resumed_from"] <= len(before[n]) + 1
+    # every trial ended, so every checkpoint went with it (the marks stay)
+    assert [p.name for p in folder.iterdir() if "-abandoned-at-" not in p.name] == []
