@@ -51,6 +51,7 @@ from dtune.reporting import (
     deliver,
     deliver_cutoffs,
     forward,
+    remove_checkpoint,
 )
 
 logger = logging.getLogger("dtune")
@@ -192,9 +193,10 @@ def _wait_for_child(
     conn: Any,
     channel: Channel | None,
     timeout: float | None,
+    held: list[str],
 ) -> int:
-    """The child's exit status, answering its reports meanwhile; raises
-    ``TimeoutExpired`` after ``timeout`` seconds."""
+    """The child's exit status, answering its reports meanwhile (and noting in ``held``
+    the checkpoints it holds); raises ``TimeoutExpired`` after ``timeout`` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while conn is not None:
         left = None if deadline is None else deadline - time.monotonic()
@@ -202,7 +204,7 @@ def _wait_for_child(
             raise subprocess.TimeoutExpired(child.args, timeout or 0.0)
         try:
             if conn.poll(0.05 if left is None else min(0.05, left)):
-                forward(conn, channel)
+                forward(conn, channel, held)
                 continue
         except (EOFError, OSError):
             break  # the child closed its end: it is exiting
@@ -211,6 +213,11 @@ def _wait_for_child(
             return code
     left = None if deadline is None else max(0.0, deadline - time.monotonic())
     return child.wait(left)
+
+
+def _remove_checkpoints(paths: list[str]) -> None:
+    for path in paths:
+        remove_checkpoint(path)
 
 
 def _call_in_child(
@@ -252,11 +259,13 @@ def _call_in_child(
         assert child.stdin is not None
         with child.stdin:
             child.stdin.write(payload)
+        held: list[str] = []  # checkpoints the child keeps (dtune.checkpoint_file)
         try:
-            code = _wait_for_child(child, conn, channel, timeout)
+            code = _wait_for_child(child, conn, channel, timeout, held)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+            _remove_checkpoints(held)  # the trial fails: it will not run again
             return None, (
                 f"TrialTimeout: the trial ran past trial_timeout={timeout:g} s; its process "
                 "was killed"
@@ -265,6 +274,7 @@ def _call_in_child(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)  # anything it left running
         if code != 0 or not os.path.exists(result_path):
+            _remove_checkpoints(held)
             return None, f"the trial's process {_describe_exit(code)} before returning a result"
         with open(result_path, "rb") as file:
             result: tuple[Any, str | None] = pickle.load(file)

@@ -183,8 +183,10 @@ def checkpoint_file(directory: str | os.PathLike[str], suffix: str = "") -> Iter
     raised or was pruned, and will not run again. It is kept when the trial was
     abandoned (:class:`TrialAbandoned`: its driver is gone, and the trial runs again
     when the study resumes), and a worker process that dies runs no cleanup, so Dask's
-    rerun of the trial finds it. Outside a search the path is a new one for each call,
-    removed the same way.
+    rerun of the trial finds it. An isolated trial (``isolate=True``, ``trial_timeout``)
+    whose process is killed (past its time) or dies fails, and the worker removes its
+    checkpoint. Outside a search the path is a new one for each call, removed the same
+    way.
 
     Examples
     --------
@@ -212,6 +214,9 @@ def checkpoint_file(directory: str | os.PathLike[str], suffix: str = "") -> Iter
     folder.mkdir(parents=True, exist_ok=True)
     name = f"outside-a-search-{uuid.uuid4().hex}" if trial is None else trial.key
     path = folder / f"{name}{suffix}"
+    channel = _current()
+    if channel is not None:
+        channel.hold(str(path))
     abandoned = False
     try:
         yield path
@@ -220,10 +225,16 @@ def checkpoint_file(directory: str | os.PathLike[str], suffix: str = "") -> Iter
         raise
     finally:
         if not abandoned:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove_checkpoint(path)
+
+
+def remove_checkpoint(path: str | os.PathLike[str]) -> None:
+    """Remove a checkpoint: a file, or a folder and what it holds; gone already is fine."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def _current() -> Channel | None:
@@ -274,6 +285,11 @@ class Channel:
         """Deliver one report; True if the trial must stop. Raises
         :class:`TrialAbandoned` when nobody wants its result any more."""
         raise NotImplementedError
+
+    def hold(self, path: str) -> None:
+        """The trial keeps a checkpoint at ``path`` (:func:`checkpoint_file`). Only an
+        isolated trial's channel passes it on: its process can be killed before it
+        removes the checkpoint itself."""
 
     def _abandoned(self) -> TrialAbandoned:
         """What :meth:`send` raises when the trial's task was cancelled."""
@@ -502,14 +518,23 @@ class ChildChannel(Channel):
             raise self._abandoned()
         return bool(answer)
 
+    def hold(self, path: str) -> None:
+        self.conn.send(path)  # unanswered: the worker removes it if this process is killed
+
 
 _ABANDONED = 2  # forward's answer besides stop (True) and carry on (False)
 
 
-def forward(conn: Connection, channel: Channel | None) -> None:
+def forward(conn: Connection, channel: Channel | None, held: list[str] | None = None) -> None:
     """Answer one report waiting on ``conn`` from a child's :class:`ChildChannel`,
-    through ``channel`` (the worker's), or with "carry on" if there is none."""
-    value, step, metrics = conn.recv()
+    through ``channel`` (the worker's), or with "carry on" if there is none; a path the
+    child holds a checkpoint at goes to ``held``, unanswered."""
+    message = conn.recv()
+    if isinstance(message, str):
+        if held is not None:
+            held.append(message)
+        return
+    value, step, metrics = message
     answer: bool | int = False
     if channel is not None:
         try:

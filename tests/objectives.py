@@ -217,6 +217,19 @@ def resumable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.1) ->
         return {"value": loss, "resumed_from": resumed}
 
 
+def checkpoints_then_dies(x: float, folder: str, how: str) -> float:
+    """Saves a checkpoint (:func:`dtune.checkpoint_file`), reports, then hangs
+    (``how="hangs"``, for a ``trial_timeout`` to kill) or exits its process at once."""
+    import dtune
+
+    with dtune.checkpoint_file(folder, ".ckpt") as path:
+        path.write_text("epoch 1")
+        dtune.report(x, 1)
+        if how == "hangs":
+            time.sleep(60)
+        os._exit(3)
+
+
 def checkpoints_a_folder(x: float, folder: str, epochs: int = 9) -> dict[str, Any]:
     """A learning curve that keeps its checkpoint as a folder of files
     (:func:`dtune.checkpoint_file`); fails in its first epoch where x > 0.8."""

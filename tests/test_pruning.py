@@ -577,6 +577,22 @@ def test_checkpoint_files_go_when_their_trials_end_pruned_complete_or_failed(
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize("how", ["hangs", "exits"])
+def test_an_isolated_trial_killed_past_its_time_or_dead_leaves_no_checkpoint(client, tmp_path, how):
+    folder = tmp_path / "checkpoints"
+    study = Study(SPACE, name="killed", random_state=0, n_initial_points=2)
+    objective = functools.partial(objectives.checkpoints_then_dies, folder=str(folder), how=how)
+    timeout = 2.0 if how == "hangs" else None
+    study.optimize(objective, 2, client=client, isolate=True, trial_timeout=timeout, progress=False)
+    assert _states(study) == {"FAILED": 2}
+    why = "TrialTimeout" if how == "hangs" else "exited with status 3"
+    assert all(why in (t.error or "") for t in study.trials), [t.error for t in study.trials]
+    # the child process could not remove its checkpoint: the worker did, as the trial
+    # failed and will not run again
+    assert folder.is_dir()
+    assert list(folder.iterdir()) == []
+
+
 def test_a_checkpoint_file_outside_a_search_is_new_each_time_and_removed(tmp_path):
     with dtune.checkpoint_file(tmp_path, ".pt") as first, dtune.checkpoint_file(tmp_path) as second:
         assert first != second
