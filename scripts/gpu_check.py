@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -275,6 +276,8 @@ def main() -> int:
         help="cpu: a dry run with no GPU (set CUDA_VISIBLE_DEVICES to the ids to pretend)",
     )
     args = parser.parse_args()
+    if importlib.util.find_spec("torch") is None:
+        parser.error("the check's trials train with PyTorch: install torch (with CUDA) first")
 
     found: dict[str, Any] = {}
     nvidia_smi = shutil.which("nvidia-smi")
