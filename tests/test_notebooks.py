@@ -53,6 +53,7 @@ def test_the_notebook_runs_without_error(path, tmp_path):
         assert "reloaded" in text
         assert "GPU-time saved by ASHA" in text
         assert "PRUNED" in text
+        assert "checkpoints left: []" in text  # resume=True: each went with its trial
     else:
         assert "INTERRUPTED" in text
         assert "'COMPLETE': 30" in text
