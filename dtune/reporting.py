@@ -525,14 +525,13 @@ class ChildChannel(Channel):
 _ABANDONED = 2  # forward's answer besides stop (True) and carry on (False)
 
 
-def forward(conn: Connection, channel: Channel | None, held: list[str] | None = None) -> None:
+def forward(conn: Connection, channel: Channel | None, held: list[str]) -> None:
     """Answer one report waiting on ``conn`` from a child's :class:`ChildChannel`,
     through ``channel`` (the worker's), or with "carry on" if there is none; a path the
     child holds a checkpoint at goes to ``held``, unanswered."""
     message = conn.recv()
     if isinstance(message, str):
-        if held is not None:
-            held.append(message)
+        held.append(message)
         return
     value, step, metrics = message
     answer: bool | int = False

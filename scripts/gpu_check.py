@@ -199,15 +199,14 @@ def check_cluster(args: argparse.Namespace, work: Path, found: dict[str, Any]) -
         wall = time.time() - called
         trials = study.trials
         states = collections.Counter(t.state.value for t in trials)
+        worker_s = sum(t.duration or 0.0 for t in trials)
         found["search"] = {
             "trials": len(trials),
             "states": dict(states),
             "wall_s_from_the_call": round(wall, 2),
-            "worker_s": round(sum(t.duration or 0.0 for t in trials), 2),
+            "worker_s": round(worker_s, 2),
             "utilization": round(utilization(trials), 3),
-            "utilization_from_the_call": round(
-                sum(t.duration or 0.0 for t in trials) / (wall * n_gpus), 3
-            ),
+            "utilization_from_the_call": round(worker_s / (wall * n_gpus), 3),
             "best_value": study.best_trial.value,
             "devices": sorted({str(t.device) for t in trials}),
             "max_memory_mb": max(
