@@ -21,6 +21,7 @@ from dtune.exceptions import (
     StorageError,
     StudyNotFoundError,
     TrialAbandoned,
+    TrialPaused,
     TrialPruned,
 )
 from dtune.reporting import TrialContext, checkpoint_file, current_trial, report
@@ -86,6 +87,7 @@ __all__ = [
     "Trial",
     "TrialAbandoned",
     "TrialContext",
+    "TrialPaused",
     "TrialPruned",
     "TrialState",
     "__version__",

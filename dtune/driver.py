@@ -198,16 +198,24 @@ class _Progress:
         self._bar = tqdm(
             total=total, desc=f"dtune {ledger.name}", unit="trial", disable=not enabled
         )
-        self.failed = self.pruned = 0
+        self.failed = 0
+        self.early: dict[int, TrialState] = {}  # pruned or paused, by number
+        self._counted: set[int] = set()  # the bar counts a trial's first end only
         top = ledger.top(1)  # then kept up to date from each finished trial
         self._best = top[0].value if top else None
 
     def update(self, finished: Sequence[Trial], running: int) -> None:
         self.failed += sum(t.state is TrialState.FAILED for t in finished)
-        self.pruned += sum(t.state is TrialState.PRUNED for t in finished)
+        for t in finished:
+            if t.state.is_stopped_early():
+                self.early[t.number] = t.state
+            else:
+                self.early.pop(t.number, None)  # a promoted trial that completed
         postfix: dict[str, Any] = {"running": running, "failed": self.failed}
-        if self.pruned:
-            postfix["pruned"] = self.pruned
+        for state in (TrialState.PRUNED, TrialState.PAUSED):
+            count = sum(s is state for s in self.early.values())
+            if count:
+                postfix[state.value.lower()] = count
         to_minimize = self._ledger.to_minimize
         for t in finished:
             if t.state is not TrialState.COMPLETE or t.value is None:
@@ -217,7 +225,9 @@ class _Progress:
         if self._best is not None:
             postfix["best"] = f"{self._best:.6g}"
         self._bar.set_postfix(postfix, refresh=False)
-        self._bar.update(len(finished))
+        new = {t.number for t in finished} - self._counted
+        self._counted |= new
+        self._bar.update(len(new))
 
     def close(self) -> None:
         self._bar.close()
@@ -242,6 +252,8 @@ class _Search:
         self.deadline = None if settings.timeout is None else backend.now() + settings.timeout
         self.running: set[int] = set()
         self.retry: list[int] = []
+        # Trials a promotion-type ASHA paused, which it may promote to run on.
+        self.paused = {t.number for t in ledger.trials if t.state is TrialState.PAUSED}
         self.n_started = 0
         self.failures = self.consecutive_failures = 0
         self.durations: collections.deque[float] = collections.deque(maxlen=_RECENT_TRIALS)
@@ -297,14 +309,25 @@ class _Search:
             typical = statistics.median(self.durations)
             self.suggester.set_patience(max(_MIN_PATIENCE_S, _PATIENCE_SHARE * typical))
 
-    def _budget_left(self) -> bool:
+    def _may_start(self) -> bool:
+        """Whether trials may start (not stopped, in time): new ones within n_trials,
+        and paused ones that are promoted whatever the count."""
         if self.settings.stop is not None and self.settings.stop.is_set():
             return False
-        in_time = self.deadline is None or self.backend.now() < self.deadline
-        return in_time and self.n_started < self.settings.n_trials
+        return self.deadline is None or self.backend.now() < self.deadline
+
+    def _budget_left(self) -> bool:
+        return self._may_start() and self.n_started < self.settings.n_trials
+
+    def _promotion(self) -> int | None:
+        """A paused trial the pruner promotes now (a promotion-type ASHA), or None."""
+        pruner = self.settings.pruner
+        if self.rung_table is None or not self.paused or pruner is None or not pruner.promotes:
+            return None
+        return self.rung_table.promotable(self.paused)
 
     def _refill(self) -> None:
-        while self._budget_left():
+        while self._may_start():
             slots = self.backend.slots()
             self.suggester.set_slots(slots)
             free = slots - len(self.running)
@@ -315,25 +338,34 @@ class _Search:
             trials: list[Trial] = []
             with self.ledger.deferred_writes():
                 for _ in range(min(free, _START_BATCH)):
-                    if not self._budget_left():
-                        break
-                    if trials and not self.retry and not self.suggester.ready_now():
+                    if not self._may_start():
                         break
                     now = self.backend.now()
+                    promoted = None if self.retry else self._promotion()
                     if self.retry:
                         trial = self.ledger.restart(self.retry.pop(0), submitted=now)
                         self._count_rungs(trial)  # its earlier run's reports are gone
+                        self.n_started += 1
+                    elif promoted is not None:
+                        trial = self.ledger.resume(promoted, submitted=now)
+                        self.paused.discard(promoted)
+                    elif not self._budget_left():
+                        break
+                    elif trials and not self.suggester.ready_now():
+                        break
                     else:
                         wanted = min(free - len(trials), self.settings.n_trials - self.n_started)
                         # While it waits, reports of running trials are answered.
                         point = self.suggester.suggest(wanted, self._answer_reports)
                         params = self.ledger.space.to_params(point)
                         trial = self.ledger.start(params, submitted=now)
+                        self.n_started += 1
                     trials.append(trial)
-                    self.n_started += 1
             for trial in trials:
                 self.backend.submit(trial)
                 self.running.add(trial.number)
+            if not trials:
+                return  # nothing to start: the budget is spent and nothing is promoted
 
     def _answer_reports(self) -> None:
         self._judge(self.backend.take_reports())
@@ -392,6 +424,7 @@ class _Search:
             return []
         self.running.difference_update(number for number, _ in results)
         finished = self.ledger.finish(results)
+        self.paused.update(t.number for t in finished if t.state is TrialState.PAUSED)
         for trial in finished:
             if trial.state is TrialState.FAILED:
                 logger.warning(

@@ -14,6 +14,7 @@ __all__ = [
     "StudyNotFoundError",
     "TooManyFailuresError",
     "TrialAbandoned",
+    "TrialPaused",
     "TrialPruned",
 ]
 
@@ -60,3 +61,11 @@ class TrialAbandoned(TrialPruned):
     (:func:`dtune.current_trial`): keep its checkpoint. A subclass of
     :class:`TrialPruned`, so code that catches that one to clean up still stops; catch
     this one first to tell them apart."""
+
+
+class TrialPaused(TrialPruned):
+    """Raised by :func:`dtune.report` in a trial that a promotion-type
+    :class:`~dtune.ASHA` paused at a rung: the trial ends ``PAUSED``, and runs again
+    under its number, from the step after, if it is promoted (:func:`dtune.current_trial`).
+    Keep its checkpoint (:func:`dtune.checkpoint_file` does). A subclass of
+    :class:`TrialPruned`, so code that catches that one to clean up still stops."""

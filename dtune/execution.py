@@ -83,7 +83,8 @@ _RECONNECT_S = 10.0
 @dataclass(frozen=True)
 class Outcome:
     """What one call of the objective produced, as the worker saw it. A ``pruned`` run
-    was stopped by the study's pruner; its value is the last one it reported."""
+    was stopped by the study's pruner; its value is the last one it reported. A
+    ``paused`` one (pruned too) was stopped at a rung by a promotion-type ASHA."""
 
     value: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +95,7 @@ class Outcome:
     host: str | None = None
     device: str | None = None
     pruned: bool = False
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -396,6 +398,7 @@ def run_trial(
         host=socket.gethostname(),
         device=os.environ.get("CUDA_VISIBLE_DEVICES"),
         pruned=pruned,
+        paused=pruned and channel is not None and channel.pauses,
     )
 
 
@@ -506,6 +509,7 @@ class DaskBackend:
         self.dashboard_link: str | None = client.dashboard_link
         self._ac = as_completed(loop=client.loop, with_results=False)
         self._running: dict[Future, int] = {}
+        self._runs: dict[int, int] = {}  # trial number -> runs submitted (their keys)
         self._slots, self._use_gpus = 0, False
         self._slots_checked = self._placed = -math.inf
         # Trials' reports arrive as Dask events on this topic, in the client's event loop.
@@ -585,9 +589,11 @@ class DaskBackend:
         return self._slots
 
     def submit(self, trial: Trial) -> None:
-        key = f"{self.key_prefix}-{trial.number}"
+        # A promoted trial runs again in this search: its own key for each run.
+        runs = self._runs[trial.number] = self._runs.get(trial.number, 0) + 1
+        key = f"{self.key_prefix}-{trial.number}" + ("" if runs == 1 else f"-{runs}")
         pruner = self.run.pruner
-        stops_at = pruner.stops_at(trial.number) if pruner is not None else None
+        stops_at = pruner.stops_for(trial) if pruner is not None else None
         report_to = ReportTo(
             self.topic,
             trial.number,
@@ -597,6 +603,7 @@ class DaskBackend:
             cutoffs=self._cutoffs,
             study=self.run.study,
             recorded=tuple(r.step for r in trial.reports),
+            pause=pruner is not None and pruner.promotes,
         )
         future = submit_trial(
             self.client,

@@ -153,6 +153,9 @@ class Ledger:
         self._claimed_at = -math.inf
         self._model_rung: int | None = None  # index into rungs; None: final values
         self._told_early: set[int] = set()  # trials the model was told at a lower rung
+        # Trials the model was told an imputed value of (pruned or paused below its rung):
+        # one told more of later (a paused trial promoted) sets the model over again.
+        self._told_imputed: set[int] = set()
         self._worst: float | None = None  # the worst value told at the model's rung
         # Per rung k below the model's: how much trials that reached both improved from
         # k to the model's rung (value there minus value at k), to impute pruned trials.
@@ -168,6 +171,7 @@ class Ledger:
         self._count_rungs()
         self._model_rung = self._pick_model_rung()
         self._told_early = set()
+        self._told_imputed = set()
 
     # -- views ----------------------------------------------------------------------------
 
@@ -263,6 +267,7 @@ class Ledger:
                 return self._joint_state()
             told, running = [], []
             self._told_early = set()
+            self._told_imputed = set()
             self._gains = {}
             for trial in self.trials:
                 point = self.point(trial)
@@ -287,11 +292,12 @@ class Ledger:
             self._worst = max((v for _, v in told), default=None)
             noise = [0.0] * len(told)
             for trial in self.trials:
-                if trial.state is TrialState.PRUNED and trial.number not in self._told_early:
+                if trial.state.is_stopped_early() and trial.number not in self._told_early:
                     point, (value, var) = self.point(trial), self._imputed(trial)
                     if point is not None and value is not None:
                         told.append((point, value))
                         noise.append(var)
+                        self._told_imputed.add(trial.number)
             return ModelState(told, running, len(self._trials), noise)
 
     def _joint_state(self) -> ModelState:
@@ -307,7 +313,7 @@ class Ledger:
             told += self._rung_results(trial)
             if trial.state is TrialState.RUNNING:
                 running.append((trial.number, point))
-            elif trial.state is not TrialState.PRUNED:
+            elif not trial.state.is_stopped_early():
                 value = self.told_value(trial)
                 if value is not None:
                     told.append((point, value))
@@ -381,10 +387,14 @@ class Ledger:
             self.name,
             "max" if self.model_rung is None else f"{self.model_rung:g}",
         )
+        self._start_over()
+        return True
+
+    def _start_over(self) -> None:
+        """The listeners start over from :meth:`model_state`."""
         state = self.model_state()
         for listener in self._listeners:
             listener.reset(state)
-        return True
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -466,13 +476,17 @@ class Ledger:
             for t in trials:
                 point = self.point(t)
                 if point is not None:
-                    told = None if t.state is TrialState.PRUNED else self.told_value(t)
+                    told = None if t.state.is_stopped_early() else self.told_value(t)
                     ended.append((t.number, point, told))
             for listener in self._listeners:
                 listener.finished(ended)
             return
         if self._refit_on_new_rung():
             return  # the listeners started over from the store, these trials included
+        if any(t.number in self._told_imputed for t in trials):
+            # A promoted trial's imputed value gives way to what it did next.
+            self._start_over()
+            return
         results, noise = [], {}
         for t in trials:
             point = self.point(t)
@@ -487,10 +501,16 @@ class Ledger:
                 told = self._told(self.rung_value(t, self._model_rung))
                 if told is not None:
                     self._add_gains(t, told)
-            if told is None and t.state is TrialState.PRUNED and t.number not in self._told_early:
+            if (
+                told is None
+                and t.state.is_stopped_early()
+                and t.number not in self._told_early
+            ):
                 # Stopped for doing worse than others: the model learns to avoid its point
                 # (told what its curve would reach) rather than propose it again.
                 told, noise[t.number] = self._imputed(t)
+                if told is not None:
+                    self._told_imputed.add(t.number)
             results.append((t.number, point, told))
         for listener in self._listeners:
             listener.finished(results, noise)
@@ -524,6 +544,29 @@ class Ledger:
                 params=old.params,
                 submitted=time.time() if submitted is None else submitted,
                 reports=old.reports,
+                earlier_s=old.earlier_s,
+            )
+            self._commit([trial])
+            self._started(trial)
+            return trial
+
+    def resume(self, number: int, *, submitted: float | None = None) -> Trial:
+        """Run a PAUSED trial on (a promotion-type ASHA promoted it), under its own
+        number and point, its reports kept: it goes on from the step after its last
+        one, or from the start, when its new run's reports replace them (:meth:`report`).
+        The seconds of its runs so far go to ``earlier_s``."""
+        with self._lock:
+            old = self._trials[number]
+            if old.state is not TrialState.PAUSED:
+                raise ValueError(f"trial {number} is {old.state.value}, not PAUSED")
+            trial = Trial(
+                number=number,
+                state=TrialState.RUNNING,
+                params=old.params,
+                worker=old.worker,
+                submitted=time.time() if submitted is None else submitted,
+                reports=old.reports,
+                earlier_s=old.duration or 0.0,
             )
             self._commit([trial])
             self._started(trial)
@@ -589,7 +632,9 @@ class Ledger:
             if k is not None and number not in self._told_early:
                 value = self.rung_value(trial, k)
                 point = self.point(trial)
-                if value is not None and point is not None:
+                if value is not None and number in self._told_imputed:
+                    self._start_over()  # a promoted trial: its value replaces the estimate
+                elif value is not None and point is not None:
                     self._told_early.add(number)
                     self._told(value)
                     self._add_gains(trial, value)
@@ -626,6 +671,8 @@ class Ledger:
                 failed = outcome.error is not None or outcome.value is None
                 if failed:
                     state = TrialState.FAILED
+                elif outcome.paused:
+                    state = TrialState.PAUSED
                 else:
                     state = TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE
                 finished.append(
@@ -643,6 +690,7 @@ class Ledger:
                         finished=outcome.finished,
                         error=(outcome.error or "no value") if failed else None,
                         reports=trial.reports,
+                        earlier_s=trial.earlier_s,
                     )
                 )
             if finished:
@@ -663,6 +711,7 @@ class Ledger:
                     submitted=self._trials[n].submitted,
                     error="interrupted: the driver stopped while this trial ran",
                     reports=self._trials[n].reports,
+                    earlier_s=self._trials[n].earlier_s,
                 )
                 for n in numbers
                 if self._trials[n].state is TrialState.RUNNING

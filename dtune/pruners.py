@@ -29,7 +29,7 @@ import bisect
 import math
 import numbers
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dtune.trial import Trial, TrialState
@@ -111,6 +111,20 @@ class Pruner(abc.ABC):
         """The group of trials that trial ``number`` is compared with (its Hyperband
         bracket; 0 for every trial of other rules)."""
         return 0
+
+    #: Whether a stop is a pause: the trial ends ``PAUSED`` and may be promoted
+    #: (:meth:`promotion`) to run on from where it paused.
+    promotes = False
+
+    def stops_for(self, trial: Trial) -> list[float] | None:
+        """:meth:`stops_at` for the run of ``trial`` about to start: a promoted trial
+        is not stopped again at the rungs it passed."""
+        return self.stops_at(trial.number)
+
+    def promotion(self, trials: Sequence[Trial], minimize: bool) -> int | None:
+        """The number of a ``PAUSED`` trial to run on from where it paused, before a
+        new configuration starts; None if none should be (or the rule never pauses)."""
+        return None
 
     def cutoffs(
         self, trials: Sequence[Trial], minimize: bool
@@ -219,6 +233,24 @@ class RungTable:
         self._of[trial.number] = values
         return True
 
+    def promotable(self, paused: Iterable[int]) -> int | None:
+        """Of the ``paused`` trials, the one to promote (:meth:`ASHA.promotion`): at the
+        highest rung where one ranks among the top ⌊n/η⌋ of the rung's n values, the
+        best; None if none does. A look-up per paused trial."""
+        best: dict[int, tuple[float, int]] = {}  # rung index -> (value, number)
+        for number in paused:
+            values = self._of.get(number)
+            if not values:
+                continue
+            k = len(values) - 1  # the rung it paused at
+            if k >= len(self._ladders[0]):
+                continue
+            at = self._sorted[(0, self._ladders[0][k])]
+            kept = int(len(at) // self._pruner.reduction_factor)
+            if kept and values[k] <= at[kept - 1] and (values[k], number) < best.get(k, (math.inf, 0)):
+                best[k] = (values[k], number)
+        return best[max(best)][1] if best else None
+
     def cutoffs(self) -> dict[tuple[int, float], float]:
         """Per (group, rung) with at least :data:`LOCAL_AFTER` values, the largest value
         (to minimize) that :func:`_in_top` keeps against them: the m-th smallest, m being
@@ -229,6 +261,14 @@ class RungTable:
                 m = _kept(len(at) + 1, self._fraction)
                 cutoffs[key] = math.inf if m > len(at) else at[m - 1]
         return cutoffs
+
+
+class _PauseTable(RungTable):
+    """A promotion-type ASHA's :class:`RungTable`: every trial pauses at a rung it
+    reaches, so a cutoff that no value passes lets the workers pause it at once."""
+
+    def cutoffs(self) -> dict[tuple[int, float], float]:
+        return {(0, rung): -math.inf for rung in self._ladders[0]}
 
 
 class _Rungs(Pruner):
@@ -266,7 +306,7 @@ class _Rungs(Pruner):
 
 
 class ASHA(_Rungs):
-    """Asynchronous successive halving, stopping variant.
+    """Asynchronous successive halving (Li et al. 2020), stopping or promotion variant.
 
     Parameters
     ----------
@@ -276,8 +316,18 @@ class ASHA(_Rungs):
         The full resource (the objective's ``epochs``, say); trials that get there
         complete.
     reduction_factor
-        η ≥ 2: rungs lie at ``min_resource·η^k``, and a trial continues past a rung if
-        it is in the top 1/η of the values recorded there so far.
+        η ≥ 2: rungs lie at ``min_resource·η^k``.
+    variant
+        ``"stopping"`` (the default): a trial continues past a rung if it is in the top
+        1/η of the values recorded there so far, and stops (``PRUNED``) otherwise.
+        ``"promotion"``: every trial pauses at each rung below the top (``PAUSED``,
+        :class:`dtune.TrialPaused`); a free worker first runs on the paused trial that
+        ranks best among the top ⌊n/η⌋ of the n values at its rung, the highest rung
+        first, and starts a new configuration only when no paused trial ranks there.
+        A promoted trial runs again under its number, and goes on from its checkpoint
+        (:func:`dtune.checkpoint_file`) or retrains from the start; only the rungs
+        above the one it paused at stop it. Trials still paused when a search ends
+        stay ``PAUSED``, and may be promoted when the study resumes.
 
     Examples
     --------
@@ -289,10 +339,58 @@ class ASHA(_Rungs):
     Traceback (most recent call last):
     ...
     ValueError: min_resource=5 must be smaller than max_resource=2
+    >>> ASHA(1, 9, 3, variant="promotion")
+    ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion')
     """
 
+    def __init__(
+        self,
+        min_resource: float = 1,
+        max_resource: float = 27,
+        reduction_factor: float = 3,
+        variant: str = "stopping",
+    ) -> None:
+        super().__init__(min_resource, max_resource, reduction_factor)
+        if variant not in ("stopping", "promotion"):
+            raise ValueError(f"variant={variant!r} must be 'stopping' or 'promotion'")
+        self.variant = variant
+        self.promotes = variant == "promotion"
+
     def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
+        if self.promotes:  # every rung below the top that the run reaches pauses it
+            return _crossed(trial, self._ladder) is not None
         return _rung_says_stop(trial, trials, self._ladder, self.reduction_factor, minimize)
+
+    def stops_for(self, trial: Trial) -> list[float] | None:
+        if not self.promotes:
+            return self.stops_at(trial.number)
+        return [r for r in self._ladder[:-1] if value_at(trial, r) is None]
+
+    def promotion(self, trials: Sequence[Trial], minimize: bool) -> int | None:
+        """The paused trial to promote (see the class's description), or None.
+
+        >>> from dtune.trial import Report
+        >>> def paused(n, value):
+        ...     return Trial(number=n, state=TrialState.PAUSED, params={},
+        ...                  reports=(Report(1, value),))
+        >>> asha = ASHA(1, 9, 3, variant="promotion")
+        >>> asha.promotion([paused(0, 0.5), paused(1, 0.2)], minimize=True) is None  # ⌊2/3⌋ = 0
+        True
+        >>> asha.promotion([paused(0, 0.5), paused(1, 0.2), paused(2, 0.9)], minimize=True)
+        1
+        """
+        if not self.promotes:
+            return None
+        table = self.rung_table(minimize)
+        for trial in trials:
+            table.update(trial)
+        return table.promotable(t.number for t in trials if t.state is TrialState.PAUSED)
+
+    def rung_table(self, minimize: bool) -> RungTable:
+        return _PauseTable(self, minimize) if self.promotes else RungTable(self, minimize)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "variant": self.variant}
 
 
 def _rung_says_stop(

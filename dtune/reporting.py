@@ -46,7 +46,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from dtune.exceptions import TrialAbandoned, TrialPruned
+from dtune.exceptions import TrialAbandoned, TrialPaused, TrialPruned
 from dtune.jsonable import jsonable
 
 __all__ = [
@@ -98,6 +98,10 @@ def report(value: float, step: int, **metrics: Any) -> None:
         When the study's pruner decided the trial should stop. Let it propagate, or
         catch it to clean up or save a checkpoint; either way the trial ends ``PRUNED``
         with this value.
+    TrialPaused
+        (A :class:`TrialPruned`.) When a promotion-type ASHA paused the trial at a rung:
+        it ends ``PAUSED`` with this value, and runs again from the step after if it is
+        promoted. Keep its checkpoint.
     TrialAbandoned
         (A :class:`TrialPruned`.) When the trial's search is gone (its driver stopped or
         died): nothing will record its result, and it runs again when the study resumes
@@ -182,7 +186,9 @@ def checkpoint_file(directory: str | os.PathLike[str], suffix: str = "") -> Iter
     file, or a folder and what it holds) when the block ends: the trial returned,
     raised or was pruned, and will not run again. It is kept when the trial was
     abandoned (:class:`TrialAbandoned`: its driver is gone, and the trial runs again
-    when the study resumes), and a worker process that dies runs no cleanup, so Dask's
+    when the study resumes) or paused (:class:`TrialPaused`: it runs again if a
+    promotion-type ASHA promotes it, whether the objective let the exception out or
+    caught it), and a worker process that dies runs no cleanup, so Dask's
     rerun of the trial finds it. An isolated trial (``isolate=True``, ``trial_timeout``)
     whose process is killed (past its time) or dies fails, and the worker removes its
     checkpoint. Outside a search the path is a new one for each call, removed the same
@@ -224,7 +230,8 @@ def checkpoint_file(directory: str | os.PathLike[str], suffix: str = "") -> Iter
         abandoned = True
         raise
     finally:
-        if not abandoned:
+        paused = channel is not None and channel.paused
+        if not (abandoned or paused):
             remove_checkpoint(path)
 
 
@@ -250,19 +257,33 @@ def _current() -> Channel | None:
 
 class Channel:
     """A running trial's side of its reports: checks the order of steps, remembers the
-    last report, and raises :class:`TrialPruned` once the driver says stop."""
+    last report, and raises :class:`TrialPruned` once the driver says stop
+    (:class:`TrialPaused` if its stops are pauses: ``pauses``)."""
 
-    def __init__(self, number: int, study: str | None = None) -> None:
+    def __init__(self, number: int, study: str | None = None, pauses: bool = False) -> None:
         self.number = number
         self.study = study  # None: not told (current_trial then says None)
+        self.pauses = pauses  # a stop is a pause (a promotion-type ASHA)
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.stopped = False
 
+    @property
+    def paused(self) -> bool:
+        """Whether the trial was told to stop, and the stop is a pause."""
+        return self.stopped and self.pauses
+
+    def _stop(self, step: int | None, value: float | None = None) -> TrialPruned:
+        """What :meth:`report` raises once the trial is told to stop."""
+        what = "paused" if self.pauses else "pruned"
+        at = f"at step {step}" + ("" if value is None else f" (value {value:g})")
+        kind = TrialPaused if self.pauses else TrialPruned
+        return kind(f"trial {self.number} was {what} {at} by the study's pruner")
+
     def report(self, value: float, step: int, metrics: dict[str, Any]) -> None:
         """Send one report (checked by :func:`report`); raises ``TrialPruned`` on a stop."""
         if self.stopped:
-            raise TrialPruned(f"trial {self.number} was pruned at step {self.last_step}")
+            raise self._stop(self.last_step)
         if self.last_step is not None and step <= self.last_step:
             raise ValueError(
                 f"dtune.report: step {step} of trial {self.number} does not come after its "
@@ -276,10 +297,7 @@ class Channel:
             raise
         if stop:
             self.stopped = True
-            raise TrialPruned(
-                f"trial {self.number} was pruned at step {step} (value {value:g}) by the "
-                "study's pruner"
-            )
+            raise self._stop(step, value)
 
     def send(self, value: float, step: int, metrics: dict[str, Any]) -> bool:
         """Deliver one report; True if the trial must stop. Raises
@@ -363,7 +381,7 @@ class ReportTo:
     cutoff the worker knows is judged there; ``group`` picks the trial's cutoffs.
     ``study`` names the trial's study (:func:`current_trial`); ``recorded`` holds the
     steps an earlier run of the trial reported, which a run that resumes from a
-    checkpoint goes on from."""
+    checkpoint goes on from. With ``pause``, a stop is a pause (:class:`TrialPaused`)."""
 
     topic: str
     number: int
@@ -373,6 +391,7 @@ class ReportTo:
     cutoffs: Cutoffs | None = None
     study: str | None = None
     recorded: tuple[int, ...] = ()
+    pause: bool = False
 
     def waits(self, before: float, step: float) -> bool:
         """Whether a report at ``step``, after one at ``before``, waits for a verdict.
@@ -420,7 +439,7 @@ class DaskChannel(Channel):
     :func:`deliver`."""
 
     def __init__(self, to: ReportTo) -> None:
-        super().__init__(to.number, to.study)
+        super().__init__(to.number, to.study, pauses=to.pause)
         self.to = to
         if to.cutoffs is not None:
             _learn(to.topic, to.cutoffs)
@@ -516,13 +535,17 @@ class ChildChannel(Channel):
         answer = self.conn.recv()
         if answer == _ABANDONED:
             raise self._abandoned()
+        if answer == _PAUSED:
+            self.pauses = True
         return bool(answer)
 
     def hold(self, path: str) -> None:
         self.conn.send(path)  # unanswered: the worker removes it if this process is killed
 
 
-_ABANDONED = 2  # forward's answer besides stop (True) and carry on (False)
+# forward's answers besides stop (True) and carry on (False)
+_ABANDONED = 2
+_PAUSED = 3
 
 
 def forward(conn: Connection, channel: Channel | None, held: list[str]) -> None:
@@ -540,6 +563,8 @@ def forward(conn: Connection, channel: Channel | None, held: list[str]) -> None:
             channel.report(value, step, metrics)
         except TrialAbandoned:
             answer = _ABANDONED
+        except TrialPaused:
+            answer = _PAUSED
         except TrialPruned:
             answer = True
     conn.send(answer)

@@ -1,7 +1,8 @@
 """Early stopping at equal worker time: dtune without a pruner, with ASHA and with
-Hyperband, random points with ASHA, and ASHA with a joint model (``asha-joint``: one GP
-over configuration and resource, ``resource_model="joint"``, as MOBSTER), on synthetic
-learning curves run by 8 workers of a local Dask cluster (the same cluster for every
+Hyperband, random points with ASHA, ASHA with a joint model (``asha-joint``: one GP
+over configuration and resource, ``resource_model="joint"``, as MOBSTER) and ASHA's
+promotion variant (``asha-promotion``: trials pause at each rung and the best are
+promoted, resuming as if from a checkpoint), on synthetic learning curves run by 8 workers of a local Dask cluster (the same cluster for every
 method, one after the other).
 
 Each trial "trains" for up to ``--epochs`` epochs. An epoch sleeps 0.5–1.5 × ``--epoch``
@@ -123,11 +124,12 @@ METHODS = (
     "hyperband",
     "random+asha",
     "asha-joint",
+    "asha-promotion",
     "optuna-tpe+sh",
     "optuna-tpe+hyperband",
 )
 # the methods --simulated runs
-_SIMULATED = ("none", "asha", "hyperband", "random+asha", "asha-joint")
+_SIMULATED = ("none", "asha", "hyperband", "random+asha", "asha-joint", "asha-promotion")
 # leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x)
 CURVES = ("leftover", "exact")
 _SIM_START = 1e9  # the simulated clock's start
@@ -407,6 +409,7 @@ def run(
         "hyperband": dtune.Hyperband(*rungs),
         "random+asha": dtune.ASHA(*rungs),
         "asha-joint": dtune.ASHA(*rungs),
+        "asha-promotion": dtune.ASHA(*rungs, variant="promotion"),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
     if method.endswith("-joint"):  # one GP over configuration and resource (MOBSTER's)
@@ -417,10 +420,18 @@ def run(
     # Simulated: the epochs take no time here; the cluster's clock takes them.
     epoch_s = 0.0 if args.simulated else args.epoch
     objective = functools.partial(learning_curve, problem, args.epochs, epoch_s, args.curves)
-    spent = [0.0]
+    # The best full-budget value after each run that ends, against the worker-seconds
+    # spent so far (a promoted trial's runs each count when they end).
+    spent, best, curve = [0.0], [math.inf], []
+    counted: dict[int, float] = {}
 
     def budget(study: dtune.Study, trial: dtune.Trial) -> None:
-        spent[0] += trial.duration or 0.0
+        seconds = trial.duration or 0.0
+        spent[0] += seconds - counted.get(trial.number, 0.0)
+        counted[trial.number] = seconds
+        if trial.state is dtune.TrialState.COMPLETE and trial.value is not None:
+            best[0] = min(best[0], trial.value)
+        curve.append((spent[0], best[0] - minimum(problem)))
         if args.worker_budget is not None and spent[0] >= args.worker_budget:
             study.stop()
 
@@ -438,13 +449,6 @@ def run(
     trials.sort(key=lambda t: t.finished or 0.0)
     end = max(t.finished or 0.0 for t in trials)
     busy = sum(t.duration or 0.0 for t in trials)
-    # The best full-budget value after each trial, against worker-seconds spent so far.
-    spent, best, curve = 0.0, math.inf, []
-    for t in trials:
-        spent += t.duration or 0.0
-        if t.state is dtune.TrialState.COMPLETE and t.value is not None:
-            best = min(best, t.value)
-        curve.append((spent, best - minimum(problem)))
     # Decisions: the reports that wait for a verdict (those reaching one of the trial's
     # rungs); every report's time in dtune.report is counted apart.
     n_slots = args.workers if args.simulated else len(client.scheduler_info()["workers"])
@@ -459,7 +463,7 @@ def run(
         "curve": curve,
         "worker_s": busy,
         "trials": len(trials),
-        "pruned": sum(t.state is dtune.TrialState.PRUNED for t in trials),
+        "pruned": sum(t.state.is_stopped_early() for t in trials),  # or left paused
         "utilization": busy / (n_slots * (end - called)),
         "waits": waits,
         # judged on the worker by the rung's cutoff (a verdict from the driver is a round
@@ -813,7 +817,7 @@ def report(
         if not peers:
             continue
         best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))]
-        for method in (m for m in ("asha", "hyperband", "asha-joint") if m in methods):
+        for method in (m for m in ("asha", "hyperband", "asha-joint", "asha-promotion") if m in methods):
             level = sum(a <= b for a, b in zip(at[method], best_peer, strict=True))
             verdicts.append(
                 f"- {problem}, {method}: no worse than the best of {', '.join(peers)} "

@@ -246,3 +246,30 @@ def checkpoints_a_folder(x: float, folder: str, epochs: int = 9) -> dict[str, An
             time.sleep(0.02)
             dtune.report(loss, epoch)
         return {"value": loss, "path": str(path)}
+
+
+def pausable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.02) -> dict[str, Any]:
+    """:func:`resumable_curve` as a promotion-type ASHA wants it: paused at a rung
+    (:class:`dtune.TrialPaused`), it saves the epoch it reached before it leaves, and
+    goes on from the next one if promoted. Records the epoch each run started from."""
+    import dtune
+
+    with dtune.checkpoint_file(folder) as path:
+        resumed = int(path.read_text()) if path.exists() else 0
+        loss = math.inf
+
+        def save(epoch: int) -> None:
+            temporary = path.parent / f"{path.name}.tmp"
+            temporary.write_text(str(epoch))
+            temporary.replace(path)
+
+        for epoch in range(resumed + 1, epochs + 1):
+            time.sleep(nap)
+            loss = (x - 0.3) ** 2 + 0.5 / epoch
+            try:
+                dtune.report(loss, epoch)
+            except dtune.TrialPaused:
+                save(epoch)
+                raise
+            save(epoch)
+        return {"value": loss, "resumed_from": resumed}

@@ -54,6 +54,37 @@ def test_asha_keeps_the_top_third_at_each_rung_and_decides_only_at_rungs():
     assert not asha.should_stop(first, [*done, first], minimize=True)
 
 
+def test_promotion_asha_pauses_at_each_rung_and_promotes_the_best_of_the_top_third():
+    asha = ASHA(1, 9, 3, variant="promotion")
+    assert asha.promotes and not ASHA(1, 9, 3).promotes
+    paused = TrialState.PAUSED
+    # every rung below the top pauses the run that first reaches it, whatever its value
+    assert asha.should_stop(_trial(0, [0.1]), [], minimize=True)
+    assert not asha.should_stop(_trial(0, [0.1, 0.1]), [], minimize=True)
+    assert asha.should_stop(_trial(0, [0.1, 0.1, 0.1]), [], minimize=True)
+    # a promoted run is not stopped again at the rungs its trial passed
+    assert asha.stops_for(_trial(0, [])) == [1.0, 3.0]
+    assert asha.stops_for(_trial(0, [0.5], paused)) == [3.0]
+    assert asha.stops_for(_trial(0, [0.5, 0.4, 0.3], paused)) == []
+    # ⌊n/η⌋ of the n values at a rung may go on: none of 2, one of 3 to 5, two of 6
+    rung1 = [_trial(n, [v], paused) for n, v in enumerate([0.5, 0.2, 0.9, 0.7, 0.3])]
+    assert asha.promotion(rung1[:2], minimize=True) is None
+    assert asha.promotion(rung1, minimize=True) == 1
+    assert asha.promotion(rung1, minimize=False) == 2
+    # trial 1 went on and paused at rung 3: with 6 values at rung 1 the second best
+    # may go on too, but rung 3 comes first once it has 3 values
+    rung1[1] = _trial(1, [0.2, 0.15, 0.1], paused)
+    more = [*rung1, _trial(5, [0.25], paused)]
+    assert asha.promotion(more, minimize=True) == 5
+    running = [_trial(6, [0.3, 0.2, 0.3]), _trial(7, [0.4, 0.3, 0.4])]
+    assert asha.promotion([*more, *running], minimize=True) == 1
+    # a trial running or done is never promoted, only a paused one
+    done = [_trial(n, [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], TrialState.COMPLETE)
+            for n in (8, 9, 10)]  # fmt: skip
+    assert asha.promotion(done, minimize=True) is None
+    assert ASHA(1, 9, 3).promotion(rung1, minimize=True) is None  # the stopping variant
+
+
 def test_hyperband_brackets_start_at_growing_rungs_and_the_last_never_stops():
     hb = Hyperband(1, 27, 3)
     assert hb.brackets() == [[1, 3, 9, 27], [3, 9, 27], [9, 27], [27]]
@@ -151,6 +182,7 @@ def test_the_drivers_rung_table_follows_each_report_and_each_rerun(pruner, minim
         (lambda: ASHA(5, 2), "min_resource=5 must be smaller than max_resource=2"),
         (lambda: ASHA(3, 3), "min_resource=3 must be smaller than max_resource=3"),
         (lambda: ASHA(1, 27, 1.5), "reduction_factor=1.5 must be >= 2"),
+        (lambda: ASHA(1, 27, 3, "promote"), "variant='promote' must be 'stopping' or 'promotion'"),
         (lambda: Hyperband(0, 9), "min_resource=0 must be a positive"),
         (lambda: Hyperband(1, math.inf), "max_resource=inf must be a positive, finite"),
         (lambda: MedianStop(warmup_steps=-1), "warmup_steps=-1 must be an int >= 0"),
@@ -163,8 +195,12 @@ def test_bad_pruner_settings_are_named(make, message):
 
 
 def test_pruners_round_trip_through_json():
-    for pruner in (ASHA(2, 32, 2), Hyperband(1, 81, 3), MedianStop(3, 4)):
+    for pruner in (ASHA(2, 32, 2), ASHA(1, 9, 3, "promotion"), Hyperband(1, 81, 3), MedianStop(3, 4)):
         assert pruner_from_json(pruner.to_json()) == pruner
+    assert ASHA(1, 9, 3, "promotion") != ASHA(1, 9, 3)
+    # a study stored before the variant existed reads back as the stopping one
+    assert pruner_from_json({"type": "ASHA", "min_resource": 1, "max_resource": 9,
+                             "reduction_factor": 3}) == ASHA(1, 9, 3)  # fmt: skip
     with pytest.raises(ValueError, match="unknown pruner type 'Nope'"):
         pruner_from_json({"type": "Nope"})
 
@@ -234,6 +270,37 @@ def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
     # pruned below the model's rung: told the worst value there, not to be proposed again
     ledger.finish([(6, Outcome(value=0.9, pruned=True))])
     assert recorder.told[-1] == (6, 0.5)
+
+
+def test_a_promoted_trials_imputed_value_gives_way_to_its_result():
+    ledger, recorder = _rung_ledger()
+    for i in range(5):  # enough complete trials: the model fits final values
+        t = ledger.start({"x": i / 10})
+        for step in (1, 3, 9):
+            ledger.report(t.number, Report(step, i / 10 + 1 / step))
+        ledger.finish([(t.number, Outcome(value=i / 10 + 1 / 9, started=0.0, finished=9.0))])
+    assert ledger.model_rung is None
+    t = ledger.start({"x": 0.55})
+    ledger.report(t.number, Report(1, 1.6))
+    paused = Outcome(value=1.6, pruned=True, paused=True, started=10.0, finished=11.0)
+    ledger.finish([(t.number, paused)])
+    assert ledger.get(5).state is TrialState.PAUSED
+    number, imputed = recorder.told[-1]
+    assert number == 5 and imputed is not None and recorder.noise[5] >= 0  # an estimate
+    resets = len(recorder.resets)
+    resumed = ledger.resume(5, submitted=12.0)
+    assert resumed.state is TrialState.RUNNING and resumed.earlier_s == 1.0
+    assert resumed.intermediate == {1: 1.6}
+    with pytest.raises(ValueError, match="trial 5 is RUNNING, not PAUSED"):
+        ledger.resume(5)
+    for step in (3, 9):
+        ledger.report(5, Report(step, 0.55 + 1 / step))
+    (done,) = ledger.finish([(5, Outcome(value=0.55 + 1 / 9, started=12.0, finished=20.0))])
+    assert done.state is TrialState.COMPLETE
+    assert done.duration == 9.0  # 8 s in this run, 1 s in the one it paused in
+    # the model started over: 6 results, the promoted trial's final one, not its estimate
+    assert len(recorder.resets) == resets + 1 and recorder.resets[-1] == 6
+    assert ledger.model_state().told[-1] == ([0.55], pytest.approx(0.55 + 1 / 9))
 
 
 def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end():
@@ -637,3 +704,83 @@ def test_bad_reports_fail_their_trial_with_the_bad_value_and_the_search_goes_on(
         else:
             assert t.state is TrialState.COMPLETE
     assert {t.state for t in study.trials} == {TrialState.FAILED, TrialState.COMPLETE}
+
+
+# -- promotion-type ASHA: trials pause at rungs and the best go on ------------------------------
+
+
+def _nothing_left_to_promote(study: Study) -> bool:
+    return study.pruner.promotion(study.trials, minimize=True) is None
+
+
+def test_a_promotion_search_counts_configurations_and_charges_each_epoch_once():
+    from dtune.sim import SimulatedCluster
+
+    study = Study(SPACE, random_state=1, n_initial_points=8, pruner=ASHA(1, 9, 3, "promotion"))
+    objective = functools.partial(objectives.learning_curve, nap=0.0)
+    # 1 simulated second per epoch: a trial's seconds are the epochs it ran
+    study.optimize(objective, 40, client=SimulatedCluster(4, lambda p: 9.0), progress=False)
+    states = _states(study)
+    assert sum(states.values()) == 40  # n_trials counts configurations, not runs
+    assert set(states) == {"PAUSED", "COMPLETE"}, states
+    promoted = [t for t in study.trials if t.earlier_s > 0]
+    assert len(promoted) >= 10
+    for t in study.trials:
+        assert list(t.intermediate) == list(range(1, t.last_step + 1))
+        assert t.last_step in ((1, 3) if t.state is TrialState.PAUSED else (9,))
+        assert t.duration == pytest.approx(t.last_step)  # each epoch run once
+    assert _nothing_left_to_promote(study)  # the search ended with its promotions done
+    # the best at each rung went on, and fewer went on than reached it (a trial ranked
+    # in the top third when it was promoted; better ones may have come since)
+    for rung, upper in ((1, 3), (3, 9)):
+        at = [t for t in study.trials if t.last_step >= rung]
+        best = min(at, key=lambda t: t.intermediate[rung])
+        assert best.last_step >= upper
+        assert sum(t.last_step >= upper for t in at) < len(at)
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_promotion_asha_resumes_paused_trials_from_their_checkpoints_on_real_workers(
+    client, tmp_path, isolate
+):
+    folder, path = tmp_path / "checkpoints", tmp_path / "s.db"
+    study = Study(
+        SPACE,
+        name="promote",
+        storage=path,
+        objective_key="value",
+        random_state=0,
+        n_initial_points=12,
+        pruner=ASHA(1, 9, 3, variant="promotion"),
+    )
+    objective = functools.partial(objectives.pausable_curve, folder=str(folder))
+    study.optimize(objective, 15, client=client, isolate=isolate, progress=False)
+    states = _states(study)
+    assert sum(states.values()) == 15
+    assert set(states) == {"PAUSED", "COMPLETE"}, states
+    assert _nothing_left_to_promote(study)
+    for t in study.trials:
+        # each epoch reported once: a promoted run went on from its checkpoint
+        assert list(t.intermediate) == list(range(1, t.last_step + 1)), t
+        if t.state is TrialState.PAUSED:
+            assert t.last_step in (1, 3) and t.value == t.intermediate[t.last_step]
+        else:
+            assert t.last_step == 9 and t.metrics["resumed_from"] == 3
+            assert 0 < t.earlier_s < t.duration
+    # a paused trial keeps its checkpoint, to go on from it if promoted; a complete one's
+    # is gone
+    paused = {f"promote-{t.number}" for t in study.trials if t.state is TrialState.PAUSED}
+    assert {p.name for p in folder.iterdir()} == paused
+    # the store keeps the paused trials and their runs' seconds; the study resumes with
+    # them: new configurations, and promotions where they now rank high enough
+    again = dtune.load_study(path, name="promote")
+    assert [(t.state, t.earlier_s, t.reports) for t in again.trials] == [
+        (t.state, t.earlier_s, t.reports) for t in study.trials
+    ]
+    again.optimize(objective, 6, client=client, isolate=isolate, progress=False)
+    assert len(again.trials) == 21
+    assert _nothing_left_to_promote(again)
+    for t in again.trials:
+        assert list(t.intermediate) == list(range(1, t.last_step + 1)), t
+    paused = {f"promote-{t.number}" for t in again.trials if t.state is TrialState.PAUSED}
+    assert {p.name for p in folder.iterdir()} == paused

@@ -14,6 +14,11 @@ reports of other trials made before it, as on a real cluster. A report that coul
 the trial (:meth:`~dtune.pruners.Pruner.stops_at`) waits for the driver's verdict, which
 costs no simulated time; a trial told to stop ends there, pruned, with the value it
 reported, and its worker is free at once.
+
+A trial that runs again with reports recorded (a paused trial that a promotion-type
+ASHA promoted) goes on as if from a checkpoint: the objective runs in full again, but
+only its reports after the last recorded step are delivered, and its run takes only
+their share of ``duration(params)``.
 """
 
 from __future__ import annotations
@@ -94,7 +99,10 @@ class _Recorder(Channel):
 class _Running:
     """A simulated trial on its worker: its outcome, and its reports to deliver."""
 
-    def __init__(self, worker: str, outcome: Outcome, reports: list[IncomingReport]) -> None:
+    def __init__(
+        self, worker: str, outcome: Outcome, reports: list[IncomingReport], serial: int
+    ) -> None:
+        self.serial = serial  # which run of the trial (a promoted one runs again)
         self.worker = worker
         self.outcome = outcome
         self.reports = reports
@@ -118,10 +126,11 @@ class SimulatedBackend:
         self._free = [f"sim-{i}" for i in range(n_workers)]
         self._n_workers = n_workers
         self._running: dict[int, _Running] = {}
-        # (time, order, trial number, index of its report; -1: its end)
-        self._events: list[tuple[float, int, int, int]] = []
+        # (time, order, trial number, its run's serial, index of its report; -1: its end)
+        self._events: list[tuple[float, int, int, int, int]] = []
         self._order = 0
         self._delivered: list[IncomingReport] = []
+        self._pauses = run.pruner is not None and run.pruner.promotes  # stops are pauses
 
     def now(self) -> float:
         return self.clock
@@ -134,7 +143,12 @@ class SimulatedBackend:
         recorder = _Recorder(trial.number, self.run.study)
         with recorder.active():
             outcome = run_trial(self.run.objective, trial.params, self.run.objective_key)
-        seconds = full = float(self.duration(trial.params))
+        made, share = recorder.reports, 1.0
+        done = trial.last_step
+        if done is not None and made:  # goes on from its checkpoint: the later steps run
+            later = [r for r in made if r[0] > done]
+            made, share = later, len(later) / len(made)
+        seconds = full = float(self.duration(trial.params)) * share
         timeout = self.run.timeout
         if timeout is not None and seconds > timeout:
             seconds = timeout
@@ -145,36 +159,36 @@ class SimulatedBackend:
         end = self.clock + seconds
         outcome = replace(outcome, started=self.clock, finished=end, worker=worker, host="sim")
         pruner = self.run.pruner
-        stops_at = pruner.stops_at(trial.number) if pruner is not None else None
+        stops_at = pruner.stops_for(trial) if pruner is not None else None
         to = ReportTo(
             "sim",
             trial.number,
             wait=pruner is not None,
             wait_at=None if stops_at is None else tuple(stops_at),
+            pause=self._pauses,
         )
-        made = recorder.reports
-        reports, before = [], -math.inf
+        reports, before = [], -math.inf if done is None else done
         for seq, (step, value, metrics) in enumerate(made, 1):
             wait = to.waits(before, step)  # as a worker would, report after report
             reports.append(IncomingReport(trial.number, step, value, metrics, worker, seq, wait))
             before = step
-        self._running[trial.number] = _Running(worker, outcome, reports)
+        running = self._running[trial.number] = _Running(worker, outcome, reports, self._order)
         for index in range(len(made)):
             after = full if index + 1 == len(made) else full * (index + 1) / len(made)
             if after <= seconds:  # a timed-out trial's later reports never came
-                self._push(self.clock + after, trial.number, index)
-        self._push(end, trial.number, -1)
+                self._push(self.clock + after, running, trial.number, index)
+        self._push(end, running, trial.number, -1)
 
-    def _push(self, at: float, number: int, index: int) -> None:
-        heapq.heappush(self._events, (at, self._order, number, index))
+    def _push(self, at: float, running: _Running, number: int, index: int) -> None:
+        heapq.heappush(self._events, (at, self._order, number, running.serial, index))
         self._order += 1
 
     def wait(self, timeout: float) -> list[tuple[int, Outcome | None]]:
         while self._events:
-            at, _, number, index = heapq.heappop(self._events)
+            at, _, number, serial, index = heapq.heappop(self._events)
             trial = self._running.get(number)
-            if trial is None or (index >= 0 and trial.outcome.pruned):
-                continue  # a trial pruned or cancelled before this event
+            if trial is None or trial.serial != serial or (index >= 0 and trial.outcome.pruned):
+                continue  # a run pruned or cancelled before this event
             self.clock = max(self.clock, at)
             if index >= 0:
                 self._delivered.append(trial.reports[index])
@@ -206,8 +220,9 @@ class SimulatedBackend:
             error=None,
             finished=self.clock,
             pruned=True,
+            paused=self._pauses,
         )
-        self._push(self.clock, report.number, -1)
+        self._push(self.clock, trial, report.number, -1)
 
     def share_cutoffs(self, table: dict[tuple[int, float], float], minimize: bool) -> None:
         return None  # every report that can stop a trial waits for the driver here

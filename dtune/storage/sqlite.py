@@ -75,11 +75,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (study, number, step)
         )""",
     ),
+    # version 4: the seconds of a paused trial's earlier runs (promotion-type ASHA)
+    ("ALTER TABLE trials ADD COLUMN earlier_s REAL NOT NULL DEFAULT 0",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _TRIAL_COLUMNS = (
     "number, state, params, value, metrics, worker, host, device, submitted, started, "
-    "finished, error"
+    "finished, error, earlier_s"
 )
 
 
@@ -194,7 +196,7 @@ class SQLiteStorage(BaseStorage):
             with self._lock, self._transaction():
                 self._conn.executemany(
                     f"INSERT OR REPLACE INTO trials (study, {_TRIAL_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
         except sqlite3.Error as exc:
@@ -293,6 +295,7 @@ def _trial_row(study: str, t: Trial) -> Sequence[Any]:
         t.started,
         t.finished,
         t.error,
+        t.earlier_s,
     )
 
 
@@ -310,5 +313,6 @@ def _row_trial(row: Sequence[Any], reports: tuple[Report, ...] = ()) -> Trial:
         started=row[9],
         finished=row[10],
         error=row[11],
+        earlier_s=row[12],
         reports=reports,
     )
