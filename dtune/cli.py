@@ -23,14 +23,21 @@ def _positive_int(text: str) -> int:
 
 _PRUNERS = {
     "asha": "ASHA:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
+    "asha-promotion": "ASHA:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
     "hyperband": "Hyperband:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
     "median": "MedianStop:WARMUP_STEPS:MIN_TRIALS",
 }
+_PRUNER_OPTIONS = {"asha-promotion": {"variant": "promotion"}}
 
 
 def _pruner(text: str) -> Any:
-    """``asha:1:27:3``, ``hyperband:1:27:3`` or ``median:5:5`` as a pruner (trailing
-    numbers may be left out: the pruner's defaults)."""
+    """``asha:1:27:3``, ``asha-promotion:1:27:3``, ``hyperband:1:27:3`` or
+    ``median:5:5`` as a pruner (trailing numbers may be left out: the pruner's
+    defaults).
+
+    >>> _pruner("asha-promotion:1:9")
+    ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion')
+    """
     from dtune import pruners
 
     kind, *numbers = text.split(":")
@@ -49,7 +56,7 @@ def _pruner(text: str) -> Any:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{number!r} in {text!r} is not a number") from None
     try:
-        return getattr(pruners, cls_name)(*values)
+        return getattr(pruners, cls_name)(*values, **_PRUNER_OPTIONS.get(kind.lower(), {}))
     except (TypeError, ValueError) as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
@@ -290,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_pruner,
         help=(
             "stop hopeless trials early (the objective calls dtune.report): asha:MIN:MAX:ETA, "
+            "asha-promotion:MIN:MAX:ETA (trials pause at rungs and the best go on), "
             "hyperband:MIN:MAX:ETA or median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3 (a continued "
             "study keeps its pruner unless this gives another)"
         ),

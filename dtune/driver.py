@@ -349,9 +349,7 @@ class _Search:
                     elif promoted is not None:
                         trial = self.ledger.resume(promoted, submitted=now)
                         self.paused.discard(promoted)
-                    elif not self._budget_left():
-                        break
-                    elif trials and not self.suggester.ready_now():
+                    elif not self._budget_left() or (trials and not self.suggester.ready_now()):
                         break
                     else:
                         wanted = min(free - len(trials), self.settings.n_trials - self.n_started)

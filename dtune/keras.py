@@ -15,7 +15,8 @@ does not import it. Each trial, on a long-lived worker process:
   (``ASHA(1, epochs)``), and a pruned trial still saves its best model so far;
 - saves the best model as ``.keras`` in the artifacts folder and reports its path;
 - with ``resume=True``, saves a checkpoint after every epoch, so that a trial that runs
-  again after its driver or its worker died goes on from its last epoch;
+  again after its driver or its worker died, or that a promotion-type ASHA paused and
+  then promoted (``ASHA(1, epochs, variant="promotion")``), goes on from its last epoch;
 - returns the monitored metric at the best epoch, the other metrics of that epoch, the
   best epoch and the epochs run.
 
@@ -43,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from dtune.exceptions import TrialAbandoned, TrialPruned
+from dtune.exceptions import TrialAbandoned, TrialPaused, TrialPruned
 from dtune.jsonable import jsonable
 from dtune.reporting import TrialContext, checkpoint_file, current_trial, report
 
@@ -127,8 +128,9 @@ class KerasObjective:
         Save a checkpoint after every epoch (the weights, the optimizer's state and the
         fit's progress, in ``artifacts/checkpoints``, under the trial's study and number:
         :func:`dtune.current_trial`), so that a trial that runs again after its driver
-        or its worker died goes on from its last epoch instead of the first, with the
-        reports of its earlier epochs kept. The checkpoint goes when the trial ends.
+        or its worker died, or promoted after a pause (a promotion-type ASHA), goes on
+        from its last epoch instead of the first, with the reports of its earlier epochs
+        kept. The checkpoint goes when the trial ends, and stays while it is paused.
         Outside a search (``retrain_best``, a call by hand) it makes none. Default
         False: each epoch writes the model's size four times over with Adam (the
         weights, two moments and the best epoch's weights; measured in
@@ -222,7 +224,9 @@ class KerasObjective:
         reporter = _reporter(keras, self.monitor, mode, keep_best=path is not None)
         ours = [stop, reporter]
         if checkpoint is not None:
-            ours.append(checkpoint.callback(keras, stop, reporter, saved))
+            saver = checkpoint.callback(keras, stop, reporter, saved)
+            reporter.on_pause = saver.save_epoch  # paused: go on after this epoch
+            ours.append(saver)
         try:
             history = model.fit(
                 x_train,
@@ -376,9 +380,12 @@ class _Checkpoint:
                     saved.put_back(stop, reporter)
 
             def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+                self.save_epoch(self.model, epoch, logs)
+
+            def save_epoch(self, model: Any, epoch: int, logs: Mapping[str, Any] | None) -> None:
                 for key, value in (logs or {}).items():
                     history.setdefault(key, []).append(float(value))
-                checkpoint.save(self.model, stop, reporter, epoch + 1, history)
+                checkpoint.save(model, stop, reporter, epoch + 1, history)
 
         return Saver()
 
@@ -389,24 +396,32 @@ def _plain(value: Any) -> float | None:
 
 def _reporter(keras: Any, monitor: str, mode: str, keep_best: bool) -> Any:
     """A Keras callback that reports ``monitor`` every epoch (:func:`dtune.report`, the
-    epoch as the step) and keeps the best weights so far, for a pruned trial to save."""
+    epoch as the step) and keeps the best weights so far, for a pruned trial to save.
+    Paused (:class:`TrialPaused`), it calls ``on_pause(model, epoch, logs)`` first (the
+    checkpoint's saver: a promoted trial goes on after the epoch it paused at)."""
 
     class Reporter(keras.callbacks.Callback):
         best: float | None = None
         best_epoch = epochs = 0
         best_weights: Any = None
+        on_pause: Callable[[Any, int, Mapping[str, Any] | None], None] | None = None
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-            logs = dict(logs or {})
-            if monitor not in logs:
+            metrics = dict(logs or {})
+            if monitor not in metrics:
                 return
-            value = float(logs.pop(monitor))
+            value = float(metrics.pop(monitor))
             self.epochs = epoch + 1
             if self.best is None or (value < self.best if mode == "min" else value > self.best):
                 self.best, self.best_epoch = value, epoch + 1
                 if keep_best:
                     self.best_weights = self.model.get_weights()
-            report(value, epoch + 1, **{k: jsonable(v) for k, v in logs.items()})
+            try:
+                report(value, epoch + 1, **{k: jsonable(v) for k, v in metrics.items()})
+            except TrialPaused:
+                if self.on_pause is not None:
+                    self.on_pause(self.model, epoch, logs)
+                raise
 
     return Reporter()
 

@@ -501,11 +501,7 @@ class Ledger:
                 told = self._told(self.rung_value(t, self._model_rung))
                 if told is not None:
                     self._add_gains(t, told)
-            if (
-                told is None
-                and t.state.is_stopped_early()
-                and t.number not in self._told_early
-            ):
+            if told is None and t.state.is_stopped_early() and t.number not in self._told_early:
                 # Stopped for doing worse than others: the model learns to avoid its point
                 # (told what its curve would reach) rather than propose it again.
                 told, noise[t.number] = self._imputed(t)

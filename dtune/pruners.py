@@ -247,7 +247,11 @@ class RungTable:
                 continue
             at = self._sorted[(0, self._ladders[0][k])]
             kept = int(len(at) // self._pruner.reduction_factor)
-            if kept and values[k] <= at[kept - 1] and (values[k], number) < best.get(k, (math.inf, 0)):
+            if (
+                kept
+                and values[k] <= at[kept - 1]
+                and (values[k], number) < best.get(k, (math.inf, 0))
+            ):
                 best[k] = (values[k], number)
         return best[max(best)][1] if best else None
 

@@ -79,7 +79,8 @@ class Study:
         with :func:`dtune.report`; with ASHA or Hyperband the model is fitted on the
         values at the highest rung that has enough of them, so pruned trials' early
         results guide the search too (a trial pruned below that rung is told the worst
-        value there).
+        value there). ``ASHA(..., variant="promotion")`` pauses every trial at each
+        rung instead, and runs on the best of them (``PAUSED`` trials, promoted).
     failure_value
         What the optimizer is told about a failed trial's point. None (default): nothing,
         so the point may be tried again nearby; ``"worst"``: the worst value seen so far,
@@ -259,7 +260,9 @@ class Study:
             Called on a worker as ``objective(**params)`` with plain Python values;
             returns a float or a dict of metrics holding ``objective_key``.
         n_trials
-            Trials to start in this call (failed ones count).
+            Trials to start in this call (failed ones count). A promotion-type ASHA's
+            paused trials that run on do not count: the call ends once these have
+            started and no paused trial ranks high enough to go on.
         client
             A ``distributed.Client``, a scheduler address, or None: the client in use,
             else an embedded ``LocalCluster`` for this call (its dashboard link printed).
@@ -469,7 +472,8 @@ class Study:
         """One row per trial: number, state, value, ``last_step`` and ``intermediate`` (the
         reported values by step), ``params_*``, ``metrics_*``, worker,
         host, device, timings (``submitted``/``started``/``finished`` as datetimes,
-        ``duration`` in seconds) and error."""
+        ``duration`` in seconds, over all the trial's runs; ``earlier_s``: the seconds of
+        a promoted trial's runs before its last) and error."""
         import pandas as pd
 
         rows = []
@@ -491,6 +495,7 @@ class Study:
                 started=t.started,
                 finished=t.finished,
                 duration=t.duration,
+                earlier_s=t.earlier_s,
                 error=t.error,
             )
             rows.append(row)

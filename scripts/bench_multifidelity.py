@@ -2,8 +2,9 @@
 Hyperband, random points with ASHA, ASHA with a joint model (``asha-joint``: one GP
 over configuration and resource, ``resource_model="joint"``, as MOBSTER) and ASHA's
 promotion variant (``asha-promotion``: trials pause at each rung and the best are
-promoted, resuming as if from a checkpoint), on synthetic learning curves run by 8 workers of a local Dask cluster (the same cluster for every
-method, one after the other).
+promoted, resuming as if from a checkpoint), on synthetic learning curves run by 8
+workers of a local Dask cluster (the same cluster for every method, one after the
+other).
 
 Each trial "trains" for up to ``--epochs`` epochs. An epoch sleeps 0.5–1.5 × ``--epoch``
 seconds (varying across the space, as in scripts/bench.py), then reports a value that
@@ -817,7 +818,9 @@ def report(
         if not peers:
             continue
         best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))]
-        for method in (m for m in ("asha", "hyperband", "asha-joint", "asha-promotion") if m in methods):
+        for method in (
+            m for m in ("asha", "hyperband", "asha-joint", "asha-promotion") if m in methods
+        ):
             level = sum(a <= b for a, b in zip(at[method], best_peer, strict=True))
             verdicts.append(
                 f"- {problem}, {method}: no worse than the best of {', '.join(peers)} "

@@ -127,6 +127,37 @@ def test_a_keras_search_with_asha_prunes_and_pruned_trials_keep_their_best_model
 
 
 @pytest.mark.slow
+def test_paused_keras_trials_go_on_from_the_epoch_they_paused_at(gpu_client, tmp_path):
+    """resume=True with a promotion-type ASHA: a paused trial keeps its checkpoint with
+    the epoch it paused at, and a promoted one trains on from the next epoch."""
+    objective = KerasObjective(
+        objectives.build_dense, load_digits_data, monitor="val_loss", epochs=9, patience=9,
+        artifacts=tmp_path / "models", resume=True,
+    )  # fmt: skip
+    study = Study(
+        {"learning_rate": Real(1e-3, 1e-1, prior="log-uniform"), "units": Integer(4, 32)},
+        name="keras",
+        objective_key="val_loss",
+        random_state=0,
+        n_initial_points=8,
+        pruner=ASHA(1, 9, 3, variant="promotion"),
+    )
+    study.optimize(objective, 8, client=gpu_client, progress=False)
+    states = {t.state for t in study.trials}
+    assert states == {TrialState.COMPLETE, TrialState.PAUSED}, states
+    for t in study.trials:
+        assert list(t.intermediate) == list(range(1, t.last_step + 1))  # each epoch once
+        if t.state is TrialState.COMPLETE:
+            # the history of every run: 9 epochs, the best of them picked
+            assert t.metrics["epochs"] == 9
+            assert t.earlier_s > 0
+            assert t.value == pytest.approx(min(t.intermediate.values()), rel=1e-6)
+    checkpoints = tmp_path / "models" / "checkpoints"
+    paused = {f"keras-{t.number}.npz" for t in study.trials if t.state is TrialState.PAUSED}
+    assert {p.name for p in checkpoints.iterdir()} == paused
+
+
+@pytest.mark.slow
 def test_a_keras_trial_whose_worker_dies_goes_on_from_its_checkpoint(gpu_client, tmp_path):
     """With resume=True, a trial whose worker dies before its 4th epoch runs again (Dask
     reruns its task on a live worker) from its 4th epoch, with the optimizer's state of

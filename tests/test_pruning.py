@@ -56,7 +56,8 @@ def test_asha_keeps_the_top_third_at_each_rung_and_decides_only_at_rungs():
 
 def test_promotion_asha_pauses_at_each_rung_and_promotes_the_best_of_the_top_third():
     asha = ASHA(1, 9, 3, variant="promotion")
-    assert asha.promotes and not ASHA(1, 9, 3).promotes
+    assert asha.promotes
+    assert not ASHA(1, 9, 3).promotes
     paused = TrialState.PAUSED
     # every rung below the top pauses the run that first reaches it, whatever its value
     assert asha.should_stop(_trial(0, [0.1]), [], minimize=True)
@@ -195,7 +196,12 @@ def test_bad_pruner_settings_are_named(make, message):
 
 
 def test_pruners_round_trip_through_json():
-    for pruner in (ASHA(2, 32, 2), ASHA(1, 9, 3, "promotion"), Hyperband(1, 81, 3), MedianStop(3, 4)):
+    for pruner in (
+        ASHA(2, 32, 2),
+        ASHA(1, 9, 3, "promotion"),
+        Hyperband(1, 81, 3),
+        MedianStop(3, 4),
+    ):
         assert pruner_from_json(pruner.to_json()) == pruner
     assert ASHA(1, 9, 3, "promotion") != ASHA(1, 9, 3)
     # a study stored before the variant existed reads back as the stopping one
@@ -286,10 +292,13 @@ def test_a_promoted_trials_imputed_value_gives_way_to_its_result():
     ledger.finish([(t.number, paused)])
     assert ledger.get(5).state is TrialState.PAUSED
     number, imputed = recorder.told[-1]
-    assert number == 5 and imputed is not None and recorder.noise[5] >= 0  # an estimate
+    assert number == 5
+    assert imputed is not None
+    assert recorder.noise[5] >= 0
     resets = len(recorder.resets)
     resumed = ledger.resume(5, submitted=12.0)
-    assert resumed.state is TrialState.RUNNING and resumed.earlier_s == 1.0
+    assert resumed.state is TrialState.RUNNING
+    assert resumed.earlier_s == 1.0
     assert resumed.intermediate == {1: 1.6}
     with pytest.raises(ValueError, match="trial 5 is RUNNING, not PAUSED"):
         ledger.resume(5)
@@ -299,7 +308,8 @@ def test_a_promoted_trials_imputed_value_gives_way_to_its_result():
     assert done.state is TrialState.COMPLETE
     assert done.duration == 9.0  # 8 s in this run, 1 s in the one it paused in
     # the model started over: 6 results, the promoted trial's final one, not its estimate
-    assert len(recorder.resets) == resets + 1 and recorder.resets[-1] == 6
+    assert len(recorder.resets) == resets + 1
+    assert recorder.resets[-1] == 6
     assert ledger.model_state().told[-1] == ([0.55], pytest.approx(0.55 + 1 / 9))
 
 
@@ -763,9 +773,11 @@ def test_promotion_asha_resumes_paused_trials_from_their_checkpoints_on_real_wor
         # each epoch reported once: a promoted run went on from its checkpoint
         assert list(t.intermediate) == list(range(1, t.last_step + 1)), t
         if t.state is TrialState.PAUSED:
-            assert t.last_step in (1, 3) and t.value == t.intermediate[t.last_step]
+            assert t.last_step in (1, 3)
+            assert t.value == t.intermediate[t.last_step]
         else:
-            assert t.last_step == 9 and t.metrics["resumed_from"] == 3
+            assert t.last_step == 9
+            assert t.metrics["resumed_from"] == 3
             assert 0 < t.earlier_s < t.duration
     # a paused trial keeps its checkpoint, to go on from it if promoted; a complete one's
     # is gone

@@ -44,9 +44,15 @@ _STATE_LINE = {
     "FAILED": "crimson",
     "INTERRUPTED": "#888888",
     "PRUNED": "darkorange",
+    "PAUSED": "goldenrod",
     "RUNNING": "#333333",
 }
-_CURVE_COLOR = {"COMPLETE": "steelblue", "PRUNED": "darkorange", "FAILED": "crimson"}
+_CURVE_COLOR = {
+    "COMPLETE": "steelblue",
+    "PRUNED": "darkorange",
+    "PAUSED": "goldenrod",
+    "FAILED": "crimson",
+}
 
 
 class TrialFeed:
@@ -230,7 +236,8 @@ class _Page:
             height=260,
             sizing_mode="stretch_width",
             title="learning curves: the values trials reported, by step (orange: pruned, "
-            "stopped where the cross is; blue: complete; black: running)",
+            "stopped where the cross is; gold: paused, may go on; blue: complete; black: "
+            "running)",
             x_axis_label="step",
             y_axis_label=self.key,
             tools="pan,wheel_zoom,box_zoom,reset,save",
@@ -425,6 +432,8 @@ class _Page:
             f"{n[TrialState.PRUNED]} pruned · {n[TrialState.FAILED]} failed · "
             f"{n[TrialState.INTERRUPTED]} interrupted"
         )
+        if n[TrialState.PAUSED]:  # a promotion-type ASHA's
+            counts += f" · {n[TrialState.PAUSED]} paused"
         parts = [
             f'<h2 style="margin:4px 0">dtune · {html.escape(self.name)}</h2>',
             f'<span class="dtune-counts">{counts}</span>',
