@@ -217,16 +217,20 @@ def test_static_plots_show_convergence_and_timeline(client):
     ax.figure.savefig(ARTIFACTS / "timeline.png")
 
 
-def test_the_page_draws_learning_curves_with_pruned_trials_stopped(browser, client, tmp_path):
+@pytest.mark.parametrize("variant", ["stopping", "promotion"])
+def test_the_page_draws_learning_curves_with_pruned_trials_stopped(
+    browser, client, tmp_path, variant
+):
     from dtune import ASHA
 
     store = tmp_path / "s.db"
     study = Study(
         {"x": Real(0.0, 1.0)}, name="curves", storage=store, random_state=0,
-        n_initial_points=6, pruner=ASHA(1, 9, 3),
+        n_initial_points=6, pruner=ASHA(1, 9, 3, variant),
     )  # fmt: skip
     study.optimize(objectives.learning_curve, 16, client=client, progress=False)
-    pruned = {t.number: t.last_step for t in study.trials if t.state is TrialState.PRUNED}
+    state = TrialState.PRUNED if variant == "stopping" else TrialState.PAUSED
+    pruned = {t.number: t.last_step for t in study.trials if t.state is state}
     assert pruned
     with serve_dashboard(store, "curves") as server:
         browser.get(server.url)
@@ -238,10 +242,10 @@ def test_the_page_draws_learning_curves_with_pruned_trials_stopped(browser, clie
         )
         shown = {int(n): (s, x, length) for n, s, x, length in zip(*rows, strict=True)}
         for number, step in pruned.items():
-            assert shown[number] == ("PRUNED", step, step)  # the line stops where it was
+            assert shown[number] == (state.value, step, step)  # the line stops where it was
         assert all(x == 9 for s, x, _ in shown.values() if s == "COMPLETE")
-        table = _numbers_in_page(browser, "PRUNED")
+        table = _numbers_in_page(browser, state.value)
         assert table == set(pruned)
         header = _page(browser, "return doc.get_model_by_name('dtune-header').text")
-        assert "pruned" in header.lower()
-        browser.save_screenshot(str(ARTIFACTS / "dashboard-curves.png"))
+        assert f"{len(pruned)} {state.value.lower()}" in header.lower()
+        browser.save_screenshot(str(ARTIFACTS / f"dashboard-curves-{variant}.png"))
