@@ -101,8 +101,10 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,7 +113,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench import MINIMUM, PROBLEMS, evaluate, space_of, suggest_stats
-from keras_digits import KERAS, keras_epochs, keras_space, warm
+from keras_digits import KERAS, keras_epochs, keras_space, mark_epoch, warm
 
 # How far an epoch-1 value lies above the final one, per problem (its value range).
 GAP = {"branin": 5.0, "hartmann6": 0.3, "mixed": 0.1}
@@ -143,21 +145,34 @@ def _scramble(params: dict[str, Any], salt: str) -> float:
 
 
 def epochs_of(
-    problem: str, params: dict[str, Any], epochs: int, epoch_s: float, curves: str = "leftover"
+    problem: str,
+    params: dict[str, Any],
+    epochs: int,
+    epoch_s: float,
+    curves: str = "leftover",
+    checkpoint: Path | None = None,
+    save_at: tuple[float, ...] = (),
+    start: int = 0,
 ) -> Any:
     """The value after each epoch of a trial at ``params`` (to minimize), each yielded
     once that epoch's time has passed: a synthetic curve's sleep, or a real epoch.
-    ``curves="exact"`` ends a synthetic curve at the problem's value at ``params``."""
+    ``curves="exact"`` ends a synthetic curve at the problem's value at ``params``.
+
+    With a ``checkpoint`` folder, the epochs in ``save_at`` (where a promotion-type
+    ASHA pauses trials) are saved there before they are yielded (the epoch, and the
+    Keras model); from ``start`` > 0, the checkpoint there is gone on from."""
     if problem == KERAS:
-        yield from keras_epochs(params, epochs)
+        yield from keras_epochs(params, epochs, start, checkpoint, save_at)
         return
     final, fraction = evaluate(problem, params)
     speed = 0.2 + 1.6 * _scramble(params, "speed")  # > 1: slow to converge
     gap = GAP[problem] * (0.2 + _scramble(params, "gap"))
     tau = speed * epochs / 3
     leftover = gap * math.exp(-epochs / tau) if curves == "exact" else 0.0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start + 1, epochs + 1):
         time.sleep(epoch_s * (0.5 + fraction))
+        if checkpoint is not None and epoch in save_at:
+            mark_epoch(checkpoint, epoch)
         yield final + gap * math.exp(-epoch / tau) - leftover
 
 
@@ -166,15 +181,38 @@ def search_space(problem: str) -> dict[str, Any]:
 
 
 def learning_curve(
-    problem: str, epochs: int, epoch_s: float, curves: str, **params: Any
+    problem: str,
+    epochs: int,
+    epoch_s: float,
+    curves: str,
+    checkpoints: str | None = None,
+    save_at: tuple[float, ...] = (),
+    **params: Any,
 ) -> dict[str, Any]:
     """Trains for up to ``epochs`` epochs, reporting each; returns the final value and
-    how long each report waited for the pruner's verdict."""
+    how long each report waited for the pruner's verdict. With ``checkpoints`` (a
+    folder; promotion-type ASHA on a real cluster), a trial keeps a checkpoint there at
+    the epochs ``save_at`` (:func:`dtune.checkpoint_file`), and a promoted one goes on
+    from it."""
+    import dtune
+
+    if checkpoints is None or dtune.current_trial() is None:
+        return _curve(epochs_of(problem, params, epochs, epoch_s, curves))
+    with dtune.checkpoint_file(checkpoints) as path:
+        start = int((path / "epoch").read_text()) if path.exists() else 0
+        values = epochs_of(problem, params, epochs, epoch_s, curves, path, save_at, start)
+        return _curve(values, start)
+
+
+def _curve(values: Any, start: int = 0) -> dict[str, Any]:
+    """:func:`learning_curve`'s reports of ``values``, the epochs' values after
+    ``start`` (``first_step``: the first of them)."""
+
     import dtune
 
     waits: list[float] = []
     value = math.inf
-    for epoch, value in enumerate(epochs_of(problem, params, epochs, epoch_s, curves), 1):
+    for epoch, value in enumerate(values, start + 1):
         started = time.perf_counter()
         try:
             dtune.report(value, epoch)
@@ -182,7 +220,7 @@ def learning_curve(
             waits.append(1000 * (time.perf_counter() - started))
             break
         waits.append(1000 * (time.perf_counter() - started))
-    return {"value": value, "wait_ms": waits}
+    return {"value": value, "wait_ms": waits, "first_step": start + 1}
 
 
 def _optuna_params(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
@@ -421,6 +459,14 @@ def run(
     # Simulated: the epochs take no time here; the cluster's clock takes them.
     epoch_s = 0.0 if args.simulated else args.epoch
     objective = functools.partial(learning_curve, problem, args.epochs, epoch_s, args.curves)
+    checkpoints = None
+    if pruner is not None and pruner.promotes and not args.simulated:
+        # Paused trials keep their epoch (and Keras model) to go on from when promoted;
+        # simulated ones are charged only the epochs after their pause by the cluster.
+        checkpoints = tempfile.mkdtemp(prefix="dtune-bench-")
+        objective = functools.partial(
+            objective, checkpoints=checkpoints, save_at=tuple(pruner.rungs()[:-1])
+        )
     # The best full-budget value after each run that ends, against the worker-seconds
     # spent so far (a promoted trial's runs each count when they end).
     spent, best, curve = [0.0], [math.inf], []
@@ -446,6 +492,8 @@ def run(
             progress=False,
             dashboard=False,
         )
+    if checkpoints is not None:  # the paused trials' (the study goes no further)
+        shutil.rmtree(checkpoints, ignore_errors=True)
     trials = [t for t in study.trials if t.duration is not None]
     trials.sort(key=lambda t: t.finished or 0.0)
     end = max(t.finished or 0.0 for t in trials)
@@ -456,7 +504,7 @@ def run(
     waits, in_report = [], []
     for t in trials if not args.simulated else ():  # simulated verdicts take no time
         stops = pruner.stops_at(t.number) if pruner is not None else []
-        for step, wait in enumerate(t.metrics.get("wait_ms", []), 1):
+        for step, wait in enumerate(t.metrics.get("wait_ms", []), t.metrics.get("first_step", 1)):
             in_report.append(wait)
             if stops is None or step in stops:
                 waits.append(wait)

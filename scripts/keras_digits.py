@@ -6,6 +6,7 @@ loaded between trials."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 KERAS = "keras-digits"
@@ -47,13 +48,31 @@ def warm() -> None:
     digits()
 
 
-def keras_epochs(params: dict[str, Any], epochs: int) -> Any:
-    """The validation error (1 - accuracy) after each epoch of the CNN at ``params``."""
-    x_train, y_train, x_val, y_val = digits()
+def mark_epoch(checkpoint: Path, epoch: int) -> None:
+    """Record in folder ``checkpoint`` that a trial's checkpoint holds ``epoch``."""
+    checkpoint.mkdir(exist_ok=True)
+    (checkpoint / "epoch").write_text(str(epoch))
+
+
+def keras_epochs(
+    params: dict[str, Any],
+    epochs: int,
+    start: int = 0,
+    checkpoint: Path | None = None,
+    save_at: tuple[float, ...] = (),
+) -> Any:
+    """The validation error (1 - accuracy) after each epoch of the CNN at ``params``.
+    With a ``checkpoint`` folder, the model (with its optimizer's state) is saved there
+    after the epochs in ``save_at``; from ``start`` > 0 it is loaded from there."""
     import tensorflow as tf
 
     keras = tf.keras
     keras.backend.clear_session()
+    if start > 0:
+        assert checkpoint is not None
+        yield from _fit(keras.models.load_model(checkpoint / "model.keras"), start, epochs,
+                        checkpoint, save_at)  # fmt: skip
+        return
     keras.utils.set_random_seed(_seed(params))
     layers = keras.layers
     pooling = layers.MaxPooling2D if params["pool"] == "max" else layers.AveragePooling2D
@@ -73,9 +92,21 @@ def keras_epochs(params: dict[str, Any], epochs: int) -> Any:
         "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    for _ in range(epochs):
+    yield from _fit(model, 0, epochs, checkpoint, save_at)
+
+
+def _fit(
+    model: Any, start: int, epochs: int, checkpoint: Path | None, save_at: tuple[float, ...]
+) -> Any:
+    """:func:`keras_epochs`'s epochs after ``start``."""
+    x_train, y_train, x_val, y_val = digits()
+    for epoch in range(start + 1, epochs + 1):
         model.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)
         _, accuracy = model.evaluate(x_val, y_val, batch_size=450, verbose=0)
+        if checkpoint is not None and epoch in save_at:
+            checkpoint.mkdir(exist_ok=True)
+            model.save(checkpoint / "model.keras")
+            mark_epoch(checkpoint, epoch)  # after the model: the checkpoint is whole
         yield 1.0 - float(accuracy)
 
 

@@ -98,10 +98,11 @@ def test_bench_multifidelity_times_the_rung_cutoffs_afresh_and_kept():
 def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
     out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
                       "--budget", "3", "--workers", "2", "--epochs", "9", "--epoch", "0.02",
-                      "--methods", "none,asha,hyperband",
+                      "--methods", "none,asha,hyperband,asha-promotion",
                       *(["--fresh"] if cluster == "fresh" else []))  # fmt: skip
     rows = _method_rows(out.stdout, "branin")
-    assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "hyperband"]
+    methods = [row.split("|")[2].strip() for row in rows]
+    assert methods == ["none", "asha", "hyperband", "asha-promotion"]
     assert " 0 pruned" in out.stdout  # none prunes nothing
     utilization = [float(row.split("|")[10]) for row in rows]
     assert all(0.0 < u <= 1.0 for u in utilization), rows
@@ -126,11 +127,12 @@ def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_an
     def run():
         return _run_script("bench_multifidelity.py", "--simulated", "--problems", "branin",
                            "--seeds", "1", "--budget", "600", "--worker-budget", "30",
-                           "--epochs", "9", "--methods", "none,asha,asha-joint")  # fmt: skip
+                           "--epochs", "9",
+                           "--methods", "none,asha,asha-joint,asha-promotion")  # fmt: skip
 
     out = run()
     searches = [line for line in out.stdout.splitlines() if line.startswith("branin seed 0")]
-    assert len(searches) == 3, out.stdout
+    assert len(searches) == 4, out.stdout
     for line in searches:
         # 30 simulated worker-s, then the 8 running trials (at most 0.675 s each) finish
         spent = float(line.split(" worker-s")[0].rsplit(" ", 1)[1])
@@ -138,12 +140,14 @@ def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_an
     assert " 0 pruned" in searches[0]
     assert " 0 pruned" not in searches[1]
     assert " 0 pruned" not in searches[2]
+    assert " 0 pruned" not in searches[3]  # paused, and left so
     assert run().stdout == out.stdout  # the same trials for the same seed
     rows = _method_rows(out.stdout, "branin")
-    assert [row.split("|")[2].strip() for row in rows] == ["none", "asha", "asha-joint"]
+    methods = [row.split("|")[2].strip() for row in rows]
+    assert methods == ["none", "asha", "asha-joint", "asha-promotion"]
     assert rows[1].split("|")[12].strip() == "–"  # no decision times: none are taken
     # the simulated clock waits for the model: no point is drawn without it
-    assert [row.split("|")[15].strip() for row in rows] == ["0%", "0%", "0%"]
+    assert [row.split("|")[15].strip() for row in rows] == ["0%"] * 4
     # the full-budget search's own median curve reaches its median end within its time
     assert 0.0 < float(rows[0].split("|")[7]) <= 1.0, rows[0]
 
