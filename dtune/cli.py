@@ -36,7 +36,7 @@ def _pruner(text: str) -> Any:
     defaults).
 
     >>> _pruner("asha-promotion:1:9")
-    ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion')
+    ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
     """
     from dtune import pruners
 

@@ -207,8 +207,11 @@ class RungTable:
         self._sign = 1.0 if minimize else -1.0
         self._ladders = [ladder[:-1] for ladder in pruner._group_ladders()]
         self._fraction = 1.0 / pruner.reduction_factor
+        self._window: int | None = getattr(pruner, "window", None)
         self._sorted: dict[tuple[int, float], list[float]] = {}
         self._of: dict[int, list[float]] = {}  # trial number -> its values, lowest rung first
+        # With a window: the numbers of the trials at each rung, ascending.
+        self._numbers: dict[tuple[int, float], list[int]] = {}
 
     def update(self, trial: Trial) -> bool:
         """Count ``trial`` as it stands now: a new report adds its values at the rungs
@@ -228,10 +231,23 @@ class RungTable:
         for rung, value in zip(rungs, old, strict=False):
             at = self._sorted[(group, rung)]
             del at[bisect.bisect_left(at, value)]
+            if self._window is not None:
+                numbers = self._numbers[(group, rung)]
+                del numbers[bisect.bisect_left(numbers, trial.number)]
         for rung, value in zip(rungs, values, strict=False):
             bisect.insort(self._sorted.setdefault((group, rung), []), value)
+            if self._window is not None:
+                bisect.insort(self._numbers.setdefault((group, rung), []), trial.number)
         self._of[trial.number] = values
         return True
+
+    def _compared(self, key: tuple[int, float]) -> list[float]:
+        """The values a trial reaching rung ``key`` is ranked against, ascending: all of
+        them, or with a window, those of the latest trials (by number) there."""
+        if self._window is None:
+            return self._sorted[key]
+        index = self._ladders[key[0]].index(key[1])
+        return sorted(self._of[n][index] for n in self._numbers[key][-self._window :])
 
     def promotable(self, paused: Iterable[int]) -> int | None:
         """Of the ``paused`` trials, the one to promote (:meth:`ASHA.promotion`): at the
@@ -243,9 +259,7 @@ class RungTable:
             if not values:
                 continue
             k = len(values) - 1  # the rung it paused at
-            if k >= len(self._ladders[0]):
-                continue
-            at = self._sorted[(0, self._ladders[0][k])]
+            at = self._compared((0, self._ladders[0][k]))
             kept = int(len(at) // self._pruner.reduction_factor)
             if (
                 kept
@@ -260,8 +274,9 @@ class RungTable:
         (to minimize) that :func:`_in_top` keeps against them: the m-th smallest, m being
         how many of them and a newcomer are kept."""
         cutoffs = {}
-        for key, at in self._sorted.items():
-            if len(at) >= LOCAL_AFTER:
+        for key, every in self._sorted.items():
+            if len(every) >= LOCAL_AFTER:
+                at = self._compared(key)
                 m = _kept(len(at) + 1, self._fraction)
                 cutoffs[key] = math.inf if m > len(at) else at[m - 1]
         return cutoffs
@@ -332,6 +347,12 @@ class ASHA(_Rungs):
         (:func:`dtune.checkpoint_file`) or retrains from the start; only the rungs
         above the one it paused at stop it. Trials still paused when a search ends
         stay ``PAUSED``, and may be promoted when the study resumes.
+    window
+        None (the default): a trial is ranked against every value its rung has seen.
+        A number: against the values of the latest ``window`` trials (by number) to
+        reach the rung. As the model's proposals improve, the early, worse values of
+        the initial design stop letting most of them through, and the cut stays at
+        1/η of the trials of the recent past.
 
     Examples
     --------
@@ -344,7 +365,7 @@ class ASHA(_Rungs):
     ...
     ValueError: min_resource=5 must be smaller than max_resource=2
     >>> ASHA(1, 9, 3, variant="promotion")
-    ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion')
+    ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
     """
 
     def __init__(
@@ -353,17 +374,25 @@ class ASHA(_Rungs):
         max_resource: float = 27,
         reduction_factor: float = 3,
         variant: str = "stopping",
+        window: int | None = None,
     ) -> None:
         super().__init__(min_resource, max_resource, reduction_factor)
         if variant not in ("stopping", "promotion"):
             raise ValueError(f"variant={variant!r} must be 'stopping' or 'promotion'")
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
+            raise ValueError(f"window={window!r} must be None or an int >= 1")
         self.variant = variant
         self.promotes = variant == "promotion"
+        self.window = window
 
     def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
         if self.promotes:  # every rung below the top that the run reaches pauses it
             return _crossed(trial, self._ladder) is not None
-        return _rung_says_stop(trial, trials, self._ladder, self.reduction_factor, minimize)
+        return _rung_says_stop(
+            trial, trials, self._ladder, self.reduction_factor, minimize, self.window
+        )
 
     def stops_for(self, trial: Trial) -> list[float] | None:
         if not self.promotes:
@@ -394,7 +423,7 @@ class ASHA(_Rungs):
         return _PauseTable(self, minimize) if self.promotes else RungTable(self, minimize)
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "variant": self.variant}
+        return {**super().to_json(), "variant": self.variant, "window": self.window}
 
 
 def _rung_says_stop(
@@ -403,19 +432,22 @@ def _rung_says_stop(
     ladder: Sequence[float],
     eta: float,
     minimize: bool,
+    window: int | None = None,
 ) -> bool:
     k = _crossed(trial, ladder)
     if k is None:
         return False
     sign = 1.0 if minimize else -1.0
     value = sign * trial.reports[-1].value
-    others = []
-    for other in trials:
+    others = []  # by trial number
+    for other in sorted(trials, key=lambda t: t.number):
         if other.number == trial.number:
             continue
         v = value_at(other, ladder[k])
         if v is not None:
             others.append(sign * v)
+    if window is not None:
+        others = others[-window:]
     return not _in_top(value, others, 1.0 / eta)
 
 

@@ -442,13 +442,14 @@ def run(
     import dtune
 
     rungs = (args.min_resource, args.epochs, args.reduction_factor)
+    window = args.window
     pruner = {
         "none": None,
-        "asha": dtune.ASHA(*rungs),
+        "asha": dtune.ASHA(*rungs, window=window),
         "hyperband": dtune.Hyperband(*rungs),
-        "random+asha": dtune.ASHA(*rungs),
-        "asha-joint": dtune.ASHA(*rungs),
-        "asha-promotion": dtune.ASHA(*rungs, variant="promotion"),
+        "random+asha": dtune.ASHA(*rungs, window=window),
+        "asha-joint": dtune.ASHA(*rungs, window=window),
+        "asha-promotion": dtune.ASHA(*rungs, variant="promotion", window=window),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
     if method.endswith("-joint"):  # one GP over configuration and resource (MOBSTER's)
@@ -661,6 +662,9 @@ def main() -> None:
     parser.add_argument("--min-resource", type=int, default=1, help="every pruner's first rung")
     parser.add_argument("--reduction-factor", type=int, default=3, help="every pruner's η")
     parser.add_argument(
+        "--window", type=int, default=None, help="dtune's ASHA ranks against the latest N at a rung"
+    )
+    parser.add_argument(
         "--curves",
         choices=CURVES,
         default="leftover",
@@ -726,6 +730,7 @@ def main() -> None:
         f"{args.epochs} epochs of {args.epoch} s (x0.5-1.5), {args.budget:g} s per search"
         + (f" (at most; {args.worker_budget:g} worker-s)" if args.worker_budget else "")
         + f", seeds 0..{args.seeds - 1}, {args.curves} curves"
+        + (f", ASHA's window {args.window}" if args.window else "")
     )
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in range(args.seeds) for m in methods]

@@ -54,6 +54,19 @@ def test_asha_keeps_the_top_third_at_each_rung_and_decides_only_at_rungs():
     assert not asha.should_stop(first, [*done, first], minimize=True)
 
 
+def test_asha_with_a_window_ranks_a_trial_against_the_latest_trials_at_its_rung():
+    # 30 early trials did badly at rung 1; the 12 since did well
+    early = [_trial(n, [10.0], TrialState.PRUNED) for n in range(30)]
+    recent = [_trial(30 + n, [float(n + 1)], TrialState.PRUNED) for n in range(12)]
+    newcomer = _trial(99, [8.0])
+    everyone = [*early, *recent, newcomer]
+    assert not ASHA(1, 9, 3).should_stop(newcomer, everyone, minimize=True)  # 8th of 43
+    assert ASHA(1, 9, 3, window=12).should_stop(newcomer, everyone, minimize=True)  # 8th of 13
+    assert not ASHA(1, 9, 3, window=12).should_stop(_trial(99, [4.0]), everyone, minimize=True)
+    # the latest by number, whatever order the list is in
+    assert ASHA(1, 9, 3, window=12).should_stop(newcomer, everyone[::-1], minimize=True)
+
+
 def test_promotion_asha_pauses_at_each_rung_and_promotes_the_best_of_the_top_third():
     asha = ASHA(1, 9, 3, variant="promotion")
     assert asha.promotes
@@ -108,7 +121,9 @@ def test_median_stop_compares_best_values_so_far_at_the_same_step():
     assert not rule.should_stop(_trial(9, [0.9, 0.5]), others[:2], minimize=True)  # too few
 
 
-@pytest.mark.parametrize("pruner", [ASHA(1, 9, 3), ASHA(2, 32, 2), Hyperband(1, 27, 3)])
+@pytest.mark.parametrize(
+    "pruner", [ASHA(1, 9, 3), ASHA(2, 32, 2), ASHA(1, 9, 3, window=12), Hyperband(1, 27, 3)]
+)
 @pytest.mark.parametrize("minimize", [True, False])
 def test_a_rungs_cutoff_says_what_the_rule_says(pruner, minimize):
     """A worker judges a report at a rung by the cutoff alone (Pruner.cutoffs): that
@@ -143,7 +158,7 @@ def test_a_rungs_cutoff_says_what_the_rule_says(pruner, minimize):
     assert MedianStop().cutoffs(trials, minimize) is None  # no rungs: the driver decides
 
 
-@pytest.mark.parametrize("pruner", [ASHA(1, 9, 3), Hyperband(1, 27, 3)])
+@pytest.mark.parametrize("pruner", [ASHA(1, 9, 3), ASHA(1, 9, 3, window=12), Hyperband(1, 27, 3)])
 @pytest.mark.parametrize("minimize", [True, False])
 def test_the_drivers_rung_table_follows_each_report_and_each_rerun(pruner, minimize):
     """The driver keeps the rungs' values up to date one trial at a time (a RungTable), as
@@ -184,6 +199,8 @@ def test_the_drivers_rung_table_follows_each_report_and_each_rerun(pruner, minim
         (lambda: ASHA(3, 3), "min_resource=3 must be smaller than max_resource=3"),
         (lambda: ASHA(1, 27, 1.5), "reduction_factor=1.5 must be >= 2"),
         (lambda: ASHA(1, 27, 3, "promote"), "variant='promote' must be 'stopping' or 'promotion'"),
+        (lambda: ASHA(1, 27, 3, window=0), "window=0 must be None or an int >= 1"),
+        (lambda: ASHA(1, 27, 3, window=2.5), "window=2.5 must be None or an int >= 1"),
         (lambda: Hyperband(0, 9), "min_resource=0 must be a positive"),
         (lambda: Hyperband(1, math.inf), "max_resource=inf must be a positive, finite"),
         (lambda: MedianStop(warmup_steps=-1), "warmup_steps=-1 must be an int >= 0"),
@@ -199,6 +216,7 @@ def test_pruners_round_trip_through_json():
     for pruner in (
         ASHA(2, 32, 2),
         ASHA(1, 9, 3, "promotion"),
+        ASHA(1, 9, 3, window=30),
         Hyperband(1, 81, 3),
         MedianStop(3, 4),
     ):
