@@ -52,8 +52,11 @@ def test_trials_round_trip_and_are_replaced_by_number(store):
         finished=7.5,
     )
     failed = Trial(1, TrialState.FAILED, {"x": 2.0, "act": "tanh"}, error="Traceback ...")
-    store.put_trials("s", [done, failed])
-    assert store.get_trials("s") == [done, failed]
+    paused = Trial(2, TrialState.PAUSED, {"x": 0.5, "act": "relu"}, value=0.5, started=8.0,
+                   finished=9.0, earlier_s=3.25)  # fmt: skip
+    store.put_trials("s", [done, failed, paused])
+    assert store.get_trials("s") == [done, failed, paused]
+    assert store.get_trials("s")[2].duration == 4.25  # its last run and those before
 
 
 def test_a_trials_reports_are_forgotten_from_a_step_on(store):
@@ -154,6 +157,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_trials(tmp_path):
         conn.execute("PRAGMA user_version=1")
     store = SQLiteStorage(path)
     assert store.get_trials("s")[0].value == 0.5
+    assert store.get_trials("s")[0].earlier_s == 0.0  # a column version 4 added
     assert store.claim("s", "host:1:x", stale_after=30.0) is None
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
