@@ -153,6 +153,9 @@ class Ledger:
         self._claimed_at = -math.inf
         self._model_rung: int | None = None  # index into rungs; None: final values
         self._told_early: set[int] = set()  # trials the model was told at a lower rung
+        # Trials the model was told an imputed value of (pruned or paused below its rung):
+        # one told more of later (a paused trial promoted) sets the model over again.
+        self._told_imputed: set[int] = set()
         self._worst: float | None = None  # the worst value told at the model's rung
         # Per rung k below the model's: how much trials that reached both improved from
         # k to the model's rung (value there minus value at k), to impute pruned trials.
@@ -168,6 +171,7 @@ class Ledger:
         self._count_rungs()
         self._model_rung = self._pick_model_rung()
         self._told_early = set()
+        self._told_imputed = set()
 
     # -- views ----------------------------------------------------------------------------
 
@@ -263,6 +267,7 @@ class Ledger:
                 return self._joint_state()
             told, running = [], []
             self._told_early = set()
+            self._told_imputed = set()
             self._gains = {}
             for trial in self.trials:
                 point = self.point(trial)
@@ -292,6 +297,7 @@ class Ledger:
                     if point is not None and value is not None:
                         told.append((point, value))
                         noise.append(var)
+                        self._told_imputed.add(trial.number)
             return ModelState(told, running, len(self._trials), noise)
 
     def _joint_state(self) -> ModelState:
@@ -381,10 +387,14 @@ class Ledger:
             self.name,
             "max" if self.model_rung is None else f"{self.model_rung:g}",
         )
+        self._start_over()
+        return True
+
+    def _start_over(self) -> None:
+        """The listeners start over from :meth:`model_state`."""
         state = self.model_state()
         for listener in self._listeners:
             listener.reset(state)
-        return True
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -473,6 +483,15 @@ class Ledger:
             return
         if self._refit_on_new_rung():
             return  # the listeners started over from the store, these trials included
+        if any(t.number in self._told_imputed for t in trials):
+            # A promoted trial's imputed value gives way to what it did next. Telling it
+            # as another result at its point instead (the estimate with its noise, the
+            # measurement without) kept the suggestion process's ready points, but the
+            # model then ended worse (docs/PERFORMANCE.md, run 26); starting over costs
+            # the ready points, so short trials wait for the model (utilization from
+            # fresh clusters 0.51-0.70 against random points' 0.77-0.81).
+            self._start_over()
+            return
         results, noise = [], {}
         for t in trials:
             point = self.point(t)
@@ -489,15 +508,10 @@ class Ledger:
                     self._add_gains(t, told)
             if told is None and t.state.is_stopped_early() and t.number not in self._told_early:
                 # Stopped for doing worse than others: the model learns to avoid its point
-                # (told what its curve would reach) rather than propose it again. A paused
-                # trial that is promoted later is told what it does next as another result
-                # at its point: the estimate carries its noise variance and a measured value
-                # none, so the model follows the measurement; a model rebuilt from the store
-                # (a new rung, a sync) holds the latest alone. Starting the listeners over
-                # at each promoted trial's end instead emptied the suggestion process's
-                # ready points every few trials (utilization 0.50-0.66 from fresh clusters
-                # against random points' 0.76-0.81; 0.75 without: docs/PERFORMANCE.md).
+                # (told what its curve would reach) rather than propose it again.
                 told, noise[t.number] = self._imputed(t)
+                if told is not None:
+                    self._told_imputed.add(t.number)
             results.append((t.number, point, told))
         for listener in self._listeners:
             listener.finished(results, noise)
@@ -619,7 +633,9 @@ class Ledger:
             if k is not None and number not in self._told_early:
                 value = self.rung_value(trial, k)
                 point = self.point(trial)
-                if value is not None and point is not None:
+                if value is not None and number in self._told_imputed:
+                    self._start_over()  # a promoted trial: its value replaces the estimate
+                elif value is not None and point is not None:
                     self._told_early.add(number)
                     self._told(value)
                     self._add_gains(trial, value)

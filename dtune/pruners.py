@@ -4,9 +4,13 @@ Pass one as ``Study(..., pruner=...)``. The driver asks it after each report tha
 running trial sends with :func:`dtune.report`; a trial told to stop ends ``PRUNED`` and
 its slot (its GPU) takes the next trial at once.
 
-- :class:`ASHA`: asynchronous successive halving, stopping variant (Li et al. 2020). A
-  trial that reaches a rung continues if its value is in the top ``1/reduction_factor``
-  of the values recorded at that rung so far; no trial waits for others.
+- :class:`ASHA`: asynchronous successive halving (Li et al. 2020). Stopping variant (the
+  default): a trial that reaches a rung continues if its value is in the top
+  ``1/reduction_factor`` of the values recorded at that rung so far; no trial waits for
+  others. Promotion variant: every trial pauses at each rung (``PAUSED``), and a free
+  worker runs on the best paused trial that ranks high enough before it starts a new
+  one (:meth:`Pruner.promotion`). With a ``window``, a trial is ranked against the
+  latest trials at its rung only.
 - :class:`Hyperband`: brackets of ASHA with different first rungs, so that some
   trials are never stopped early (a hedge against curves that cross).
 - :class:`MedianStop`: stop a trial whose best value so far is worse than the median of
