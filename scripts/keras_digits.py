@@ -64,6 +64,7 @@ def keras_epochs(
     """The validation error (1 - accuracy) after each epoch of the CNN at ``params``.
     With a ``checkpoint`` folder, the model (with its optimizer's state) is saved there
     after the epochs in ``save_at``; from ``start`` > 0 it is loaded from there."""
+    digits()  # first: it sets TensorFlow's threads, which must precede its start
     import tensorflow as tf
 
     keras = tf.keras
