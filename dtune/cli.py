@@ -84,6 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
         random_state=args.seed,
         n_initial_points=min(8, args.trials),
     )
+    since = len(study.trials)  # a demo run before in this folder: the study goes on
     if args.gpus is None:
         study.optimize(digits_objective, n_trials=args.trials, n_workers=args.workers)
     else:
@@ -95,13 +96,16 @@ def _demo(args: argparse.Namespace) -> int:
             gpus = ",".join(args.gpus)
             print(f"dtune demo: one worker per GPU ({gpus}); dashboard: {client.dashboard_link}")
             study.optimize(digits_objective, n_trials=args.trials, client=client)
-    _print_summary(study, top=5)
+    _print_summary(study, top=5, since=since)
     print(f"\nstore: {storage}")
     print(f"inspect it again with: dtune show {args.storage}")
     return 0
 
 
-def _print_summary(study: object, top: int) -> None:
+def _print_summary(study: object, top: int, since: int | None = None) -> None:
+    """The study's trials and best ones; ``since``: the number of this call's first
+    trial, whose trials alone the utilization counts (a continued study's earlier
+    searches, hours or days before, would count the time between them as idle)."""
     from dtune.stats import utilization
     from dtune.study import Study
 
@@ -116,7 +120,11 @@ def _print_summary(study: object, top: int) -> None:
     if not best:
         print("no complete trial yet")
         return
-    print(f"worker utilization: {utilization(trials):.2f}")
+    if since:
+        ours = [t for t in trials if t.number >= since]
+        print(f"worker utilization, this search's {len(ours)} trials: {utilization(ours):.2f}")
+    else:
+        print(f"worker utilization: {utilization(trials):.2f}")
     print(f"best {study.objective_key or 'value'} ({study.direction}): {best[0].value:.6g}")
     print(f"best parameters: {best[0].params}")
     frame = study.trials_dataframe()
@@ -190,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dtune run: {exc}", file=sys.stderr)
         return 2
     done = sum(t.state.is_finished() for t in study.trials)
+    since = len(study.trials)
     print(f"dtune run: study {study.name!r} in {os.path.abspath(args.storage)} ({done} finished)")
     study.optimize(
         objective,
@@ -199,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
         trial_timeout=args.trial_timeout,
         isolate=args.isolate,
     )
-    _print_summary(study, top=5)
+    _print_summary(study, top=5, since=since)
     return 0
 
 

@@ -31,6 +31,14 @@ def test_demo_runs_a_real_search_on_an_embedded_cluster_and_show_reads_it(tmp_pa
     assert show.returncode == 0, show.stderr
     assert "study 'digits': 6 trials" in show.stdout
     assert "top 3:" in show.stdout
+    # run again in the same folder: the study goes on, and the utilization is this
+    # search's, not one spanning both (with the time between them idle)
+    again = _dtune("demo", "--trials", "6", "--workers", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "12 trials (12 complete)" in again.stdout
+    line = next(x for x in again.stdout.splitlines() if x.startswith("worker utilization"))
+    assert line.startswith("worker utilization, this search's 6 trials: "), line
+    assert float(line.rsplit(" ", 1)[1]) > 0.2, line
 
 
 def test_help_and_bad_arguments():
