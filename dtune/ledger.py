@@ -535,39 +535,32 @@ class Ledger:
         of its unfinished run stay until the new run reports: from the start (its first
         step again), or from a checkpoint, when the earlier reports up to that step stay
         (:meth:`report`)."""
-        with self._lock:
-            old = self._trials[number]
-            if old.state is not TrialState.INTERRUPTED:
-                raise ValueError(f"trial {number} is {old.state.value}, not INTERRUPTED")
-            trial = Trial(
-                number=number,
-                state=TrialState.RUNNING,
-                params=old.params,
-                submitted=time.time() if submitted is None else submitted,
-                reports=old.reports,
-                earlier_s=old.earlier_s,
-            )
-            self._commit([trial])
-            self._started(trial)
-            return trial
+        return self._run_again(number, TrialState.INTERRUPTED, submitted)
 
     def resume(self, number: int, *, submitted: float | None = None) -> Trial:
         """Run a PAUSED trial on (a promotion-type ASHA promoted it), under its own
         number and point, its reports kept: it goes on from the step after its last
         one, or from the start, when its new run's reports replace them (:meth:`report`).
         The seconds of its runs so far go to ``earlier_s``."""
+        return self._run_again(number, TrialState.PAUSED, submitted)
+
+    def _run_again(self, number: int, state: TrialState, submitted: float | None) -> Trial:
+        """Trial ``number``, now in ``state``, RUNNING again with its reports. A paused
+        trial's runs so far count in ``earlier_s``; an interrupted run's do not (its
+        result never came)."""
         with self._lock:
             old = self._trials[number]
-            if old.state is not TrialState.PAUSED:
-                raise ValueError(f"trial {number} is {old.state.value}, not PAUSED")
+            if old.state is not state:
+                raise ValueError(f"trial {number} is {old.state.value}, not {state.value}")
+            paused = state is TrialState.PAUSED
             trial = Trial(
                 number=number,
                 state=TrialState.RUNNING,
                 params=old.params,
-                worker=old.worker,
+                worker=old.worker if paused else None,
                 submitted=time.time() if submitted is None else submitted,
                 reports=old.reports,
-                earlier_s=old.duration or 0.0,
+                earlier_s=(old.duration or 0.0) if paused else old.earlier_s,
             )
             self._commit([trial])
             self._started(trial)

@@ -443,8 +443,10 @@ def _rung_says_stop(
         return False
     sign = 1.0 if minimize else -1.0
     value = sign * trial.reports[-1].value
-    others = []  # by trial number
-    for other in sorted(trials, key=lambda t: t.number):
+    if window is not None:  # the latest by number (the driver's list is in that order)
+        trials = sorted(trials, key=lambda t: t.number)
+    others = []
+    for other in trials:
         if other.number == trial.number:
             continue
         v = value_at(other, ladder[k])

@@ -211,10 +211,15 @@ def resumable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.1) ->
             except dtune.TrialAbandoned:
                 open(f"{path}-abandoned-at-{epoch}", "w").close()
                 raise
-            temporary = path.parent / f"{path.name}.tmp"
-            temporary.write_text(str(epoch))
-            temporary.replace(path)
+            _save_epoch(path, epoch)
         return {"value": loss, "resumed_from": resumed}
+
+
+def _save_epoch(path: Any, epoch: int) -> None:
+    """Save ``epoch`` as a checkpoint at ``path``: to a temporary name, then renamed."""
+    temporary = path.parent / f"{path.name}.tmp"
+    temporary.write_text(str(epoch))
+    temporary.replace(path)
 
 
 def checkpoints_then_dies(x: float, folder: str, how: str) -> float:
@@ -257,19 +262,13 @@ def pausable_curve(x: float, folder: str, epochs: int = 9, nap: float = 0.02) ->
     with dtune.checkpoint_file(folder) as path:
         resumed = int(path.read_text()) if path.exists() else 0
         loss = math.inf
-
-        def save(epoch: int) -> None:
-            temporary = path.parent / f"{path.name}.tmp"
-            temporary.write_text(str(epoch))
-            temporary.replace(path)
-
         for epoch in range(resumed + 1, epochs + 1):
             time.sleep(nap)
             loss = (x - 0.3) ** 2 + 0.5 / epoch
             try:
                 dtune.report(loss, epoch)
             except dtune.TrialPaused:
-                save(epoch)
+                _save_epoch(path, epoch)
                 raise
-            save(epoch)
+            _save_epoch(path, epoch)
         return {"value": loss, "resumed_from": resumed}
