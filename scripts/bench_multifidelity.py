@@ -2,9 +2,10 @@
 Hyperband, random points with ASHA, ASHA with a joint model (``asha-joint``: one GP
 over configuration and resource, ``resource_model="joint"``, as MOBSTER) and ASHA's
 promotion variant (``asha-promotion``: trials pause at each rung and the best are
-promoted, resuming as if from a checkpoint), on synthetic learning curves run by 8
-workers of a local Dask cluster (the same cluster for every method, one after the
-other).
+promoted, resuming as if from a checkpoint) and ASHA ranking a trial against the latest
+27 trials at its rung (``asha-window``; ``--window N`` sets every ASHA's window), on
+synthetic learning curves run by 8 workers of a local Dask cluster (the same cluster for
+every method, one after the other).
 
 Each trial "trains" for up to ``--epochs`` epochs. An epoch sleeps 0.5–1.5 × ``--epoch``
 seconds (varying across the space, as in scripts/bench.py), then reports a value that
@@ -128,11 +129,21 @@ METHODS = (
     "random+asha",
     "asha-joint",
     "asha-promotion",
+    "asha-window",
     "optuna-tpe+sh",
     "optuna-tpe+hyperband",
 )
 # the methods --simulated runs
-_SIMULATED = ("none", "asha", "hyperband", "random+asha", "asha-joint", "asha-promotion")
+_SIMULATED = (
+    "none",
+    "asha",
+    "hyperband",
+    "random+asha",
+    "asha-joint",
+    "asha-promotion",
+    "asha-window",
+)
+_WINDOW = 27  # asha-window's window when --window does not set one
 # leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x)
 CURVES = ("leftover", "exact")
 _SIM_START = 1e9  # the simulated clock's start
@@ -450,6 +461,7 @@ def run(
         "random+asha": dtune.ASHA(*rungs, window=window),
         "asha-joint": dtune.ASHA(*rungs, window=window),
         "asha-promotion": dtune.ASHA(*rungs, variant="promotion", window=window),
+        "asha-window": dtune.ASHA(*rungs, window=window or _WINDOW),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
     if method.endswith("-joint"):  # one GP over configuration and resource (MOBSTER's)
@@ -662,7 +674,10 @@ def main() -> None:
     parser.add_argument("--min-resource", type=int, default=1, help="every pruner's first rung")
     parser.add_argument("--reduction-factor", type=int, default=3, help="every pruner's η")
     parser.add_argument(
-        "--window", type=int, default=None, help="dtune's ASHA ranks against the latest N at a rung"
+        "--window",
+        type=int,
+        default=None,
+        help=f"dtune's ASHA ranks against the latest N at a rung (asha-window: {_WINDOW})",
     )
     parser.add_argument(
         "--curves",
@@ -872,7 +887,9 @@ def report(
             continue
         best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))]
         for method in (
-            m for m in ("asha", "hyperband", "asha-joint", "asha-promotion") if m in methods
+            m
+            for m in ("asha", "hyperband", "asha-joint", "asha-promotion", "asha-window")
+            if m in methods
         ):
             level = sum(a <= b for a, b in zip(at[method], best_peer, strict=True))
             verdicts.append(
