@@ -33,32 +33,45 @@ _PRUNER_OPTIONS = {"asha-promotion": {"variant": "promotion"}}
 def _pruner(text: str) -> Any:
     """``asha:1:27:3``, ``asha-promotion:1:27:3``, ``hyperband:1:27:3`` or
     ``median:5:5`` as a pruner (trailing numbers may be left out: the pruner's
-    defaults).
+    defaults), then any ``name=number`` options, e.g. ASHA's ``window=27``.
 
     >>> _pruner("asha-promotion:1:9")
     ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
+    >>> _pruner("asha:1:27:3:window=27").window
+    27
     """
     from dtune import pruners
 
-    kind, *numbers = text.split(":")
+    kind, *parts = text.split(":")
     if kind.lower() not in _PRUNERS:
         raise argparse.ArgumentTypeError(
             f"unknown pruner {kind!r} in {text!r}; choose from "
             + ", ".join(f"{k}[:{v.split(':', 1)[1].lower()}]" for k, v in _PRUNERS.items())
         )
     cls_name, *names = _PRUNERS[kind.lower()].split(":")
+    first = next((i for i, part in enumerate(parts) if "=" in part), len(parts))
+    numbers, options = parts[:first], [part.split("=", 1) for part in parts[first:]]
+    if any(len(option) == 1 for option in options):
+        raise argparse.ArgumentTypeError(f"{text!r}: the name=number options come last")
+    if len({name for name, _ in options}) < len(options):
+        raise argparse.ArgumentTypeError(f"{text!r}: an option is given twice")
     if len(numbers) > len(names):
         raise argparse.ArgumentTypeError(f"{text!r}: {kind} takes at most {len(names)} numbers")
-    values: list[float] = []
-    for number in numbers:
-        try:
-            values.append(int(number) if number.lstrip("-").isdigit() else float(number))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{number!r} in {text!r} is not a number") from None
+    values = [_number(number, text) for number in numbers]
+    keywords = {name: _number(value, text) for name, value in options}
     try:
-        return getattr(pruners, cls_name)(*values, **_PRUNER_OPTIONS.get(kind.lower(), {}))
+        return getattr(pruners, cls_name)(
+            *values, **_PRUNER_OPTIONS.get(kind.lower(), {}), **keywords
+        )
     except (TypeError, ValueError) as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _number(text: str, spec: str) -> float:
+    try:
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} in {spec!r} is not a number") from None
 
 
 def _gpu_ids(text: str) -> list[str]:
@@ -307,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "stop hopeless trials early (the objective calls dtune.report): asha:MIN:MAX:ETA, "
             "asha-promotion:MIN:MAX:ETA (trials pause at rungs and the best go on), "
-            "hyperband:MIN:MAX:ETA or median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3 (a continued "
+            "hyperband:MIN:MAX:ETA or median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3; ASHA ranks "
+            "against the latest N trials at a rung with :window=N (a continued "
             "study keeps its pruner unless this gives another)"
         ),
     )

@@ -77,7 +77,7 @@ def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
     (tmp_path / "search.py").write_text(_REPORTING_SEARCH)
     run = _dtune(
         "run", "search.py", "--trials", "24", "--workers", "2", "--seed", "0",
-        "--pruner", "asha:1:9:3", cwd=tmp_path,
+        "--pruner", "asha:1:9:3:window=12", cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     show = _dtune("show", "dtune.db", cwd=tmp_path)
@@ -103,6 +103,7 @@ def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
     assert len(study.trials) == 28
     assert study.pruner is not None
     assert study.pruner.to_json()["max_resource"] == 9
+    assert study.pruner.to_json()["window"] == 12
 
 
 @pytest.mark.parametrize(
@@ -112,6 +113,10 @@ def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
         ("sha:1:9", "unknown pruner 'sha'"),
         ("asha:1:x", "'x' in 'asha:1:x' is not a number"),
         ("median:1:2:3", "takes at most 2 numbers"),
+        ("asha:1:9:3:window=0", "window=0"),
+        ("asha:1:window=3:9", "the name=number options come last"),
+        ("asha:1:9:window=3:window=4", "an option is given twice"),
+        ("hyperband:1:9:3:window=3", "unexpected keyword argument 'window'"),
     ],
 )
 def test_run_names_a_bad_pruner(tmp_path, spec, message):
