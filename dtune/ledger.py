@@ -86,6 +86,10 @@ class LedgerListener(Protocol):
         """Results of trials that still run, each point with its resource (a joint
         model's rung values): told to the model, the trials still pending."""
 
+    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
+        """Values told before for these points (a paused trial's estimate) replaced by
+        these (point, value, its own noise variance: 0 for a measured one)."""
+
     def reset(self, state: ModelState) -> None:
         """Start over from ``state`` (the store changed under this process)."""
 
@@ -483,20 +487,14 @@ class Ledger:
             return
         if self._refit_on_new_rung():
             return  # the listeners started over from the store, these trials included
-        if any(t.number in self._told_imputed for t in trials):
-            # A promoted trial's imputed value gives way to what it did next. Telling it
-            # as another result at its point instead (the estimate with its noise, the
-            # measurement without) kept the suggestion process's ready points, but the
-            # model then ended worse (docs/PERFORMANCE.md, run 26); starting over costs
-            # the ready points, so short trials wait for the model (utilization from
-            # fresh clusters 0.51-0.70 against random points' 0.77-0.81).
-            self._start_over()
-            return
         results, noise = [], {}
+        retold: list[tuple[Point, float, float]] = []
         for t in trials:
             point = self.point(t)
             if point is None:
                 continue
+            estimated = t.number in self._told_imputed  # a promoted trial's, told before
+            self._told_imputed.discard(t.number)
             told = None
             if self._model_rung is None and t.state.is_finished():
                 told = self._told(self.told_value(t))
@@ -512,8 +510,19 @@ class Ledger:
                 told, noise[t.number] = self._imputed(t)
                 if told is not None:
                     self._told_imputed.add(t.number)
+            if estimated:
+                if told is None:  # nothing to replace its estimate with (a failure)
+                    self._start_over()
+                    return
+                # What it did next replaces its estimate in place: the model keeps its
+                # kernel and the suggestion process its ready points (starting over
+                # cost them, run 26); a second result at the point made it worse.
+                retold.append((point, told, noise.pop(t.number, 0.0)))
+                told = None
             results.append((t.number, point, told))
         for listener in self._listeners:
+            if retold:
+                listener.retold(retold)
             listener.finished(results, noise)
 
     def start(self, params: dict[str, Any], *, submitted: float | None = None) -> Trial:
@@ -626,14 +635,18 @@ class Ledger:
             if k is not None and number not in self._told_early:
                 value = self.rung_value(trial, k)
                 point = self.point(trial)
-                if value is not None and number in self._told_imputed:
-                    self._start_over()  # a promoted trial: its value replaces the estimate
-                elif value is not None and point is not None:
+                if value is not None and point is not None:
                     self._told_early.add(number)
                     self._told(value)
                     self._add_gains(trial, value)
-                    for listener in self._listeners:
-                        listener.finished([(number, point, value)])
+                    if number in self._told_imputed:  # a promoted trial's estimate
+                        self._told_imputed.discard(number)
+                        for listener in self._listeners:
+                            listener.retold([(point, value, 0.0)])
+                            listener.finished([(number, point, None)])  # told: not pending
+                    else:
+                        for listener in self._listeners:
+                            listener.finished([(number, point, value)])
         return trial
 
     def place(self, placements: dict[int, str]) -> None:

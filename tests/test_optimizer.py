@@ -627,20 +627,76 @@ def test_a_stalled_search_gives_a_third_of_its_points_to_a_trust_region_and_a_th
     assert region._search.n_told == 70 + in_box
 
 
-def test_with_search_fits_deferred_a_batch_never_fits_and_the_caller_runs_the_refits(
-    monkeypatch,
-):
+def test_a_value_retold_in_place_is_what_a_search_told_it_first_would_suggest_from():
+    """A promoted trial's estimate gives way to its result in place (``retell``): the
+    same suggestions as an optimizer told that result in the first place, with the same
+    kernel, and a refit due."""
+    space = SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)})
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.0, 1.0, (12, 2)).tolist()
+    y = [(a - 0.3) ** 2 + (b - 0.6) ** 2 for a, b in X]
+    estimated = [*y[:-1], 2.0]  # the last one told as an estimate first
+    settings = OptimizerSettings(n_initial_points=0, random_state=1)
+    retold, first = PendingAwareOptimizer(space, settings), PendingAwareOptimizer(space, settings)
+    retold.tell(X, estimated, [0.0] * 11 + [0.3])
+    retold.fit()
+    assert not retold.needs_fit
+    assert retold.retell(X[-1], y[-1])
+    assert not retold.retell([0.5, 0.5], 1.0)  # never told: nothing replaced
+    assert retold.history == (X, y)
+    assert retold.told_noise == [0.0] * 12
+    assert retold.needs_fit  # the kernel was fitted on the estimate
+    first.tell(X, y)
+    first.adopt_fit((retold.model, retold.fitted_on))
+    assert retold.ask_batch([X[0]], 3) == first.ask_batch([X[0]], 3)
+    with pytest.raises(ValueError, match="non-finite"):
+        retold.retell(X[0], float("nan"))
+
+
+def _stalled_search(monkeypatch, *, defer_search_fits=False):
+    """An optimizer told 70 results in one corner, the best at the 10th: stalled."""
     monkeypatch.setattr(core, "POLISH_AFTER", 12)
     opt = PendingAwareOptimizer(
         SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)}),
         OptimizerSettings(n_initial_points=4, random_state=0),
     )
-    opt.defer_search_fits()
+    if defer_search_fits:
+        opt.defer_search_fits()
     rng = np.random.RandomState(0)
     X = rng.uniform(0.0, 0.3, (70, 2)).tolist()
-    y = [1.0 - 0.01 * i for i in range(10)] + list(0.95 + 0.05 * rng.rand(60))
-    opt.tell(X, y)
+    opt.tell(X, [1.0 - 0.01 * i for i in range(10)] + list(0.95 + 0.05 * rng.rand(60)))
     opt.skip_initial(70)
+    return opt
+
+
+def test_a_retold_value_reaches_the_trust_region_and_the_restart_search_that_were_told_it(
+    monkeypatch,
+):
+    opt = _stalled_search(monkeypatch)
+    batch = opt.ask_batch([], 6)  # stalled: two for the region, two for a restart search
+    region, restarts = opt._trust_region, opt._restarts
+    opt.tell(batch, [0.95] * 6, [0.2] * 6)  # estimates
+    by_region, by_restart = batch[0], batch[2]
+    assert region.proposed(by_region) is False
+    assert restarts.search.has_told(point_key(by_restart))
+    opt.retell(by_region, 0.1)  # measured, and the best now
+    opt.retell(by_restart, 0.97, 0.1)  # estimated again, higher
+    points, values = opt.history
+    assert values[points.index(by_region)] == 0.1
+    assert values[points.index(by_restart)] == 0.97
+    assert region._best == 0.1
+    assert region.search.history[1][region.search.history[0].index(by_region)] == 0.1
+    restart_points, restart_values = restarts.search.history
+    assert restart_values[restart_points.index(by_restart)] == 0.97
+    assert restarts.search.told_noise[restart_points.index(by_restart)] == 0.1
+    assert opt.n_told == 76
+    assert restarts.search.n_told == 2
+
+
+def test_with_search_fits_deferred_a_batch_never_fits_and_the_caller_runs_the_refits(
+    monkeypatch,
+):
+    opt = _stalled_search(monkeypatch, defer_search_fits=True)
     opt.fit()
     # The new box's search has 70 results and no model: it proposes nothing, and the
     # global model takes its share of the batch; the restart search draws its design.

@@ -260,6 +260,9 @@ class _Recorder:
     def observed(self, results):
         self.observed_results = [*getattr(self, "observed_results", []), *results]
 
+    def retold(self, results):
+        self.retold_results = [*getattr(self, "retold_results", []), *results]
+
     def reset(self, state):
         self.resets.append(len(state.told))
 
@@ -325,10 +328,61 @@ def test_a_promoted_trials_imputed_value_gives_way_to_its_result():
     (done,) = ledger.finish([(5, Outcome(value=0.55 + 1 / 9, started=12.0, finished=20.0))])
     assert done.state is TrialState.COMPLETE
     assert done.duration == 9.0  # 8 s in this run, 1 s in the one it paused in
-    # the model started over: 6 results, the promoted trial's final one, not its estimate
-    assert len(recorder.resets) == resets + 1
-    assert recorder.resets[-1] == 6
+    # its final value replaced its estimate in place, measured; the model did not start
+    # over, and was not told the trial a second time
+    assert len(recorder.resets) == resets
+    assert recorder.retold_results == [([0.55], pytest.approx(0.55 + 1 / 9), 0.0)]
+    assert recorder.told[-1] == (5, None)
     assert ledger.model_state().told[-1] == ([0.55], pytest.approx(0.55 + 1 / 9))
+    assert len(ledger.model_state().told) == 6
+
+
+def test_a_promoted_trial_at_the_models_rung_replaces_its_estimate_while_it_runs():
+    ledger, recorder = _rung_ledger()
+    for i in range(5):  # five trials reach rung 3: the model fits values there
+        t = ledger.start({"x": i / 10})
+        for step in (1, 3):
+            ledger.report(t.number, Report(step, i / 10 + 1 / step))
+    assert ledger.model_rung == 3
+    t = ledger.start({"x": 0.55})
+    ledger.report(t.number, Report(1, 1.6))
+    ledger.finish([(t.number, Outcome(value=1.6, pruned=True, paused=True))])
+    number, imputed = recorder.told[-1]
+    assert (number, recorder.noise[5]) == (5, pytest.approx(0.0))  # every gain was 2/3
+    assert imputed == pytest.approx(1.6 - 2 / 3)
+    resets = len(recorder.resets)
+    ledger.resume(5)
+    ledger.report(5, Report(2, 1.2))
+    assert not hasattr(recorder, "retold_results")  # below the model's rung: nothing yet
+    ledger.report(5, Report(3, 0.9))
+    assert recorder.retold_results == [([0.55], 0.9, 0.0)]
+    assert recorder.told[-1] == (5, None)  # told, so no longer pending; not told twice
+    assert len(recorder.resets) == resets
+    ledger.finish([(5, Outcome(value=0.8))])
+    assert recorder.retold_results == [([0.55], 0.9, 0.0)]  # the rung's value stands
+    assert recorder.told[-1] == (5, None)
+    assert ledger.model_state().told[-1] == ([0.55], 0.9)
+
+
+def test_a_trial_paused_again_higher_up_is_estimated_again_from_there():
+    ledger, recorder = _rung_ledger()
+    for i in range(5):  # enough complete trials: the model fits final values
+        t = ledger.start({"x": i / 10})
+        for step in (1, 3, 9):
+            ledger.report(t.number, Report(step, i / 10 + 2 / step))
+        ledger.finish([(t.number, Outcome(value=i / 10 + 2 / 9))])
+    t = ledger.start({"x": 0.55})
+    ledger.report(t.number, Report(1, 2.6))
+    ledger.finish([(t.number, Outcome(value=2.6, pruned=True, paused=True))])
+    assert recorder.told[-1] == (5, pytest.approx(2.6 - 2 + 2 / 9))  # rung 1 + median gain
+    ledger.resume(5)
+    ledger.report(5, Report(3, 0.9))
+    ledger.finish([(5, Outcome(value=0.9, pruned=True, paused=True))])
+    # now from rung 3: 0.9 plus the median gain from 3 to 9 (2/9 - 2/3), an estimate
+    ((point, value, noise),) = recorder.retold_results
+    assert (point, value) == ([0.55], pytest.approx(0.9 - 2 / 3 + 2 / 9))
+    assert noise == pytest.approx(0.0, abs=1e-12)  # every gain from rung 3 was the same
+    assert recorder.told[-1] == (5, None)
 
 
 def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end():

@@ -312,6 +312,42 @@ def test_ready_suggestions_go_stale_after_one_result_or_an_eighth_of_many_slots(
         assert service.can_suggest()
 
 
+def test_a_retold_estimate_keeps_the_process_model_and_its_ready_points():
+    """A promoted trial's result replaces its estimate in place: the process keeps its
+    kernel (refitted in the background) and its ready points, which go stale as after a
+    result, rather than start over without a model (run 26's cost)."""
+    import socket
+    from multiprocessing.connection import Connection
+
+    from dtune.suggest.service import _Service
+
+    rng = np.random.RandomState(2)
+    told = [(list(p), _value(p), 0.0) for p in rng.uniform(-2, 2, (12, 2))]
+    estimate = told[-1][0]
+    told[-1] = (estimate, 5.0, 0.5)
+    ours, theirs = socket.socketpair()
+    with Connection(ours.detach()) as conn, Connection(theirs.detach()) as driver:
+        service = _Service(conn, SPACE, OptimizerSettings(random_state=0), told, [], 2)
+        service.optimizer.fit()
+        service.suggest()
+        assert driver.recv()[0] == "ready"
+        ready, generation = list(service.ready), service.generation
+        optimizer = service.optimizer
+        service.handle(("retold", [(estimate, _value(estimate), 0.0)]))
+        assert service.optimizer is optimizer
+        assert optimizer.has_model
+        assert optimizer.n_told == 12
+        assert optimizer.history[1][-1] == _value(estimate)
+        assert optimizer.told_noise[-1] == 0.0
+        assert optimizer.needs_fit  # refitted in the fit thread, batches not waiting
+        assert service.ready == ready  # kept, to hand out while a fresh batch comes
+        assert service.generation == generation + 1  # stale, as after a result
+        assert service.can_suggest()
+        # a point it never had (a process started after the estimate): told as a result
+        service.handle(("retold", [([1.5, 1.5], 0.7, 0.0)]))
+        assert optimizer.n_told == 13
+
+
 def test_with_results_arriving_faster_than_batches_the_process_keeps_more_points_ready():
     """Pruned trials end dozens a second: the ready points then cover the results of two
     of the slowest recent batches (up to twelve times the driver's depth), so a freed

@@ -378,6 +378,41 @@ class PendingAwareOptimizer:
                 # A new basin: length scales fitted in the old one may not hold there.
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
 
+    def retell(self, point: Point, value: float, noise: float = 0.0) -> bool:
+        """Replace the value told last for ``point`` (an estimate, such as a paused
+        trial's imputed value, now measured or estimated again) with ``value`` and its
+        own noise variance, here and in the trust region's and restart search that were
+        told it; False if ``point`` was never told. The points' order, the transformed
+        history and the ready suggestions' search stay as they are, so nothing is refitted
+        from scratch: the kernel's hyperparameters are refitted when next due (at once,
+        in the background, in the suggestion process), and every batch conditions on the
+        new value from now on.
+
+        >>> from dtune.space import Real
+        >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(0.0, 1.0)}))
+        >>> opt.tell([[0.2], [0.4]], [1.0, 2.0], [0.5, 0.0])
+        >>> opt.retell([0.2], 0.3), opt.retell([0.9], 0.3)
+        (True, False)
+        >>> opt.history[1], opt.told_noise
+        ([0.3, 2.0], [0.0, 0.0])
+        """
+        if not math.isfinite(value):
+            raise ValueError(f"cannot tell a non-finite value {value!r} for {point!r}")
+        if not (math.isfinite(noise) and noise >= 0.0):
+            raise ValueError(f"a noise variance must be finite and >= 0, not {noise!r}")
+        lifted = self._lift(point)
+        key = point_key(lifted)
+        i = next((i for i in reversed(range(len(self._X))) if point_key(self._X[i]) == key), None)
+        if i is None:
+            return False
+        self._y[i], self._noise[i] = float(value), float(noise)
+        self._refit_due = True
+        x = lifted[: self._n_dims]
+        for part in (self._trust_region, self._restarts):
+            if part is not None:
+                part.retell(x, value, noise)
+        return True
+
     def tell_rows(self, results: Sequence[tuple[Point, float, float]]) -> None:
         """:meth:`tell` results given as (point, value, its own noise variance) rows."""
         if results:

@@ -55,6 +55,11 @@ class Suggester(abc.ABC):
         model), told to the model; the trials stay pending."""
 
     @abc.abstractmethod
+    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
+        """Values told before for these points replaced by these (point, value, its own
+        noise variance): a promoted trial's estimate by what it did next."""
+
+    @abc.abstractmethod
     def reset(self, state: ModelState) -> None:
         """Start over from ``state``."""
 

@@ -121,6 +121,12 @@ class InProcessSuggester(Suggester):
         self.optimizer.tell([p for p, _ in results], [v for _, v in results])
         self._stale = True
 
+    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
+        for point, value, noise in results:
+            if not self.optimizer.retell(point, value, noise):
+                self.optimizer.tell_rows([(point, value, noise)])  # not told here before
+        self._stale = True
+
     def summary(self) -> dict[str, float]:
         n, asks = len(self.ask_seconds), sorted(self.ask_seconds) or [0.0]
         self.ask_seconds = []

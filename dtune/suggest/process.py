@@ -392,6 +392,9 @@ class ProcessSuggester(Suggester):
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:
         self._send(("observed", list(results)))
 
+    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
+        self._send(("retold", list(results)))
+
     def reset(self, state: ModelState) -> None:
         # The driver's copy was reset first (it subscribed first); a running process
         # rebuilds its optimizer in place, and what it had ready is dropped.

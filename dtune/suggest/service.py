@@ -20,6 +20,8 @@ side) and talks over a socket::
                                             result; every depth // 2 from 13 slots)
     ("observed", [(point, value)]) ──────▶  the same, for a running trial's rung value
                                             (a joint model: the point has its resource)
+    ("retold", [(point, value, noise)]) ─▶  a promoted trial's estimate replaced in
+                                            place (the kernel refitted in the background)
     take ◀ ("ready", gen, points, s, cpu)   ask_batch: a batch conditioned on told +
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
@@ -259,6 +261,15 @@ class _Service:
                 point = self.pending.pop(number, None)
                 if value is not None and point is not None:
                     self.results.append((point, value, noise))
+        elif kind == "retold":
+            self.arrivals.append((time.perf_counter(), len(message[1])))
+            self.tell_results()  # a value waiting to be told may be the one replaced
+            for point, value, noise in message[1]:
+                if not self.optimizer.retell(point, value, noise):
+                    self.optimizer.tell_rows([(point, value, noise)])
+            self.told_since += len(message[1])
+            if self.told_since >= self.step:
+                self.next_generation()
         elif kind == "observed":
             self.arrivals.append((time.perf_counter(), len(message[1])))
             self.results.extend((list(point), value, 0.0) for point, value in message[1])
