@@ -382,11 +382,10 @@ class PendingAwareOptimizer:
         """Replace the value told last for ``point`` (an estimate, such as a paused
         trial's imputed value, now measured or estimated again) with ``value`` and its
         own noise variance, here and in the trust region's and restart search that were
-        told it; False if ``point`` was never told. The points' order, the transformed
-        history and the ready suggestions' search stay as they are, so nothing is refitted
-        from scratch: the kernel's hyperparameters are refitted when next due (at once,
-        in the background, in the suggestion process), and every batch conditions on the
-        new value from now on.
+        told it; False if ``point`` was never told. The points, their transformed rows
+        and the fitted kernel stay; a refit of the kernel's hyperparameters is due (the
+        suggestion process runs it in the background), and every batch conditions on
+        the new value from now on.
 
         >>> from dtune.space import Real
         >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(0.0, 1.0)}))
