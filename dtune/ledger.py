@@ -639,14 +639,12 @@ class Ledger:
                     self._told_early.add(number)
                     self._told(value)
                     self._add_gains(trial, value)
-                    if number in self._told_imputed:  # a promoted trial's estimate
-                        self._told_imputed.discard(number)
-                        for listener in self._listeners:
+                    estimated = number in self._told_imputed  # a promoted trial's
+                    self._told_imputed.discard(number)
+                    for listener in self._listeners:
+                        if estimated:  # its value replaces the estimate; not pending
                             listener.retold([(point, value, 0.0)])
-                            listener.finished([(number, point, None)])  # told: not pending
-                    else:
-                        for listener in self._listeners:
-                            listener.finished([(number, point, value)])
+                        listener.finished([(number, point, None if estimated else value)])
         return trial
 
     def place(self, placements: dict[int, str]) -> None:

@@ -133,16 +133,8 @@ METHODS = (
     "optuna-tpe+sh",
     "optuna-tpe+hyperband",
 )
-# the methods --simulated runs
-_SIMULATED = (
-    "none",
-    "asha",
-    "hyperband",
-    "random+asha",
-    "asha-joint",
-    "asha-promotion",
-    "asha-window",
-)
+# the methods --simulated runs: dtune's own
+_SIMULATED = tuple(m for m in METHODS if not m.startswith("optuna"))
 _WINDOW = 27  # asha-window's window when --window does not set one
 # leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x)
 CURVES = ("leftover", "exact")

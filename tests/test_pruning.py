@@ -299,13 +299,19 @@ def test_the_model_is_told_values_at_the_highest_rung_with_enough_of_them():
     assert recorder.told[-1] == (6, 0.5)
 
 
-def test_a_promoted_trials_imputed_value_gives_way_to_its_result():
-    ledger, recorder = _rung_ledger()
-    for i in range(5):  # enough complete trials: the model fits final values
+def _complete_trials(ledger: Ledger, gain: float) -> None:
+    """Five complete trials, enough for the model to fit final values: trial i reports
+    i/10 + gain/step at steps 1, 3 and 9, in 9 s."""
+    for i in range(5):
         t = ledger.start({"x": i / 10})
         for step in (1, 3, 9):
-            ledger.report(t.number, Report(step, i / 10 + 1 / step))
-        ledger.finish([(t.number, Outcome(value=i / 10 + 1 / 9, started=0.0, finished=9.0))])
+            ledger.report(t.number, Report(step, i / 10 + gain / step))
+        ledger.finish([(t.number, Outcome(value=i / 10 + gain / 9, started=0.0, finished=9.0))])
+
+
+def test_a_promoted_trials_imputed_value_gives_way_to_its_result():
+    ledger, recorder = _rung_ledger()
+    _complete_trials(ledger, gain=1.0)
     assert ledger.model_rung is None
     t = ledger.start({"x": 0.55})
     ledger.report(t.number, Report(1, 1.6))
@@ -366,11 +372,7 @@ def test_a_promoted_trial_at_the_models_rung_replaces_its_estimate_while_it_runs
 
 def test_a_trial_paused_again_higher_up_is_estimated_again_from_there():
     ledger, recorder = _rung_ledger()
-    for i in range(5):  # enough complete trials: the model fits final values
-        t = ledger.start({"x": i / 10})
-        for step in (1, 3, 9):
-            ledger.report(t.number, Report(step, i / 10 + 2 / step))
-        ledger.finish([(t.number, Outcome(value=i / 10 + 2 / 9))])
+    _complete_trials(ledger, gain=2.0)
     t = ledger.start({"x": 0.55})
     ledger.report(t.number, Report(1, 2.6))
     ledger.finish([(t.number, Outcome(value=2.6, pruned=True, paused=True))])

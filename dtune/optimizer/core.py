@@ -187,6 +187,8 @@ class PendingAwareOptimizer:
         self._full: list[int] = []  # which results are at the full resource (joint)
         self._Xt = np.empty((0, self._skspace.transformed_n_dims))  # _X transformed
         self._told: set[tuple[Any, ...]] = set()
+        # Each configuration's latest result at the full resource, by key (for retell).
+        self._full_row: dict[tuple[Any, ...], int] = {}
         self._model: Any = None
         self._model_n_told = 0
         self._n_asked = 0
@@ -367,10 +369,12 @@ class PendingAwareOptimizer:
             self._y.append(float(value))
             self._noise.append(float(var))
             x = point[: self._n_dims]
-            self._told.add(point_key(x))
+            key = point_key(x)
+            self._told.add(key)
             if self._joint and point[-1] != 1.0:
                 continue  # a result below the full resource: the global model's alone
             self._full.append(len(self._y) - 1)
+            self._full_row[key] = len(self._y) - 1
             if self._trust_region is not None:
                 self._trust_region.tell(x, float(value), float(var))
             if self._restarts is not None and self._restarts.proposed(x):
@@ -379,7 +383,8 @@ class PendingAwareOptimizer:
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
 
     def retell(self, point: Point, value: float, noise: float = 0.0) -> bool:
-        """Replace the value told last for ``point`` (an estimate, such as a paused
+        """Replace the value told last for ``point`` (at the full resource; an
+        estimate, such as a paused
         trial's imputed value, now measured or estimated again) with ``value`` and its
         own noise variance, here and in the trust region's and restart search that were
         told it; False if ``point`` was never told. The points, their transformed rows
@@ -399,18 +404,21 @@ class PendingAwareOptimizer:
             raise ValueError(f"cannot tell a non-finite value {value!r} for {point!r}")
         if not (math.isfinite(noise) and noise >= 0.0):
             raise ValueError(f"a noise variance must be finite and >= 0, not {noise!r}")
-        lifted = self._lift(point)
-        key = point_key(lifted)
-        i = next((i for i in reversed(range(len(self._X))) if point_key(self._X[i]) == key), None)
+        x = list(point)[: self._n_dims]
+        i = self._full_row.get(point_key(x))
         if i is None:
             return False
         self._y[i], self._noise[i] = float(value), float(noise)
         self._refit_due = True
-        x = lifted[: self._n_dims]
         for part in (self._trust_region, self._restarts):
             if part is not None:
                 part.retell(x, value, noise)
         return True
+
+    def retell_rows(self, results: Sequence[tuple[Point, float, float]]) -> None:
+        """:meth:`retell` (point, value, noise) rows; a point never told here (a
+        suggestion process started after its estimate) is told as a new result."""
+        self.tell_rows([row for row in results if not self.retell(*row)])
 
     def tell_rows(self, results: Sequence[tuple[Point, float, float]]) -> None:
         """:meth:`tell` results given as (point, value, its own noise variance) rows."""

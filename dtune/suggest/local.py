@@ -122,9 +122,7 @@ class InProcessSuggester(Suggester):
         self._stale = True
 
     def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
-        for point, value, noise in results:
-            if not self.optimizer.retell(point, value, noise):
-                self.optimizer.tell_rows([(point, value, noise)])  # not told here before
+        self.optimizer.retell_rows(results)
         self._stale = True
 
     def summary(self) -> dict[str, float]:

@@ -264,9 +264,7 @@ class _Service:
         elif kind == "retold":
             self.arrivals.append((time.perf_counter(), len(message[1])))
             self.tell_results()  # a value waiting to be told may be the one replaced
-            for point, value, noise in message[1]:
-                if not self.optimizer.retell(point, value, noise):
-                    self.optimizer.tell_rows([(point, value, noise)])
+            self.optimizer.retell_rows(message[1])
             self.told_since += len(message[1])
             if self.told_since >= self.step:
                 self.next_generation()
