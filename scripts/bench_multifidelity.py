@@ -659,6 +659,12 @@ def main() -> None:
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds FIRST..FIRST+SEEDS-1 (to split seeds across processes; see --from)",
+    )
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=27)
     parser.add_argument("--epoch", type=float, default=0.05, help="seconds per epoch (x0.5-1.5)")
@@ -698,7 +704,9 @@ def main() -> None:
         "--from",
         dest="saved",
         type=Path,
-        help="print the tables of results --save wrote, running nothing",
+        nargs="+",
+        help="print the tables of the results one or more --save files hold, running nothing "
+        "(files of other seeds or methods are merged)",
     )
     parser.add_argument(
         "--time-cutoffs",
@@ -711,13 +719,7 @@ def main() -> None:
         time_cutoffs(args.time_cutoffs, args.epochs)
         return
     if args.saved is not None:
-        saved = json.loads(args.saved.read_text())
-        report(
-            {tuple(key.split("|")): r for key, r in saved["results"].items()},
-            saved["problems"],
-            saved["methods"],
-            saved["seeds"],
-        )
+        report(*_merged(args.saved))
         return
     problems, methods = args.problems.split(","), args.methods.split(",")
     for problem in problems:
@@ -730,17 +732,18 @@ def main() -> None:
         if others:
             parser.error(f"--simulated runs {', '.join(_SIMULATED)} only, not {others}")
 
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     kind = "a fresh cluster per search" if args.fresh else "warm"
     print(
         f"# {args.workers} {'simulated ' if args.simulated else ''}workers"
         f"{'' if args.simulated else f' ({kind})'}, "
         f"{args.epochs} epochs of {args.epoch} s (x0.5-1.5), {args.budget:g} s per search"
         + (f" (at most; {args.worker_budget:g} worker-s)" if args.worker_budget else "")
-        + f", seeds 0..{args.seeds - 1}, {args.curves} curves"
+        + f", seeds {seeds[0]}..{seeds[-1]}, {args.curves} curves"
         + (f", ASHA's window {args.window}" if args.window else "")
     )
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
-    searches = [(p, s, m) for p in problems for s in range(args.seeds) for m in methods]
+    searches = [(p, s, m) for p in problems for s in seeds for m in methods]
     with contextlib.ExitStack() as stack:
         warm_cluster = not (args.fresh or args.simulated)
         shared = stack.enter_context(_cluster(args, problems)) if warm_cluster else None
@@ -766,28 +769,46 @@ def main() -> None:
                         {
                             "problems": problems,
                             "methods": methods,
-                            "seeds": args.seeds,
+                            "seeds": seeds,
                             "results": {"|".join(key): r for key, r in results.items()},
                         }
                     )
                 )
-    report(results, problems, methods, args.seeds)
+    report(results, problems, methods, seeds)
+
+
+def _merged(
+    paths: list[Path],
+) -> tuple[dict[tuple[str, ...], dict[str, Any]], list[str], list[str], list[int]]:
+    """The results, problems, methods and seeds of the ``--save`` files at ``paths``, as
+    one run's (the seeds of a file saved before ``--first-seed`` existed are 0..N-1)."""
+    results: dict[tuple[str, ...], dict[str, Any]] = {}
+    problems: list[str] = []
+    methods: list[str] = []
+    seeds: set[int] = set()
+    for path in paths:
+        saved = json.loads(path.read_text())
+        results.update((tuple(key.split("|")), r) for key, r in saved["results"].items())
+        problems += [p for p in saved["problems"] if p not in problems]
+        methods += [m for m in saved["methods"] if m not in methods]
+        ran = saved["seeds"]
+        seeds.update(range(ran) if isinstance(ran, int) else ran)
+    return results, problems, methods, sorted(seeds)
 
 
 def report(
     results: dict[tuple[str, ...], dict[str, Any]],
     problems: list[str],
     methods: list[str],
-    seeds: int,
+    seeds: list[int],
 ) -> None:
     """The tables (markdown): medians over the seeds of each problem and method, then
     the median regret at budgets up to the common worker time."""
     done = {
-        p: [s for s in range(seeds) if all((p, m, str(s)) in results for m in methods)]
-        for p in problems
+        p: [s for s in seeds if all((p, m, str(s)) in results for m in methods)] for p in problems
     }
     for problem in problems:
-        if len(done[problem]) < seeds:
+        if len(done[problem]) < len(seeds):
             print(
                 f"# {problem}: only seeds {done[problem]} ran every method; the tables count those"
             )
