@@ -25,15 +25,20 @@ _PRUNERS = {
     "asha": "ASHA:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
     "asha-promotion": "ASHA:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
     "hyperband": "Hyperband:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
+    "hyperband-promotion": "Hyperband:MIN_RESOURCE:MAX_RESOURCE:REDUCTION_FACTOR",
     "median": "MedianStop:WARMUP_STEPS:MIN_TRIALS",
 }
-_PRUNER_OPTIONS = {"asha-promotion": {"variant": "promotion"}}
+_PRUNER_OPTIONS = {
+    "asha-promotion": {"variant": "promotion"},
+    "hyperband-promotion": {"variant": "promotion"},
+}
 
 
 def _pruner(text: str) -> Any:
-    """``asha:1:27:3``, ``asha-promotion:1:27:3``, ``hyperband:1:27:3`` or
-    ``median:5:5`` as a pruner (trailing numbers may be left out: the pruner's
-    defaults), then any ``name=number`` options, e.g. ASHA's ``window=27``.
+    """``asha:1:27:3``, ``asha-promotion:1:27:3``, ``hyperband:1:27:3``,
+    ``hyperband-promotion:1:27:3`` or ``median:5:5`` as a pruner (trailing numbers may be
+    left out: the pruner's defaults), then any ``name=number`` options, e.g. ASHA's and
+    Hyperband's ``window=27``.
 
     >>> _pruner("asha-promotion:1:9")
     ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
@@ -320,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "stop hopeless trials early (the objective calls dtune.report): asha:MIN:MAX:ETA, "
             "asha-promotion:MIN:MAX:ETA (trials pause at rungs and the best go on), "
-            "hyperband:MIN:MAX:ETA or median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3; ASHA ranks "
+            "hyperband:MIN:MAX:ETA, hyperband-promotion:MIN:MAX:ETA or "
+            "median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3; ASHA and Hyperband rank "
             "against the latest N trials at a rung with :window=N (a continued "
             "study keeps its pruner unless this gives another)"
         ),

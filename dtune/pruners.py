@@ -12,7 +12,8 @@ its slot (its GPU) takes the next trial at once.
   one (:meth:`Pruner.promotion`). With a ``window``, a trial is ranked against the
   latest trials at its rung only.
 - :class:`Hyperband`: brackets of ASHA with different first rungs, so that some
-  trials are never stopped early (a hedge against curves that cross).
+  trials are never stopped early (a hedge against curves that cross); stopping or
+  promotion variant, with or without a window, within each bracket.
 - :class:`MedianStop`: stop a trial whose best value so far is worse than the median of
   the other trials' best values at the same step.
 
@@ -211,7 +212,7 @@ class RungTable:
         self._sign = 1.0 if minimize else -1.0
         self._ladders = [ladder[:-1] for ladder in pruner._group_ladders()]
         self._fraction = 1.0 / pruner.reduction_factor
-        self._window: int | None = getattr(pruner, "window", None)
+        self._window = pruner.window
         self._sorted: dict[tuple[int, float], list[float]] = {}
         self._of: dict[int, list[float]] = {}  # trial number -> its values, lowest rung first
         # With a window: the numbers of the trials at each rung, ascending.
@@ -257,20 +258,22 @@ class RungTable:
         """Of the ``paused`` trials, the one to promote (:meth:`ASHA.promotion`): at the
         highest rung where one ranks among the top ⌊n/η⌋ of the rung's n values, the
         best; None if none does. A look-up per paused trial."""
-        best: dict[int, tuple[float, int]] = {}  # rung index -> (value, number)
+        best: dict[float, tuple[float, int]] = {}  # rung -> (value, number)
         for number in paused:
             values = self._of.get(number)
             if not values:
                 continue
             k = len(values) - 1  # the rung it paused at
-            at = self._compared((0, self._ladders[0][k]))
+            group = self._pruner.group_of(number)
+            rung = self._ladders[group][k]
+            at = self._compared((group, rung))
             kept = int(len(at) // self._pruner.reduction_factor)
             if (
                 kept
                 and values[k] <= at[kept - 1]
-                and (values[k], number) < best.get(k, (math.inf, 0))
+                and (values[k], number) < best.get(rung, (math.inf, 0))
             ):
-                best[k] = (values[k], number)
+                best[rung] = (values[k], number)
         return best[max(best)][1] if best else None
 
     def cutoffs(self) -> dict[tuple[int, float], float]:
@@ -291,33 +294,83 @@ class _PauseTable(RungTable):
     reaches, so a cutoff that no value passes lets the workers pause it at once."""
 
     def cutoffs(self) -> dict[tuple[int, float], float]:
-        return {(0, rung): -math.inf for rung in self._ladders[0]}
+        return {(g, rung): -math.inf for g, rungs in enumerate(self._ladders) for rung in rungs}
 
 
 class _Rungs(Pruner):
-    """A rule over rungs at ``min_resource·η^k`` up to ``max_resource``."""
+    """A rule over rungs at ``min_resource·η^k`` up to ``max_resource``, in groups of
+    trials with their own ladders (:meth:`group_of`), stopping or pausing trials."""
 
     def __init__(
-        self, min_resource: float = 1, max_resource: float = 27, reduction_factor: float = 3
+        self,
+        min_resource: float = 1,
+        max_resource: float = 27,
+        reduction_factor: float = 3,
+        variant: str = "stopping",
+        window: int | None = None,
     ) -> None:
         _check_resources(min_resource, max_resource, reduction_factor)
+        if variant not in ("stopping", "promotion"):
+            raise ValueError(f"variant={variant!r} must be 'stopping' or 'promotion'")
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
+            raise ValueError(f"window={window!r} must be None or an int >= 1")
         self.min_resource = min_resource
         self.max_resource = max_resource
         self.reduction_factor = reduction_factor
+        self.variant = variant
+        self.promotes = variant == "promotion"
+        self.window = window
         self._ladder = _ladder(min_resource, max_resource, reduction_factor)
 
     def rungs(self) -> list[float]:
         return list(self._ladder)
 
     def stops_at(self, number: int) -> list[float] | None:
-        return self._ladder[:-1]
+        return self._group_ladders()[self.group_of(number)][:-1]
 
     def _group_ladders(self) -> list[list[float]]:
         """Each group's rungs (one group: every trial on the same ladder)."""
         return [self._ladder]
 
+    def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
+        group = self.group_of(trial.number)
+        ladder = self._group_ladders()[group]
+        if self.promotes:  # every rung below the top that the run reaches pauses it
+            return _crossed(trial, ladder) is not None
+        many = len(self._group_ladders()) > 1
+        peers = [t for t in trials if self.group_of(t.number) == group] if many else trials
+        return _rung_says_stop(trial, peers, ladder, self.reduction_factor, minimize, self.window)
+
+    def stops_for(self, trial: Trial) -> list[float] | None:
+        rungs = self.stops_at(trial.number)
+        if not self.promotes or rungs is None:
+            return rungs
+        return [r for r in rungs if value_at(trial, r) is None]
+
+    def promotion(self, trials: Sequence[Trial], minimize: bool) -> int | None:
+        """The paused trial to promote (see :class:`ASHA`'s ``variant``), or None.
+
+        >>> from dtune.trial import Report
+        >>> def paused(n, value):
+        ...     return Trial(number=n, state=TrialState.PAUSED, params={},
+        ...                  reports=(Report(1, value),))
+        >>> asha = ASHA(1, 9, 3, variant="promotion")
+        >>> asha.promotion([paused(0, 0.5), paused(1, 0.2)], minimize=True) is None  # ⌊2/3⌋ = 0
+        True
+        >>> asha.promotion([paused(0, 0.5), paused(1, 0.2), paused(2, 0.9)], minimize=True)
+        1
+        """
+        if not self.promotes:
+            return None
+        table = self.rung_table(minimize)
+        for trial in trials:
+            table.update(trial)
+        return table.promotable(t.number for t in trials if t.state is TrialState.PAUSED)
+
     def rung_table(self, minimize: bool) -> RungTable:
-        return RungTable(self, minimize)
+        return _PauseTable(self, minimize) if self.promotes else RungTable(self, minimize)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -325,6 +378,8 @@ class _Rungs(Pruner):
             "min_resource": self.min_resource,
             "max_resource": self.max_resource,
             "reduction_factor": self.reduction_factor,
+            "variant": self.variant,
+            "window": self.window,
         }
 
 
@@ -372,63 +427,6 @@ class ASHA(_Rungs):
     ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
     """
 
-    def __init__(
-        self,
-        min_resource: float = 1,
-        max_resource: float = 27,
-        reduction_factor: float = 3,
-        variant: str = "stopping",
-        window: int | None = None,
-    ) -> None:
-        super().__init__(min_resource, max_resource, reduction_factor)
-        if variant not in ("stopping", "promotion"):
-            raise ValueError(f"variant={variant!r} must be 'stopping' or 'promotion'")
-        if window is not None and (
-            isinstance(window, bool) or not isinstance(window, int) or window < 1
-        ):
-            raise ValueError(f"window={window!r} must be None or an int >= 1")
-        self.variant = variant
-        self.promotes = variant == "promotion"
-        self.window = window
-
-    def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
-        if self.promotes:  # every rung below the top that the run reaches pauses it
-            return _crossed(trial, self._ladder) is not None
-        return _rung_says_stop(
-            trial, trials, self._ladder, self.reduction_factor, minimize, self.window
-        )
-
-    def stops_for(self, trial: Trial) -> list[float] | None:
-        if not self.promotes:
-            return self.stops_at(trial.number)
-        return [r for r in self._ladder[:-1] if value_at(trial, r) is None]
-
-    def promotion(self, trials: Sequence[Trial], minimize: bool) -> int | None:
-        """The paused trial to promote (see the class's description), or None.
-
-        >>> from dtune.trial import Report
-        >>> def paused(n, value):
-        ...     return Trial(number=n, state=TrialState.PAUSED, params={},
-        ...                  reports=(Report(1, value),))
-        >>> asha = ASHA(1, 9, 3, variant="promotion")
-        >>> asha.promotion([paused(0, 0.5), paused(1, 0.2)], minimize=True) is None  # ⌊2/3⌋ = 0
-        True
-        >>> asha.promotion([paused(0, 0.5), paused(1, 0.2), paused(2, 0.9)], minimize=True)
-        1
-        """
-        if not self.promotes:
-            return None
-        table = self.rung_table(minimize)
-        for trial in trials:
-            table.update(trial)
-        return table.promotable(t.number for t in trials if t.state is TrialState.PAUSED)
-
-    def rung_table(self, minimize: bool) -> RungTable:
-        return _PauseTable(self, minimize) if self.promotes else RungTable(self, minimize)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "variant": self.variant, "window": self.window}
-
 
 def _rung_says_stop(
     trial: Trial,
@@ -463,6 +461,10 @@ class Hyperband(_Rungs):
 
     Each trial's bracket follows from its number, drawn with the weights of synchronous
     Hyperband's bracket sizes, so a resumed study keeps every trial in its bracket.
+    ``variant`` and ``window`` are :class:`ASHA`'s, within each bracket: with
+    ``variant="promotion"`` a trial pauses at each of its bracket's rungs, and a free
+    worker first runs on the paused trial that ranks best among the top ⌊n/η⌋ of its
+    bracket's values at its rung, the highest rung (resource) first.
 
     Examples
     --------
@@ -474,12 +476,19 @@ class Hyperband(_Rungs):
     >>> one_per_bracket = [next(n for n in range(99) if hb.bracket_of(n) == b) for b in range(3)]
     >>> [hb.stops_at(n) for n in one_per_bracket]  # the reports that wait for a verdict
     [[1.0, 3.0], [3.0], []]
+    >>> Hyperband(1, 9, 3, variant="promotion", window=27)
+    Hyperband(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=27)
     """
 
     def __init__(
-        self, min_resource: float = 1, max_resource: float = 27, reduction_factor: float = 3
+        self,
+        min_resource: float = 1,
+        max_resource: float = 27,
+        reduction_factor: float = 3,
+        variant: str = "stopping",
+        window: int | None = None,
     ) -> None:
-        super().__init__(min_resource, max_resource, reduction_factor)
+        super().__init__(min_resource, max_resource, reduction_factor, variant, window)
         full = self._ladder
         self._brackets = [full[b:] for b in range(len(full))]
         s_max = len(full) - 1
@@ -501,21 +510,11 @@ class Hyperband(_Rungs):
         last = len(self._cumulative) - 1
         return next(b for b, c in enumerate(self._cumulative) if u < c or b == last)
 
-    def stops_at(self, number: int) -> list[float] | None:
-        return self._brackets[self.bracket_of(number)][:-1]
-
     def group_of(self, number: int) -> int:
         return self.bracket_of(number)
 
     def _group_ladders(self) -> list[list[float]]:
         return self._brackets
-
-    def should_stop(self, trial: Trial, trials: Sequence[Trial], minimize: bool) -> bool:
-        bracket = self.bracket_of(trial.number)
-        peers = [t for t in trials if self.bracket_of(t.number) == bracket]
-        return _rung_says_stop(
-            trial, peers, self._brackets[bracket], self.reduction_factor, minimize
-        )
 
 
 class MedianStop(Pruner):

@@ -2,8 +2,9 @@
 Hyperband, random points with ASHA, ASHA with a joint model (``asha-joint``: one GP
 over configuration and resource, ``resource_model="joint"``, as MOBSTER) and ASHA's
 promotion variant (``asha-promotion``: trials pause at each rung and the best are
-promoted, resuming as if from a checkpoint) and ASHA ranking a trial against the latest
-27 trials at its rung (``asha-window``; ``--window N`` sets every ASHA's window), on
+promoted, resuming as if from a checkpoint), Hyperband's (``hyperband-promotion``) and
+ASHA ranking a trial against the latest 27 trials at its rung (``asha-window``;
+``--window N`` sets every ASHA's and Hyperband's window), on
 synthetic learning curves run by 8 workers of a local Dask cluster (the same cluster for
 every method, one after the other).
 
@@ -129,6 +130,7 @@ METHODS = (
     "random+asha",
     "asha-joint",
     "asha-promotion",
+    "hyperband-promotion",
     "asha-window",
     "optuna-tpe+sh",
     "optuna-tpe+hyperband",
@@ -449,10 +451,11 @@ def run(
     pruner = {
         "none": None,
         "asha": dtune.ASHA(*rungs, window=window),
-        "hyperband": dtune.Hyperband(*rungs),
+        "hyperband": dtune.Hyperband(*rungs, window=window),
         "random+asha": dtune.ASHA(*rungs, window=window),
         "asha-joint": dtune.ASHA(*rungs, window=window),
         "asha-promotion": dtune.ASHA(*rungs, variant="promotion", window=window),
+        "hyperband-promotion": dtune.Hyperband(*rungs, variant="promotion", window=window),
         "asha-window": dtune.ASHA(*rungs, window=window or _WINDOW),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
@@ -675,7 +678,8 @@ def main() -> None:
         "--window",
         type=int,
         default=None,
-        help=f"dtune's ASHA ranks against the latest N at a rung (asha-window: {_WINDOW})",
+        help=f"dtune's ASHA and Hyperband rank against the latest N at a rung "
+        f"(asha-window: {_WINDOW})",
     )
     parser.add_argument(
         "--curves",
@@ -901,7 +905,14 @@ def report(
         best_peer = [min(at[p][i] for p in peers) for i in range(len(_BUDGETS))]
         for method in (
             m
-            for m in ("asha", "hyperband", "asha-joint", "asha-promotion", "asha-window")
+            for m in (
+                "asha",
+                "hyperband",
+                "asha-joint",
+                "asha-promotion",
+                "hyperband-promotion",
+                "asha-window",
+            )
             if m in methods
         ):
             level = sum(a <= b for a, b in zip(at[method], best_peer, strict=True))

@@ -116,7 +116,7 @@ def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
         ("asha:1:9:3:window=0", "window=0"),
         ("asha:1:window=3:9", "the name=number options come last"),
         ("asha:1:9:window=3:window=4", "an option is given twice"),
-        ("hyperband:1:9:3:window=3", "unexpected keyword argument 'window'"),
+        ("hyperband:1:9:3:windw=3", "unexpected keyword argument 'windw'"),
     ],
 )
 def test_run_names_a_bad_pruner(tmp_path, spec, message):

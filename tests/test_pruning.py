@@ -99,6 +99,34 @@ def test_promotion_asha_pauses_at_each_rung_and_promotes_the_best_of_the_top_thi
     assert ASHA(1, 9, 3).promotion(rung1, minimize=True) is None  # the stopping variant
 
 
+def test_promotion_hyperband_pauses_at_its_brackets_rungs_and_promotes_within_its_bracket():
+    hb = Hyperband(1, 9, 3, variant="promotion")
+    assert hb.promotes
+    paused = TrialState.PAUSED
+    first, second, last = ([n for n in range(200) if hb.bracket_of(n) == b] for b in range(3))
+    # a trial pauses at its own bracket's rungs only; the last bracket never pauses
+    assert hb.stops_for(_trial(first[0], [])) == [1.0, 3.0]
+    assert hb.stops_for(_trial(second[0], [])) == [3.0]
+    assert hb.stops_for(_trial(last[0], [])) == []
+    assert not hb.should_stop(_trial(second[0], [0.1]), [], minimize=True)
+    assert hb.should_stop(_trial(second[0], [0.1, 0.1, 0.1]), [], minimize=True)
+    assert hb.stops_for(_trial(second[0], [0.1, 0.1, 0.1], paused)) == []
+    assert not hb.should_stop(_trial(last[0], [0.1] * 3), [], minimize=True)
+    # ranked within its bracket: two of the first bracket at rung 1 are too few to
+    # promote one (⌊2/3⌋ = 0), however many of the second bracket reported step 1
+    ones = [_trial(first[0], [0.5], paused), _trial(first[1], [0.2], paused)]
+    others = [_trial(n, [0.1, 0.1], TrialState.RUNNING) for n in second[:6]]
+    assert hb.promotion([*ones, *others], minimize=True) is None
+    ones.append(_trial(first[2], [0.9], paused))
+    assert hb.promotion([*ones, *others], minimize=True) == first[1]
+    # a trial paused at a higher rung (resource) goes first, whichever its bracket
+    threes = [
+        _trial(n, [0.3, 0.3, v], paused) for n, v in zip(second[:3], (0.4, 0.3, 0.8), strict=True)
+    ]
+    assert hb.promotion([*ones, *threes], minimize=True) == second[1]
+    assert Hyperband(1, 9, 3).promotion([*ones, *threes], minimize=True) is None
+
+
 def test_hyperband_brackets_start_at_growing_rungs_and_the_last_never_stops():
     hb = Hyperband(1, 27, 3)
     assert hb.brackets() == [[1, 3, 9, 27], [3, 9, 27], [9, 27], [27]]
@@ -122,7 +150,14 @@ def test_median_stop_compares_best_values_so_far_at_the_same_step():
 
 
 @pytest.mark.parametrize(
-    "pruner", [ASHA(1, 9, 3), ASHA(2, 32, 2), ASHA(1, 9, 3, window=12), Hyperband(1, 27, 3)]
+    "pruner",
+    [
+        ASHA(1, 9, 3),
+        ASHA(2, 32, 2),
+        ASHA(1, 9, 3, window=12),
+        Hyperband(1, 27, 3),
+        Hyperband(1, 27, 3, window=12),
+    ],
 )
 @pytest.mark.parametrize("minimize", [True, False])
 def test_a_rungs_cutoff_says_what_the_rule_says(pruner, minimize):
@@ -158,7 +193,10 @@ def test_a_rungs_cutoff_says_what_the_rule_says(pruner, minimize):
     assert MedianStop().cutoffs(trials, minimize) is None  # no rungs: the driver decides
 
 
-@pytest.mark.parametrize("pruner", [ASHA(1, 9, 3), ASHA(1, 9, 3, window=12), Hyperband(1, 27, 3)])
+@pytest.mark.parametrize(
+    "pruner",
+    [ASHA(1, 9, 3), ASHA(1, 9, 3, window=12), Hyperband(1, 27, 3), Hyperband(1, 27, 3, window=12)],
+)
 @pytest.mark.parametrize("minimize", [True, False])
 def test_the_drivers_rung_table_follows_each_report_and_each_rerun(pruner, minimize):
     """The driver keeps the rungs' values up to date one trial at a time (a RungTable), as
@@ -203,6 +241,8 @@ def test_the_drivers_rung_table_follows_each_report_and_each_rerun(pruner, minim
         (lambda: ASHA(1, 27, 3, window=2.5), "window=2.5 must be None or an int >= 1"),
         (lambda: Hyperband(0, 9), "min_resource=0 must be a positive"),
         (lambda: Hyperband(1, math.inf), "max_resource=inf must be a positive, finite"),
+        (lambda: Hyperband(1, 9, 3, "pause"), "variant='pause' must be 'stopping' or 'promotion'"),
+        (lambda: Hyperband(1, 9, 3, window=-1), "window=-1 must be None or an int >= 1"),
         (lambda: MedianStop(warmup_steps=-1), "warmup_steps=-1 must be an int >= 0"),
         (lambda: Study(SPACE, pruner="asha"), "pruner='asha' must be None or a dtune pruner"),
     ],
@@ -218,6 +258,7 @@ def test_pruners_round_trip_through_json():
         ASHA(1, 9, 3, "promotion"),
         ASHA(1, 9, 3, window=30),
         Hyperband(1, 81, 3),
+        Hyperband(1, 27, 3, "promotion", window=30),
         MedianStop(3, 4),
     ):
         assert pruner_from_json(pruner.to_json()) == pruner
@@ -225,6 +266,8 @@ def test_pruners_round_trip_through_json():
     # a study stored before the variant existed reads back as the stopping one
     assert pruner_from_json({"type": "ASHA", "min_resource": 1, "max_resource": 9,
                              "reduction_factor": 3}) == ASHA(1, 9, 3)  # fmt: skip
+    assert pruner_from_json({"type": "Hyperband", "min_resource": 1, "max_resource": 9,
+                             "reduction_factor": 3}) == Hyperband(1, 9, 3)  # fmt: skip
     with pytest.raises(ValueError, match="unknown pruner type 'Nope'"):
         pruner_from_json({"type": "Nope"})
 
@@ -797,10 +840,11 @@ def _nothing_left_to_promote(study: Study) -> bool:
     return study.pruner.promotion(study.trials, minimize=True) is None
 
 
-def test_a_promotion_search_counts_configurations_and_charges_each_epoch_once():
+@pytest.mark.parametrize("pruner", [ASHA(1, 9, 3, "promotion"), Hyperband(1, 9, 3, "promotion")])
+def test_a_promotion_search_counts_configurations_and_charges_each_epoch_once(pruner):
     from dtune.sim import SimulatedCluster
 
-    study = Study(SPACE, random_state=1, n_initial_points=8, pruner=ASHA(1, 9, 3, "promotion"))
+    study = Study(SPACE, random_state=1, n_initial_points=8, pruner=pruner)
     objective = functools.partial(objectives.learning_curve, nap=0.0)
     # 1 simulated second per epoch: a trial's seconds are the epochs it ran
     study.optimize(objective, 40, client=SimulatedCluster(4, lambda p: 9.0), progress=False)
