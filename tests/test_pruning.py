@@ -914,3 +914,33 @@ def test_promotion_asha_resumes_paused_trials_from_their_checkpoints_on_real_wor
         assert list(t.intermediate) == list(range(1, t.last_step + 1)), t
     paused = {f"promote-{t.number}" for t in again.trials if t.state is TrialState.PAUSED}
     assert {p.name for p in folder.iterdir()} == paused
+
+
+def test_promotion_hyperband_pauses_each_trial_at_its_brackets_rungs_on_real_workers(
+    client, tmp_path
+):
+    folder = tmp_path / "checkpoints"
+    hb = Hyperband(1, 9, 3, variant="promotion")
+    study = Study(
+        SPACE, name="promote", objective_key="value", random_state=0, n_initial_points=12,
+        pruner=hb,
+    )  # fmt: skip
+    objective = functools.partial(objectives.pausable_curve, folder=str(folder))
+    study.optimize(objective, 24, client=client, progress=False)
+    states = _states(study)
+    assert sum(states.values()) == 24
+    assert set(states) == {"PAUSED", "COMPLETE"}, states
+    assert _nothing_left_to_promote(study)
+    brackets = {b: [t for t in study.trials if hb.bracket_of(t.number) == b] for b in range(3)}
+    assert all(brackets.values()), brackets  # 24 trials reach every bracket
+    for b, trials in brackets.items():
+        rungs = hb.brackets()[b]
+        for t in trials:
+            # paused at its own bracket's rungs only, and went on from there when promoted
+            assert list(t.intermediate) == list(range(1, t.last_step + 1)), t
+            assert t.last_step in rungs, t
+            if t.state is TrialState.COMPLETE and len(rungs) > 1:
+                assert t.metrics["resumed_from"] == rungs[-2], t
+    assert {p.name for p in folder.iterdir()} == {
+        f"promote-{t.number}" for t in study.trials if t.state is TrialState.PAUSED
+    }
