@@ -255,9 +255,10 @@ class RungTable:
         return sorted(self._of[n][index] for n in self._numbers[key][-self._window :])
 
     def promotable(self, paused: Iterable[int]) -> int | None:
-        """Of the ``paused`` trials, the one to promote (:meth:`ASHA.promotion`): at the
-        highest rung where one ranks among the top ⌊n/η⌋ of the rung's n values, the
-        best; None if none does. A look-up per paused trial."""
+        """Of the ``paused`` trials, the one to promote (:meth:`Pruner.promotion`): at the
+        highest rung (by resource, whatever the group) where one ranks among the top
+        ⌊n/η⌋ of the n values of its group there, the best; None if none does. A look-up
+        per paused trial."""
         best: dict[float, tuple[float, int]] = {}  # rung -> (value, number)
         for number in paused:
             values = self._of.get(number)
