@@ -152,6 +152,29 @@ def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_an
     assert 0.0 < float(rows[0].split("|")[7]) <= 1.0, rows[0]
 
 
+def test_bench_multifidelity_seeds_split_across_runs_merge_into_one_runs_tables(tmp_path):
+    def run(*args: str) -> str:
+        return _run_script("bench_multifidelity.py", "--simulated", "--problems", "branin",
+                           "--budget", "600", "--worker-budget", "10", "--epochs", "9",
+                           "--methods", "none,asha", *args).stdout  # fmt: skip
+
+    whole = run("--seeds", "2")
+    first = run("--seeds", "1", "--save", str(tmp_path / "a.json"))
+    second = run("--seeds", "1", "--first-seed", "1", "--save", str(tmp_path / "b.json"))
+    assert "seeds 1..1" in second
+    assert "branin seed 1 asha" in second
+    assert "branin seed 0" not in second
+    assert "branin seed 1" not in first
+    merged = _run_script(
+        "bench_multifidelity.py", "--from", str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    ).stdout
+    assert merged.strip()
+    assert merged in whole
+    assert (
+        merged != _run_script("bench_multifidelity.py", "--from", str(tmp_path / "a.json")).stdout
+    )
+
+
 @pytest.mark.slow
 def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_worker_time(
     tmp_path,
