@@ -44,6 +44,8 @@ def _pruner(text: str) -> Any:
     ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
     >>> _pruner("asha:1:27:3:window=27").window
     27
+    >>> _pruner("hyperband-promotion:1:9:3:window=9")
+    Hyperband(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=9)
     """
     from dtune import pruners
 
