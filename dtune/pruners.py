@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import bisect
+import functools
 import math
 import numbers
 import statistics
@@ -481,25 +482,21 @@ class Hyperband(_Rungs):
     Hyperband(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=27)
     """
 
-    def __init__(
-        self,
-        min_resource: float = 1,
-        max_resource: float = 27,
-        reduction_factor: float = 3,
-        variant: str = "stopping",
-        window: int | None = None,
-    ) -> None:
-        super().__init__(min_resource, max_resource, reduction_factor, variant, window)
-        full = self._ladder
-        self._brackets = [full[b:] for b in range(len(full))]
-        s_max = len(full) - 1
+    @functools.cached_property
+    def _brackets(self) -> list[list[float]]:
+        """Each bracket's rungs: the full ladder from its b-th rung on."""
+        return [self._ladder[b:] for b in range(len(self._ladder))]
+
+    @functools.cached_property
+    def _cumulative(self) -> list[float]:
+        """The brackets' cumulative shares of the trials."""
+        s_max, eta = len(self._ladder) - 1, self.reduction_factor
         # Synchronous Hyperband starts ⌈(s+1)/(s-b+1) · η^(s-b)⌉ configurations in bracket b.
         sizes = [
-            math.ceil((s_max + 1) / (s_max - b + 1) * reduction_factor ** (s_max - b))
-            for b in range(s_max + 1)
+            math.ceil((s_max + 1) / (s_max - b + 1) * eta ** (s_max - b)) for b in range(s_max + 1)
         ]
         total = sum(sizes)
-        self._cumulative = [sum(sizes[: b + 1]) / total for b in range(len(sizes))]
+        return [sum(sizes[: b + 1]) / total for b in range(len(sizes))]
 
     def brackets(self) -> list[list[float]]:
         """Each bracket's rungs."""

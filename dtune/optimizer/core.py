@@ -383,14 +383,13 @@ class PendingAwareOptimizer:
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
 
     def retell(self, point: Point, value: float, noise: float = 0.0) -> bool:
-        """Replace the value told last for ``point`` (at the full resource; an
-        estimate, such as a paused
-        trial's imputed value, now measured or estimated again) with ``value`` and its
-        own noise variance, here and in the trust region's and restart search that were
-        told it; False if ``point`` was never told. The points, their transformed rows
-        and the fitted kernel stay; a refit of the kernel's hyperparameters is due (the
-        suggestion process runs it in the background), and every batch conditions on
-        the new value from now on.
+        """Replace the value told last for ``point`` at the full resource (an estimate,
+        such as a paused trial's imputed value, now measured or estimated again) with
+        ``value`` and its own noise variance, here and in the trust region's and restart
+        search that were told it; False if ``point`` was never told. The points, their
+        transformed rows and the fitted kernel stay; a refit of the kernel's
+        hyperparameters is due (the suggestion process runs it in the background), and
+        every batch conditions on the new value from now on.
 
         >>> from dtune.space import Real
         >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(0.0, 1.0)}))
