@@ -290,7 +290,9 @@ class Study:
             The same, for failures in a row (default 10): a broken objective stops the
             search early, with its last traceback, instead of burning the budget.
         callbacks
-            ``callback(study, trial)`` after each finished trial has been recorded.
+            ``callback(study, trial)`` after each finished trial has been recorded and
+            the workers it freed have their next trials (a refill never waits for a
+            callback), so a :meth:`stop` there lets the trials just started finish.
         progress
             Show a ``tqdm`` progress bar (a widget in notebooks).
         dashboard

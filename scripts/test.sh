@@ -22,4 +22,4 @@ source .venv/bin/activate
 ruff check dtune tests scripts
 ruff format --check dtune tests scripts
 mypy
-python -m pytest "$@"
+python -m pytest --durations=15 "$@"  # the slowest tests named in the log
