@@ -124,8 +124,8 @@ def test_bench_multifidelity_without_the_full_budget_search_still_gives_utilizat
 
 
 def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_and_repeats():
-    # 20 worker-s: under 100 results, so no polish or restart search (each search a few
-    # CPU-seconds, not a minute: at 30 the script took over 3 minutes on 2 busy cores)
+    # 20 worker-s: under 100 results, so no polish or restart search (10-15 s a search on
+    # 2 busy cores; at 30 worker-s, 25-80 s, and the script's 300-s timeout ran out)
     def run(methods: str) -> subprocess.CompletedProcess[str]:
         return _run_script("bench_multifidelity.py", "--simulated", "--problems", "branin",
                            "--seeds", "1", "--budget", "600", "--worker-budget", "20",
