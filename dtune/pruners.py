@@ -429,6 +429,17 @@ class ASHA(_Rungs):
     ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
     """
 
+    def __init__(
+        self,
+        min_resource: float = 1,
+        max_resource: float = 27,
+        reduction_factor: float = 3,
+        variant: str = "stopping",
+        window: int | None = None,
+    ) -> None:
+        # Its own signature, so a wrong argument's error names ASHA, not the base class.
+        super().__init__(min_resource, max_resource, reduction_factor, variant, window)
+
 
 def _rung_says_stop(
     trial: Trial,
@@ -481,6 +492,17 @@ class Hyperband(_Rungs):
     >>> Hyperband(1, 9, 3, variant="promotion", window=27)
     Hyperband(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=27)
     """
+
+    def __init__(
+        self,
+        min_resource: float = 1,
+        max_resource: float = 27,
+        reduction_factor: float = 3,
+        variant: str = "stopping",
+        window: int | None = None,
+    ) -> None:
+        # Its own signature, so a wrong argument's error names Hyperband, not the base class.
+        super().__init__(min_resource, max_resource, reduction_factor, variant, window)
 
     @functools.cached_property
     def _brackets(self) -> list[list[float]]:
