@@ -37,9 +37,10 @@ def _run_code(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def _method_rows(stdout: str, problem: str) -> list[str]:
-    """bench_multifidelity's first table's rows for ``problem``: one per method."""
+    """bench_multifidelity's first table's rows for ``problem`` (its 15 columns): one per
+    method."""
     rows = [line for line in stdout.splitlines() if line.startswith(f"| {problem} |")]
-    return [row for row in rows if not row.split("|")[2].strip().endswith("%")]
+    return [row for row in rows if len(row.split("|")) == 17]
 
 
 @pytest.mark.slow
@@ -177,6 +178,12 @@ def test_bench_multifidelity_seeds_split_across_runs_merge_into_one_runs_tables(
     ).stdout
     assert merged.strip()
     assert merged in whole
+    # the W ratio's bootstrap over the two seeds: the median lies in its interval
+    (ratios,) = [row for row in merged.splitlines() if row.startswith("| branin | asha | 2 |")]
+    cells = [cell.strip() for cell in ratios.split("|")]
+    low, high = map(float, cells[7].split("–"))
+    assert low <= float(cells[6]) <= high, ratios
+    assert cells[8].endswith("%"), ratios
     assert (
         merged != _run_script("bench_multifidelity.py", "--from", str(tmp_path / "a.json")).stdout
     )
@@ -250,3 +257,14 @@ def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_e
     assert len(errors) == 3
     assert all(0.0 <= e <= 1.0 for e in errors)
     assert errors[-1] < 0.5  # it learns: ten classes, 0.9 at chance
+
+
+def test_bench_multifidelity_doctests_pass():
+    """The statistics the tables rest on (the median curves, the bootstrap) as documented."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--doctest-modules", "bench_multifidelity.py",
+         "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT / "scripts",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "2 passed" in out.stdout, out.stdout
