@@ -855,10 +855,12 @@ def report(
         "| drawn without the model |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    shares: dict[tuple[str, str], list[float]] = {}  # each seed's W ratio, for the bootstrap
     for problem in problems:
         for method in methods:
             rows = of(problem, method)
-            at_w, at_end, to_match, share = [], [], [], []
+            at_w, at_end, to_match = [], [], []
+            share = shares[problem, method] = []
             for seed, r in zip(done[problem], rows, strict=True):
                 at_w.append(regret_at(r["curve"], common(problem, seed)))
                 at_end.append(r["curve"][-1][1])
@@ -900,7 +902,7 @@ def report(
             )
 
     if "none" in methods:
-        _ratio_intervals(results, problems, [m for m in methods if m != "none"], done)
+        _ratio_intervals(results, problems, [m for m in methods if m != "none"], done, shares)
 
     # Issue 12: at every budget, dtune's pruned searches against the best peer's.
     print()
@@ -955,10 +957,12 @@ def _ratio_intervals(
     problems: list[str],
     methods: list[str],
     done: dict[str, list[int]],
+    shares: dict[tuple[str, str], list[float]],
 ) -> None:
-    """How firmly the seeds pin the W ratios: a bootstrap over the seeds (paired: a
-    resample takes a seed's full-budget search with the method's), and how many seeds
-    and resamples meet issue 12's target (≤ 1/3; ≤ 1/2 on the Keras digits)."""
+    """How firmly the seeds pin the W ratios (``shares``: each seed's, in ``done``'s
+    order): a bootstrap over the seeds (paired: a resample takes a seed's full-budget
+    search with the method's), and how many seeds and resamples meet issue 12's target
+    (≤ 1/3; ≤ 1/2 on the Keras digits)."""
     print()
     print("The W ratios over the seeds, with 90% bootstrap intervals (1,000 resamples of")
     print("the seeds, each seed's searches kept together; 200 for the median curves). The")
@@ -975,10 +979,7 @@ def _ratio_intervals(
         bases = [results[problem, "none", str(s)] for s in seeds]
         for method in methods:
             rows = [results[problem, method, str(s)] for s in seeds]
-            share = [
-                worker_s_to(r["curve"], b["curve"][-1][1]) / b["worker_s"]
-                for r, b in zip(rows, bases, strict=True)
-            ]
+            share = shares[problem, method]
             low, high, draws = resampled(share, statistics.median)
             c_low, c_high, _ = resampled(
                 list(zip(rows, bases, strict=True)),
