@@ -47,6 +47,7 @@ __all__ = [
     "MedianStop",
     "Pruner",
     "RungTable",
+    "estimate_overhead",
     "pruner_from_json",
 ]
 
@@ -77,12 +78,27 @@ def _check_resources(min_resource: Any, max_resource: Any, reduction_factor: Any
         raise ValueError(f"reduction_factor={reduction_factor!r} must be >= 2")
 
 
-def _ladder(low: float, high: float, eta: float) -> list[float]:
-    """``low, low·η, low·η², …`` below ``high``, then ``high``."""
-    rungs, r = [], float(low)
-    while r < high * (1 - 1e-9):
-        rungs.append(r)
-        r *= eta
+def _check_overhead(overhead: Any) -> None:
+    if isinstance(overhead, bool) or not isinstance(overhead, numbers.Real):
+        raise TypeError(f"overhead={overhead!r} must be a number >= 0")
+    if not math.isfinite(overhead) or overhead < 0:
+        raise ValueError(f"overhead={overhead!r} must be a finite number >= 0")
+
+
+def _ladder(low: float, high: float, eta: float, overhead: float = 0) -> list[float]:
+    """The rungs below ``high``, then ``high``: ``low, low·η, low·η², …``, or with an
+    ``overhead`` (a run's start-up, in units of resource) the resources whose cost
+    ``overhead + r`` grows by η from rung to rung.
+
+    >>> _ladder(1, 27, 3)
+    [1.0, 3.0, 9.0, 27.0]
+    >>> _ladder(1, 27, 3, overhead=5)  # costs 6, 18, then 32 (the top)
+    [1.0, 13.0, 27.0]
+    """
+    rungs, cost = [], float(low) + overhead
+    while cost - overhead < high * (1 - 1e-9):
+        rungs.append(cost - overhead)
+        cost *= eta
     return [*rungs, float(high)]
 
 
@@ -310,8 +326,10 @@ class _Rungs(Pruner):
         reduction_factor: float = 3,
         variant: str = "stopping",
         window: int | None = None,
+        overhead: float = 0,
     ) -> None:
         _check_resources(min_resource, max_resource, reduction_factor)
+        _check_overhead(overhead)
         if variant not in ("stopping", "promotion"):
             raise ValueError(f"variant={variant!r} must be 'stopping' or 'promotion'")
         if window is not None and (
@@ -324,7 +342,8 @@ class _Rungs(Pruner):
         self.variant = variant
         self.promotes = variant == "promotion"
         self.window = window
-        self._ladder = _ladder(min_resource, max_resource, reduction_factor)
+        self.overhead = overhead
+        self._ladder = _ladder(min_resource, max_resource, reduction_factor, overhead)
 
     def rungs(self) -> list[float]:
         return list(self._ladder)
@@ -382,6 +401,8 @@ class _Rungs(Pruner):
             "reduction_factor": self.reduction_factor,
             "variant": self.variant,
             "window": self.window,
+            # Only when set: a study stored before there was an overhead compares equal.
+            **({"overhead": self.overhead} if self.overhead else {}),
         }
 
 
@@ -414,6 +435,14 @@ class ASHA(_Rungs):
         reach the rung. As the model's proposals improve, the early, worse values of
         the initial design stop letting most of them through, and the cut stays at
         1/η of the trials of the recent past.
+    overhead
+        0 (the default): rungs lie at ``min_resource·η^k``. A number ≥ 0: what a run
+        costs before its first step (building the model, loading data, TensorFlow's
+        tracing), in units of the resource; the rungs then lie where a run's cost
+        ``overhead + resource`` grows by η, so that each rung takes the same share of the
+        budget as without a start-up. :func:`estimate_overhead` measures it from
+        trials that have run. With a start-up of five epochs, a 1-epoch rung costs six
+        and the next rung lies at 13 epochs (cost 18), not at 3 (cost 8).
 
     Examples
     --------
@@ -427,6 +456,8 @@ class ASHA(_Rungs):
     ValueError: min_resource=5 must be smaller than max_resource=2
     >>> ASHA(1, 9, 3, variant="promotion")
     ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
+    >>> ASHA(1, 27, 3, overhead=5).rungs()
+    [1.0, 13.0, 27.0]
     """
 
     def __init__(
@@ -436,9 +467,10 @@ class ASHA(_Rungs):
         reduction_factor: float = 3,
         variant: str = "stopping",
         window: int | None = None,
+        overhead: float = 0,
     ) -> None:
         # Its own signature, so a wrong argument's error names ASHA, not the base class.
-        super().__init__(min_resource, max_resource, reduction_factor, variant, window)
+        super().__init__(min_resource, max_resource, reduction_factor, variant, window, overhead)
 
 
 def _rung_says_stop(
@@ -500,9 +532,10 @@ class Hyperband(_Rungs):
         reduction_factor: float = 3,
         variant: str = "stopping",
         window: int | None = None,
+        overhead: float = 0,
     ) -> None:
         # Its own signature, so a wrong argument's error names Hyperband, not the base class.
-        super().__init__(min_resource, max_resource, reduction_factor, variant, window)
+        super().__init__(min_resource, max_resource, reduction_factor, variant, window, overhead)
 
     @functools.cached_property
     def _brackets(self) -> list[list[float]]:
@@ -588,6 +621,39 @@ class MedianStop(Pruner):
             "warmup_steps": self.warmup_steps,
             "min_trials": self.min_trials,
         }
+
+
+def estimate_overhead(trials: Iterable[Trial]) -> float | None:
+    """A run's start-up in units of the resource (``overhead`` of :class:`ASHA` and
+    :class:`Hyperband`), from the trials' report times: the median over the trials
+    with two reports or more of the time from the run's start to its first report,
+    less that report's steps, divided by the trial's time per step. None if no trial
+    has two reports yet.
+
+    Each trial's own pace is used, so slow and fast configurations both count. Trials
+    that a promotion-type rule paused and promoted are left out (their last run starts
+    from a checkpoint). ``started`` is taken on the worker and the reports' times on the
+    driver, so on a cluster of several hosts their clocks must agree.
+
+    >>> from dtune.trial import Report
+    >>> t = Trial(number=0, state=TrialState.COMPLETE, params={}, started=100.0,
+    ...           reports=(Report(1, 0.5, time=106.0), Report(2, 0.4, time=107.0),
+    ...                    Report(3, 0.3, time=108.0)))
+    >>> estimate_overhead([t])  # 6 s to step 1 at 1 s a step: 5 steps of start-up
+    5.0
+    """
+    overheads = []
+    for trial in trials:
+        if trial.started is None or trial.earlier_s:
+            continue  # a promoted trial's run starts at an unknown step
+        times = [(r.step, r.time) for r in trial.reports if r.time is not None]
+        if len(times) < 2 or times[-1][0] <= times[0][0]:
+            continue
+        (first_step, first), (last_step, last) = times[0], times[-1]
+        per_step = (last - first) / (last_step - first_step)
+        if per_step > 0:
+            overheads.append(max(0.0, (first - trial.started) / per_step - first_step))
+    return statistics.median(overheads) if overheads else None
 
 
 def pruner_from_json(data: dict[str, Any] | None) -> Pruner | None:

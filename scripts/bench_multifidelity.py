@@ -449,18 +449,21 @@ def run(
     if method == "ray-random+asha":
         return run_ray(problem, seed, args)
     import dtune
+    from dtune.pruners import estimate_overhead
 
     rungs = (args.min_resource, args.epochs, args.reduction_factor)
-    window = args.window
+    window, overhead = args.window, args.overhead
     pruner = {
         "none": None,
-        "asha": dtune.ASHA(*rungs, window=window),
-        "hyperband": dtune.Hyperband(*rungs, window=window),
-        "random+asha": dtune.ASHA(*rungs, window=window),
-        "asha-joint": dtune.ASHA(*rungs, window=window),
-        "asha-promotion": dtune.ASHA(*rungs, variant="promotion", window=window),
-        "hyperband-promotion": dtune.Hyperband(*rungs, variant="promotion", window=window),
-        "asha-window": dtune.ASHA(*rungs, window=window or _WINDOW),
+        "asha": dtune.ASHA(*rungs, window=window, overhead=overhead),
+        "hyperband": dtune.Hyperband(*rungs, window=window, overhead=overhead),
+        "random+asha": dtune.ASHA(*rungs, window=window, overhead=overhead),
+        "asha-joint": dtune.ASHA(*rungs, window=window, overhead=overhead),
+        "asha-promotion": dtune.ASHA(*rungs, variant="promotion", window=window, overhead=overhead),
+        "hyperband-promotion": dtune.Hyperband(
+            *rungs, variant="promotion", window=window, overhead=overhead
+        ),
+        "asha-window": dtune.ASHA(*rungs, window=window or _WINDOW, overhead=overhead),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
     if method.endswith("-joint"):  # one GP over configuration and resource (MOBSTER's)
@@ -538,6 +541,8 @@ def run(
         # whose clock waits for the model.
         "drawn_without_model": stats.get("drawn_in_driver", 0),
         "model_batches": stats.get("asks", 0),  # the suggestion process's
+        # a run's start-up in epochs, from the report times (ASHA's overhead)
+        "overhead": None if args.simulated else estimate_overhead(trials),
     }
 
 
@@ -704,6 +709,13 @@ def main() -> None:
         f"(asha-window: {_WINDOW})",
     )
     parser.add_argument(
+        "--overhead",
+        type=float,
+        default=0.0,
+        help="dtune's ASHA and Hyperband place rungs where a run's cost, this start-up "
+        "(in epochs) plus its epochs, grows by η",
+    )
+    parser.add_argument(
         "--curves",
         choices=CURVES,
         default="leftover",
@@ -767,6 +779,7 @@ def main() -> None:
         + (f" (at most; {args.worker_budget:g} worker-s)" if args.worker_budget else "")
         + f", seeds {seeds[0]}..{seeds[-1]}, {args.curves} curves"
         + (f", ASHA's window {args.window}" if args.window else "")
+        + (f", rungs for a start-up of {args.overhead:g} epochs" if args.overhead else "")
     )
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in seeds for m in methods]
@@ -786,7 +799,8 @@ def main() -> None:
             print(
                 f"{problem} seed {seed} {method}: {result['trials']} trials, "
                 f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
-                f"{result['worker_s']:.1f} worker-s, util {result['utilization']:.3f}",
+                f"{result['worker_s']:.1f} worker-s, util {result['utilization']:.3f}"
+                + (f", start-up {result['overhead']:.1f} epochs" if result["overhead"] else ""),
                 flush=True,
             )
             if args.save is not None:  # after each search: a stopped run keeps what it ran

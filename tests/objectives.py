@@ -157,6 +157,13 @@ def learning_curve(x: float, epochs: int = 9, nap: float = 0.03) -> float:
     return loss
 
 
+def slow_to_start(x: float, start: float = 0.5, epochs: int = 9, nap: float = 0.1) -> float:
+    """:func:`learning_curve` after ``start`` seconds of start-up (building a model,
+    loading data): ``start / nap`` epochs' worth."""
+    time.sleep(start)
+    return learning_curve(x, epochs, nap)
+
+
 def reports_badly(x: float) -> float:
     """x < 0.3: reports NaN at step 2; x > 0.7: reports step 3 after step 5; else fine."""
     import dtune

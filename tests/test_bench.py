@@ -116,7 +116,8 @@ def test_bench_multifidelity_runs_dtune_with_and_without_pruners(cluster):
 def test_bench_multifidelity_without_the_full_budget_search_still_gives_utilization():
     out = _run_script("bench_multifidelity.py", "--problems", "branin", "--seeds", "1",
                       "--budget", "3", "--workers", "2", "--epochs", "9", "--epoch", "0.02",
-                      "--methods", "asha")  # fmt: skip
+                      "--methods", "asha", "--overhead", "2")  # fmt: skip
+    assert "rungs for a start-up of 2 epochs" in out.stdout  # ASHA(1, 9, 3, overhead=2)
     (row,) = _method_rows(out.stdout, "branin")
     cells = [cell.strip() for cell in row.split("|")]
     assert cells[5:8] == ["–", "–", "–"]  # nothing to match without "none"

@@ -21,7 +21,7 @@ import dtune
 from dtune import ASHA, Hyperband, MedianStop, Real, Report, Study, Trial, TrialState
 from dtune.execution import Outcome, run_trial
 from dtune.ledger import Ledger
-from dtune.pruners import LOCAL_AFTER, pruner_from_json
+from dtune.pruners import LOCAL_AFTER, estimate_overhead, pruner_from_json
 from dtune.reporting import Cutoffs, ReportTo, deliver, deliver_cutoffs
 from dtune.space import SearchSpace
 from dtune.storage import InMemoryStorage, StudyRecord
@@ -141,6 +141,22 @@ def test_hyperband_brackets_start_at_growing_rungs_and_the_last_never_stops():
     assert not hb.should_stop(trial, [*others, trial], minimize=True)
 
 
+def test_an_overhead_puts_the_rungs_where_a_runs_cost_grows_by_eta():
+    # a run costs 5 + r: 6 at r=1, then 18 at r=13, then the top (32)
+    asha = ASHA(1, 27, 3, overhead=5)
+    assert asha.rungs() == [1, 13, 27]
+    assert asha.stops_at(0) == [1, 13]
+    assert ASHA(1, 27, 3, overhead=0).rungs() == ASHA(1, 27, 3).rungs() == [1, 3, 9, 27]
+    assert ASHA(2, 100, 2, overhead=2).rungs() == [2, 6, 14, 30, 62, 100]  # costs 4, 8, 16, …
+    assert Hyperband(1, 27, 3, overhead=5).brackets() == [[1, 13, 27], [13, 27], [27]]
+    # a bad trial is judged at 13, not at 3 or 9
+    done = [_trial(n, [0.1] * 13, TrialState.PRUNED) for n in range(6)]
+    bad = _trial(10, [0.05] + [0.9] * 11)
+    assert not asha.should_stop(bad, [*done, bad], minimize=True)  # step 12: no rung
+    bad = _trial(10, [0.05] + [0.9] * 12)
+    assert asha.should_stop(bad, [*done, bad], minimize=True)
+
+
 def test_median_stop_compares_best_values_so_far_at_the_same_step():
     rule = MedianStop(warmup_steps=2, min_trials=3)
     others = [_trial(n, [1.0, v, v], TrialState.COMPLETE) for n, v in enumerate([0.2, 0.4, 0.6])]
@@ -245,6 +261,10 @@ def test_the_drivers_rung_table_follows_each_report_and_each_rerun(pruner, minim
         (lambda: Hyperband(1, 9, 3, "pause"), "variant='pause' must be 'stopping' or 'promotion'"),
         (lambda: Hyperband(1, 9, 3, window=-1), "window=-1 must be None or an int >= 1"),
         (lambda: MedianStop(warmup_steps=-1), "warmup_steps=-1 must be an int >= 0"),
+        (lambda: ASHA(1, 27, 3, overhead=-1), "overhead=-1 must be a finite number >= 0"),
+        (lambda: ASHA(1, 27, 3, overhead=math.nan), "overhead=nan must be a finite number"),
+        (lambda: Hyperband(1, 27, 3, overhead="5"), "overhead='5' must be a number >= 0"),
+        (lambda: Hyperband(1, 27, 3, overhead=True), "overhead=True must be a number >= 0"),
         (
             lambda: ASHA(1, 27, 3, windw=27),
             "ASHA.__init__() got an unexpected keyword argument 'windw'",
@@ -268,9 +288,12 @@ def test_pruners_round_trip_through_json():
         ASHA(1, 9, 3, window=30),
         Hyperband(1, 81, 3),
         Hyperband(1, 27, 3, "promotion", window=30),
+        ASHA(1, 27, 3, overhead=5),
+        Hyperband(1, 27, 3, "promotion", overhead=2.5),
         MedianStop(3, 4),
     ):
         assert pruner_from_json(pruner.to_json()) == pruner
+    assert ASHA(1, 27, 3, overhead=5) != ASHA(1, 27, 3)
     assert ASHA(1, 9, 3, "promotion") != ASHA(1, 9, 3)
     # a study stored before the variant existed reads back as the stopping one
     assert pruner_from_json({"type": "ASHA", "min_resource": 1, "max_resource": 9,
@@ -574,6 +597,29 @@ def test_asha_prunes_hopeless_trials_on_real_workers_and_keeps_every_report(
     frame = again.trials_dataframe()
     assert set(frame["state"]) == {"COMPLETE", "PRUNED"}
     assert (frame["last_step"] == [t.last_step for t in study.trials]).all()
+
+
+def test_a_runs_start_up_is_measured_from_real_reports_and_sets_the_rungs(client, tmp_path):
+    """Half a second of start-up at a tenth of a second an epoch: five epochs' worth,
+    which estimate_overhead reads off the reports' times; an ASHA given it judges trials
+    at the rungs where a run's cost triples."""
+    path = tmp_path / "s.db"
+    plain = Study(SPACE, storage=path, name="plain", random_state=0)
+    plain.optimize(objectives.slow_to_start, 8, client=client, progress=False)
+    overhead = estimate_overhead(plain.trials)
+    assert overhead is not None
+    assert 3.5 < overhead < 7.0, overhead  # the sleeps say 5 (and messaging adds a little)
+    assert estimate_overhead([]) is None
+    asha = ASHA(1, 9, 3, overhead=round(overhead))
+    assert len(asha.rungs()) < len(ASHA(1, 9, 3).rungs())  # 1, 9 (cost 6, 14 or more)
+    study = Study(SPACE, storage=path, name="asha", random_state=1, n_initial_points=6, pruner=asha)
+    study.optimize(objectives.slow_to_start, 16, client=client, progress=False)
+    states = _states(study)
+    assert states.get("PRUNED", 0) >= 4, states
+    assert {t.last_step for t in study.trials if t.state is TrialState.PRUNED} <= set(
+        asha.stops_at(0)
+    )
+    assert dtune.load_study(path, name="asha").pruner == asha  # the overhead is kept
 
 
 def test_a_joint_model_searches_real_workers_told_every_rung_value(client, tmp_path):
