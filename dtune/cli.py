@@ -38,7 +38,7 @@ def _pruner(text: str) -> Any:
     """``asha:1:27:3``, ``asha-promotion:1:27:3``, ``hyperband:1:27:3``,
     ``hyperband-promotion:1:27:3`` or ``median:5:5`` as a pruner (trailing numbers may be
     left out: the pruner's defaults), then any ``name=number`` options, e.g. ASHA's and
-    Hyperband's ``window=27``.
+    Hyperband's ``window=27`` or ``overhead=5``.
 
     >>> _pruner("asha-promotion:1:9")
     ASHA(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=None)
@@ -46,6 +46,8 @@ def _pruner(text: str) -> Any:
     27
     >>> _pruner("hyperband-promotion:1:9:3:window=9")
     Hyperband(min_resource=1, max_resource=9, reduction_factor=3, variant='promotion', window=9)
+    >>> _pruner("asha:1:27:3:overhead=5").rungs()
+    [1.0, 13.0, 27.0]
     """
     from dtune import pruners
 
@@ -126,6 +128,7 @@ def _print_summary(study: object, top: int, since: int | None = None) -> None:
     """The study's trials and best ones; ``since``: the number of this call's first
     trial, whose trials alone the utilization counts (a continued study's earlier
     searches, hours or days before, would count the time between them as idle)."""
+    from dtune.pruners import estimate_overhead
     from dtune.stats import utilization
     from dtune.study import Study
 
@@ -145,6 +148,9 @@ def _print_summary(study: object, top: int, since: int | None = None) -> None:
         print(f"worker utilization, this search's {len(ours)} trials: {utilization(ours):.2f}")
     else:
         print(f"worker utilization: {utilization(trials):.2f}")
+    start_up = estimate_overhead(trials)
+    if start_up is not None:  # from the reports' times
+        print(f"a run's start-up: {start_up:.1f} steps' worth (ASHA's and Hyperband's overhead)")
     print(f"best {study.objective_key or 'value'} ({study.direction}): {best[0].value:.6g}")
     print(f"best parameters: {best[0].params}")
     frame = study.trials_dataframe()
@@ -329,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
             "asha-promotion:MIN:MAX:ETA (trials pause at rungs and the best go on), "
             "hyperband:MIN:MAX:ETA, hyperband-promotion:MIN:MAX:ETA or "
             "median:WARMUP:MIN_TRIALS, e.g. asha:1:27:3; ASHA and Hyperband rank "
-            "against the latest N trials at a rung with :window=N (a continued "
+            "against the latest N trials at a rung with :window=N, and place their "
+            "rungs for a run's start-up of S epochs with :overhead=S (a continued "
             "study keeps its pruner unless this gives another)"
         ),
     )

@@ -800,7 +800,7 @@ def main() -> None:
                 f"{problem} seed {seed} {method}: {result['trials']} trials, "
                 f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
                 f"{result['worker_s']:.1f} worker-s, util {result['utilization']:.3f}"
-                + (f", start-up {result['overhead']:.1f} epochs" if result["overhead"] else ""),
+                + (f", start-up {result['overhead']:.1f} epochs" if result.get("overhead") else ""),
                 flush=True,
             )
             if args.save is not None:  # after each search: a stopped run keeps what it ran

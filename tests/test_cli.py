@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -84,6 +85,8 @@ def test_run_with_a_pruner_stops_trials_early_and_show_counts_them(tmp_path):
     assert show.returncode == 0, show.stderr
     assert "study 'study': 24 trials (" in show.stdout
     assert " pruned" in show.stdout  # e.g. "(9 complete, 15 pruned)"
+    (start_up,) = re.findall(r"a run's start-up: ([0-9.]+) steps' worth", show.stdout)
+    assert float(start_up) < 9, show.stdout  # no start-up in the objective but Dask's
     # Its reader gone before it writes (`dtune show dtune.db | head -0`): no traceback.
     read, write = os.pipe()
     os.close(read)

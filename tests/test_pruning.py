@@ -612,7 +612,10 @@ def test_a_runs_start_up_is_measured_from_real_reports_and_sets_the_rungs(client
     assert estimate_overhead([]) is None
     asha = ASHA(1, 9, 3, overhead=round(overhead))
     assert len(asha.rungs()) < len(ASHA(1, 9, 3).rungs())  # 1, 9 (cost 6, 14 or more)
-    study = Study(SPACE, storage=path, name="asha", random_state=1, n_initial_points=6, pruner=asha)
+    # random points (no model), so that most of them fall far from the best at the rung
+    study = Study(
+        SPACE, storage=path, name="asha", random_state=1, n_initial_points=16, pruner=asha
+    )
     study.optimize(objectives.slow_to_start, 16, client=client, progress=False)
     states = _states(study)
     assert states.get("PRUNED", 0) >= 4, states
