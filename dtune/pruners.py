@@ -10,7 +10,9 @@ its slot (its GPU) takes the next trial at once.
   others. Promotion variant: every trial pauses at each rung (``PAUSED``), and a free
   worker runs on the best paused trial that ranks high enough before it starts a new
   one (:meth:`Pruner.promotion`). With a ``window``, a trial is ranked against the
-  latest trials at its rung only.
+  latest trials at its rung only. With an ``overhead`` (a run's start-up, in units of
+  the resource; :func:`estimate_overhead` measures it) the rungs lie where a run's cost,
+  start-up included, grows by η.
 - :class:`Hyperband`: brackets of ASHA with different first rungs, so that some
   trials are never stopped early (a hedge against curves that cross); stopping or
   promotion variant, with or without a window, within each bracket.
@@ -625,10 +627,10 @@ class MedianStop(Pruner):
 
 def estimate_overhead(trials: Iterable[Trial]) -> float | None:
     """A run's start-up in units of the resource (``overhead`` of :class:`ASHA` and
-    :class:`Hyperband`), from the trials' report times: the median over the trials
-    with two reports or more of the time from the run's start to its first report,
-    less that report's steps, divided by the trial's time per step. None if no trial
-    has two reports yet.
+    :class:`Hyperband`), from the trials' report times. For each trial with two reports
+    or more: the time from its run's start to its first report, counted in steps of
+    the trial's own pace (between its first and last reports), less the first report's
+    step. The median over those trials; None if no trial has two reports yet.
 
     Each trial's own pace is used, so slow and fast configurations both count. Trials
     that a promotion-type rule paused and promoted are left out (their last run starts
