@@ -452,18 +452,17 @@ def run(
     from dtune.pruners import estimate_overhead
 
     rungs = (args.min_resource, args.epochs, args.reduction_factor)
-    window, overhead = args.window, args.overhead
+    # every dtune pruner's ranking window and start-up (asha-window: a window of its own)
+    common = {"window": args.window, "overhead": args.overhead}
     pruner = {
         "none": None,
-        "asha": dtune.ASHA(*rungs, window=window, overhead=overhead),
-        "hyperband": dtune.Hyperband(*rungs, window=window, overhead=overhead),
-        "random+asha": dtune.ASHA(*rungs, window=window, overhead=overhead),
-        "asha-joint": dtune.ASHA(*rungs, window=window, overhead=overhead),
-        "asha-promotion": dtune.ASHA(*rungs, variant="promotion", window=window, overhead=overhead),
-        "hyperband-promotion": dtune.Hyperband(
-            *rungs, variant="promotion", window=window, overhead=overhead
-        ),
-        "asha-window": dtune.ASHA(*rungs, window=window or _WINDOW, overhead=overhead),
+        "asha": dtune.ASHA(*rungs, **common),
+        "hyperband": dtune.Hyperband(*rungs, **common),
+        "random+asha": dtune.ASHA(*rungs, **common),
+        "asha-joint": dtune.ASHA(*rungs, **common),
+        "asha-promotion": dtune.ASHA(*rungs, variant="promotion", **common),
+        "hyperband-promotion": dtune.Hyperband(*rungs, variant="promotion", **common),
+        "asha-window": dtune.ASHA(*rungs, window=args.window or _WINDOW, overhead=args.overhead),
     }[method]
     options: dict[str, Any] = {"random_state": seed}
     if method.endswith("-joint"):  # one GP over configuration and resource (MOBSTER's)
