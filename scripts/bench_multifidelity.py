@@ -162,10 +162,12 @@ def epochs_of(
     checkpoint: Path | None = None,
     save_at: tuple[float, ...] = (),
     start: int = 0,
+    startup_s: float = 0.0,
 ) -> Any:
     """The value after each epoch of a trial at ``params`` (to minimize), each yielded
     once that epoch's time has passed: a synthetic curve's sleep, or a real epoch.
     ``curves="exact"`` ends a synthetic curve at the problem's value at ``params``.
+    A synthetic run first sleeps ``startup_s`` (a real one pays its own start-up).
 
     With a ``checkpoint`` folder, the epochs in ``save_at`` (where a promotion-type
     ASHA pauses trials) are saved there before they are yielded (the epoch, and the
@@ -178,11 +180,17 @@ def epochs_of(
     gap = GAP[problem] * (0.2 + _scramble(params, "gap"))
     tau = speed * epochs / 3
     leftover = gap * math.exp(-epochs / tau) if curves == "exact" else 0.0
+    time.sleep(startup_s)
     for epoch in range(start + 1, epochs + 1):
         time.sleep(epoch_s * (0.5 + fraction))
         if checkpoint is not None and epoch in save_at:
             mark_epoch(checkpoint, epoch)
         yield final + gap * math.exp(-epoch / tau) - leftover
+
+
+def _startup_s(args: argparse.Namespace) -> float:
+    """The seconds a synthetic run sleeps before its first epoch (``--startup``)."""
+    return args.startup * args.epoch
 
 
 def search_space(problem: str) -> dict[str, Any]:
@@ -196,9 +204,11 @@ def learning_curve(
     curves: str,
     checkpoints: str | None = None,
     save_at: tuple[float, ...] = (),
+    startup_s: float = 0.0,
     **params: Any,
 ) -> dict[str, Any]:
-    """Trains for up to ``epochs`` epochs, reporting each; returns the final value and
+    """Trains for up to ``epochs`` epochs after a start-up of ``startup_s`` (each run),
+    reporting each; returns the final value and
     how long each report waited for the pruner's verdict. With ``checkpoints`` (a
     folder; promotion-type ASHA on a real cluster), a trial keeps a checkpoint there at
     the epochs ``save_at`` (:func:`dtune.checkpoint_file`), and a promoted one goes on
@@ -206,10 +216,12 @@ def learning_curve(
     import dtune
 
     if checkpoints is None or dtune.current_trial() is None:
-        return _curve(epochs_of(problem, params, epochs, epoch_s, curves))
+        return _curve(epochs_of(problem, params, epochs, epoch_s, curves, startup_s=startup_s))
     with dtune.checkpoint_file(checkpoints) as path:
         start = int((path / "epoch").read_text()) if path.exists() else 0
-        values = epochs_of(problem, params, epochs, epoch_s, curves, path, save_at, start)
+        values = epochs_of(
+            problem, params, epochs, epoch_s, curves, path, save_at, start, startup_s
+        )
         return _curve(values, start)
 
 
@@ -273,7 +285,10 @@ def optuna_worker(
         params = _optuna_params(trial, space)
         value = math.inf
         for epoch, value in enumerate(
-            epochs_of(problem, params, args.epochs, args.epoch, args.curves), 1
+            epochs_of(
+                problem, params, args.epochs, args.epoch, args.curves, startup_s=_startup_s(args)
+            ),
+            1,
         ):
             started = time.perf_counter()
             trial.report(value, epoch)
@@ -366,7 +381,10 @@ def run_ray(problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     from ray.tune.schedulers import ASHAScheduler
 
     def trainable(config: dict[str, Any]) -> None:
-        for value in epochs_of(problem, dict(config), args.epochs, args.epoch, args.curves):
+        startup_s = _startup_s(args)
+        for value in epochs_of(
+            problem, dict(config), args.epochs, args.epoch, args.curves, startup_s=startup_s
+        ):
             tune.report({"value": value})
 
     last: dict[str, tuple[float, float, int, float]] = {}
@@ -470,9 +488,17 @@ def run(
     if method.startswith("random"):
         options["n_initial_points"] = 100_000
     study = dtune.Study(search_space(problem), objective_key="value", pruner=pruner, **options)
-    # Simulated: the epochs take no time here; the cluster's clock takes them.
+    # Simulated: the epochs and the start-up take no time here; the cluster's clock
+    # takes them.
     epoch_s = 0.0 if args.simulated else args.epoch
-    objective = functools.partial(learning_curve, problem, args.epochs, epoch_s, args.curves)
+    objective = functools.partial(
+        learning_curve,
+        problem,
+        args.epochs,
+        epoch_s,
+        args.curves,
+        startup_s=0.0 if args.simulated else _startup_s(args),
+    )
     checkpoints = None
     if pruner is not None and pruner.promotes and not args.simulated:
         # Paused trials keep their epoch (and Keras model) to go on from when promoted;
@@ -541,7 +567,7 @@ def run(
         "drawn_without_model": stats.get("drawn_in_driver", 0),
         "model_batches": stats.get("asks", 0),  # the suggestion process's
         # a run's start-up in epochs, from the report times (ASHA's overhead)
-        "overhead": None if args.simulated else estimate_overhead(trials),
+        "overhead": estimate_overhead(trials),
     }
 
 
@@ -606,14 +632,16 @@ def resampled(
 
 def _simulated(problem: str, args: argparse.Namespace) -> Any:
     """Simulated workers whose trials take, on the simulated clock, the seconds the same
-    trial's epochs sleep on a real one (all ``--epochs`` of them; a pruned trial ends at
-    its last report)."""
+    trial's start-up and epochs sleep on a real one (all ``--epochs`` of them; a pruned
+    trial ends at its last report)."""
     from dtune.sim import SimulatedCluster
 
     def seconds(params: dict[str, Any]) -> float:
         return args.epochs * args.epoch * (0.5 + evaluate(problem, dict(params))[1])
 
-    return SimulatedCluster(args.workers, duration=seconds, start=_SIM_START)
+    return SimulatedCluster(
+        args.workers, duration=seconds, start=_SIM_START, startup=_startup_s(args)
+    )
 
 
 @contextlib.contextmanager
@@ -715,6 +743,13 @@ def main() -> None:
         "(in epochs) plus its epochs, grows by η",
     )
     parser.add_argument(
+        "--startup",
+        type=float,
+        default=0.0,
+        help="each run of a synthetic trial (a promoted one's too) first spends this many "
+        "epochs' worth (of --epoch seconds) before its first, as a real run builds its model",
+    )
+    parser.add_argument(
         "--curves",
         choices=CURVES,
         default="leftover",
@@ -768,6 +803,10 @@ def main() -> None:
         others = [m for m in methods if m not in _SIMULATED]
         if others:
             parser.error(f"--simulated runs {', '.join(_SIMULATED)} only, not {others}")
+    if not 0 <= args.startup < math.inf:
+        parser.error(f"--startup {args.startup:g} must be a finite number of epochs >= 0")
+    if args.startup and KERAS in problems:
+        parser.error(f"--startup is for the synthetic problems; {KERAS!r} pays its own")
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     kind = "a fresh cluster per search" if args.fresh else "warm"
@@ -778,6 +817,7 @@ def main() -> None:
         + (f" (at most; {args.worker_budget:g} worker-s)" if args.worker_budget else "")
         + f", seeds {seeds[0]}..{seeds[-1]}, {args.curves} curves"
         + (f", ASHA's window {args.window}" if args.window else "")
+        + (f", a start-up of {args.startup:g} epochs per run" if args.startup else "")
         + (f", rungs for a start-up of {args.overhead:g} epochs" if args.overhead else "")
     )
     results: dict[tuple[str, str, str], dict[str, Any]] = {}

@@ -19,6 +19,11 @@ A trial that runs again with reports recorded (a paused trial that a promotion-t
 ASHA promoted) goes on as if from a checkpoint: the objective runs in full again, but
 only its reports after the last recorded step are delivered, and its run takes only
 their share of ``duration(params)``.
+
+With ``startup`` seconds, each run of a trial (a promoted one's too) first spends that
+long before its first report, as a real run builds its model and loads its data:
+what :func:`dtune.pruners.estimate_overhead` reads and ``ASHA(..., overhead=…)`` allows
+for.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class SimulatedCluster:
         Simulated seconds a trial with these parameters takes (default 1).
     start
         The simulated clock's start (UNIX seconds).
+    startup
+        Simulated seconds each run of a trial spends before its first report, on top
+        of ``duration`` (default 0).
 
     Examples
     --------
@@ -70,17 +78,25 @@ class SimulatedCluster:
         duration: Callable[[Mapping[str, Any]], float] = _one_second,
         *,
         start: float = 1e9,
+        startup: float = 0.0,
     ) -> None:
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
             raise ValueError(f"n_workers={n_workers!r} must be a positive int")
+        if (
+            isinstance(startup, bool)
+            or not isinstance(startup, (int, float))
+            or not 0 <= startup < math.inf
+        ):
+            raise ValueError(f"startup={startup!r} must be a finite number of seconds >= 0")
         self.n_workers = n_workers
         self.duration = duration
         self.start = start
+        self.startup = float(startup)
 
     @contextlib.contextmanager
     def open(self, run: TrialRun) -> Iterator[SimulatedBackend]:
         """A backend running ``run``'s trials on this simulated cluster."""
-        yield SimulatedBackend(self.n_workers, run, self.duration, self.start)
+        yield SimulatedBackend(self.n_workers, run, self.duration, self.start, self.startup)
 
 
 class _Recorder(Channel):
@@ -119,9 +135,11 @@ class SimulatedBackend:
         run: TrialRun,
         duration: Callable[[Mapping[str, Any]], float],
         start: float,
+        startup: float = 0.0,
     ) -> None:
         self.run = run
         self.duration = duration
+        self.startup = startup
         self.clock = start
         self._free = [f"sim-{i}" for i in range(n_workers)]
         self._n_workers = n_workers
@@ -148,7 +166,8 @@ class SimulatedBackend:
         if done is not None and made:  # goes on from its checkpoint: the later steps run
             later = [r for r in made if r[0] > done]
             made, share = later, len(later) / len(made)
-        seconds = full = float(self.duration(trial.params)) * share
+        full = float(self.duration(trial.params)) * share
+        seconds = self.startup + full
         timeout = self.run.timeout
         if timeout is not None and seconds > timeout:
             seconds = timeout
@@ -174,7 +193,8 @@ class SimulatedBackend:
             before = step
         running = self._running[trial.number] = _Running(worker, outcome, reports, self._order)
         for index in range(len(made)):
-            after = full if index + 1 == len(made) else full * (index + 1) / len(made)
+            share_done = 1.0 if index + 1 == len(made) else (index + 1) / len(made)
+            after = self.startup + full * share_done
             if after <= seconds:  # a timed-out trial's later reports never came
                 self._push(self.clock + after, running, trial.number, index)
         self._push(end, running, trial.number, -1)
