@@ -23,6 +23,11 @@ it ends at ``f(x)`` itself, the known test function, and keeps its shape::
 
     value(epoch) = f(x) + gap(x) · (exp(-epoch / τ(x)) - exp(-epochs / τ(x)))
 
+``--startup E`` makes each run of a synthetic trial (a promoted one's again) first spend
+``E`` mean epochs (``E × --epoch`` seconds) before its first report, whatever the
+method, as a real run builds its model and loads its data first (the Keras digits' runs
+pay 5-8 epochs' worth on this machine); ``--overhead`` places dtune's rungs for it.
+
 Optuna (TPE with ``constant_liar``, and its SuccessiveHalving or Hyperband pruner) runs
 on the same workers: one ``study.optimize`` per worker, sharing a journal-file storage
 (``pip install -e ".[bench]"``; leave them out with ``--methods`` when Optuna is not
@@ -797,16 +802,16 @@ def main() -> None:
     for problem in problems:
         if problem not in (*PROBLEMS, KERAS):
             parser.error(f"unknown problem {problem!r}; choose from {(*PROBLEMS, KERAS)}")
+    if not 0 <= args.startup < math.inf:
+        parser.error(f"--startup {args.startup:g} must be a finite number of epochs >= 0")
+    if args.startup and KERAS in problems:
+        parser.error(f"--startup is for the synthetic problems; {KERAS!r} pays its own")
     if args.simulated:
         if KERAS in problems:
             parser.error(f"--simulated runs the synthetic problems only, not {KERAS!r}")
         others = [m for m in methods if m not in _SIMULATED]
         if others:
             parser.error(f"--simulated runs {', '.join(_SIMULATED)} only, not {others}")
-    if not 0 <= args.startup < math.inf:
-        parser.error(f"--startup {args.startup:g} must be a finite number of epochs >= 0")
-    if args.startup and KERAS in problems:
-        parser.error(f"--startup is for the synthetic problems; {KERAS!r} pays its own")
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     kind = "a fresh cluster per search" if args.fresh else "warm"

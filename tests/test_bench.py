@@ -222,6 +222,44 @@ def test_bench_multifidelity_with_a_worker_budget_gives_each_search_the_same_wor
     assert again.stdout.strip() in out.stdout
 
 
+def test_bench_multifidelity_gives_every_synthetic_run_a_start_up(tmp_path):
+    saved = tmp_path / "results.json"
+    out = _run_script("bench_multifidelity.py", "--simulated", "--problems", "branin",
+                      "--seeds", "1", "--budget", "600", "--worker-budget", "10",
+                      "--epochs", "9", "--methods", "none,asha", "--startup", "3",
+                      "--overhead", "3", "--save", str(saved))  # fmt: skip
+    assert "a start-up of 3 epochs per run, rungs for a start-up of 3 epochs" in out.stdout
+    results = json.loads(saved.read_text())["results"]
+    for method in ("none", "asha"):
+        # 3 mean epochs of start-up, counted in each trial's own epochs (0.5-1.5 of one)
+        assert 2.0 <= results[f"branin|{method}|0"]["overhead"] <= 6.0, method
+    # A real run sleeps it before its first epoch, every run (a promoted one's again).
+    code = (
+        "import time\n"
+        "from bench_multifidelity import epochs_of\n"
+        "started = time.perf_counter()\n"
+        "next(epochs_of('branin', {'x1': 0.0, 'x2': 5.0}, 9, 0.0, startup_s=0.3))\n"
+        "print(time.perf_counter() - started)\n"
+    )
+    assert float(_run_code(code).stdout) >= 0.3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--simulated", "--startup", "-1"], "--startup -1 must be a finite number of epochs"),
+        (["--startup", "2", "--problems", "keras-digits"], "'keras-digits' pays its own"),
+    ],
+)
+def test_bench_multifidelity_names_a_bad_start_up(args, message):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_multifidelity.py"), *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
 def test_exact_synthetic_curves_end_at_the_test_function_and_keep_their_shape():
     code = (
         "import json\n"

@@ -203,3 +203,40 @@ def test_a_joint_model_rebuilt_from_the_store_knows_what_the_search_told_it(tmp_
 
     assert told(study) == sorted((x, y, round(r, 9), v) for x, y, r, v in expected)
     assert told(load_study(tmp_path / "s.db")) == told(study)
+
+
+@pytest.mark.parametrize("variant", ["stopping", "promotion"])
+def test_every_simulated_run_pays_its_start_up_before_its_first_report(variant):
+    """With ``startup``, each run of a trial (a promoted one's again) spends that long
+    before its first report; estimate_overhead reads it back in steps, and the worker
+    time is the start-ups plus the steps that ran."""
+    pruner = ASHA(1, 27, 3, variant)
+    study = Study(SPACE, random_state=0, pruner=pruner)
+    cluster = SimulatedCluster(4, duration=lambda p: 27.0, startup=5.0)  # 1 s a step
+    study.optimize(_curve, 40, client=cluster, progress=False)
+    trials = [t for t in study.trials if t.duration is not None]
+    runs = 0
+    for t in trials:
+        # A promoted trial paused at each rung below its last step (the promotion
+        # variant pauses every trial at every rung below the top) and ran again from each.
+        passed = [k for k in (1, 3, 9) if k < t.last_step] if t.earlier_s else []
+        first = passed[-1] if passed else 0  # where its last run went on from
+        # the last run: its start-up, then one second a step
+        for r in t.reports:
+            if r.step > first:
+                assert r.time == pytest.approx(t.started + 5.0 + r.step - first)
+        runs += 1 + len(passed)
+    assert any(t.state is TrialState.COMPLETE for t in trials)
+    assert any(t.last_step < 27 for t in trials)
+    spent = sum(t.duration for t in trials)
+    assert spent == pytest.approx(5.0 * runs + sum(t.last_step for t in trials))
+    if variant == "promotion":
+        assert any(t.earlier_s for t in trials)  # some went on, paying the start-up again
+    else:
+        assert dtune.pruners.estimate_overhead(trials) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("startup", [-1.0, float("nan"), float("inf"), "5", True])
+def test_a_bad_start_up_is_named(startup):
+    with pytest.raises(ValueError, match=f"startup={startup!r} must be a finite number"):
+        SimulatedCluster(2, startup=startup)
