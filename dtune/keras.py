@@ -40,7 +40,10 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +66,58 @@ def _tensorflow() -> Any:
     # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on every worker, unless the
     # user asked for them by setting the level themselves.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
     try:
-        import tensorflow as tf
+        with _below_the_log_level_dropped():
+            import tensorflow as tf
     except ImportError as exc:
         raise ImportError(
             "dtune.keras needs TensorFlow on the workers: pip install 'dtune[tf]'"
         ) from exc
     return tf
+
+
+# A C++ log line of absl's: its severity (I, W, E or F), then MMDD and the time.
+_ABSL_LINE = re.compile(rb"^([IWEF])\d{4} ")
+_ABSL_PRE_INIT = b"WARNING: All log messages before absl::InitializeLog() is called"
+
+
+@contextlib.contextmanager
+def _below_the_log_level_dropped() -> Iterator[None]:
+    """Standard error through a file while TensorFlow loads, then written back without
+    its C++ lines below ``TF_CPP_MIN_LOG_LEVEL``. TensorFlow 2.20 and later log the
+    oneDNN notice before absl's logging reads that level, with absl's warning that it
+    was not set up yet, so the level alone no longer keeps them off every worker's
+    output. Everything else written meanwhile (errors, other threads' logs) is kept."""
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    dropped = "IWEF"[: int(level)] if level in ("1", "2", "3") else ""
+    if not dropped:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                kept = [
+                    line
+                    for line in capture.read().splitlines(keepends=True)
+                    if not line.startswith(_ABSL_PRE_INIT)
+                    and not (
+                        (match := _ABSL_LINE.match(line)) and match.group(1).decode() in dropped
+                    )
+                ]
+                if kept:
+                    os.write(2, b"".join(kept))
+    finally:
+        os.close(saved)
 
 
 def _configure_gpus(tf: Any) -> None:

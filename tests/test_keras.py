@@ -243,3 +243,41 @@ def test_the_driver_never_imports_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "False False"
+    # The worker loaded TensorFlow without its C++ start-up lines (TF_CPP_MIN_LOG_LEVEL=2)
+    for noise in ("absl::InitializeLog", "oneDNN", "cpu_feature_guard"):
+        assert noise not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [
+        ("2", ["E0000 00:00:1.5 2 a.cc:3] an error", "a plain line", "Traceback: kept"]),
+        ("0", None),  # the user asked for every line: nothing is taken out
+    ],
+)
+def test_tensorflows_start_up_lines_below_the_log_level_are_dropped_and_the_rest_kept(level, shown):
+    """Written to the process's standard error itself, as TensorFlow's C++ does."""
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1.5 1 port.cc:153] oneDNN custom operations are on.",
+        "W0000 00:00:1.5 1 a.cc:2] a warning",
+        "E0000 00:00:1.5 2 a.cc:3] an error",
+        "a plain line",
+        "Traceback: kept",
+    ]
+    written = "".join(line + "\n" for line in lines).encode()
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        from dtune.keras import _below_the_log_level_dropped
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = {level!r}
+        print("before", file=sys.stderr, flush=True)
+        with _below_the_log_level_dropped():
+            os.write(2, {written!r})
+        print("after", file=sys.stderr, flush=True)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stderr.splitlines() == ["before", *(lines if shown is None else shown), "after"]
