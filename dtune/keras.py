@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -66,11 +68,14 @@ def _tensorflow() -> Any:
     # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on every worker, unless the
     # user asked for them by setting the level themselves.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
     try:
-        with _below_the_log_level_dropped():
-            import tensorflow as tf
+        # One thread redirects standard error while TensorFlow loads; the others wait
+        # here, then find it loaded (two redirects at once could leave it redirected).
+        with _LOADING:
+            if "tensorflow" not in sys.modules:
+                with _below_the_log_level_dropped():
+                    importlib.import_module("tensorflow")
+        import tensorflow as tf  # as loaded (or, if another import is under way, once done)
     except ImportError as exc:
         raise ImportError(
             "dtune.keras needs TensorFlow on the workers: pip install 'dtune[tf]'"
@@ -78,6 +83,7 @@ def _tensorflow() -> Any:
     return tf
 
 
+_LOADING = threading.Lock()
 # A C++ log line of absl's: its severity (I, W, E or F), then MMDD and the time.
 _ABSL_LINE = re.compile(rb"^([IWEF])\d{4} ")
 _ABSL_PRE_INIT = b"WARNING: All log messages before absl::InitializeLog() is called"
