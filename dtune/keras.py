@@ -102,28 +102,26 @@ def _below_the_log_level_dropped() -> Iterator[None]:
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as capture:
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                capture.seek(0)
-                kept = [
-                    line
-                    for line in capture.read().splitlines(keepends=True)
-                    if not line.startswith(_ABSL_PRE_INIT)
-                    and not (
-                        (match := _ABSL_LINE.match(line)) and match.group(1).decode() in dropped
-                    )
-                ]
-                if kept:
-                    os.write(2, b"".join(kept))
-    finally:
-        os.close(saved)
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:  # written back even if loading failed
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.readlines() if not _below(line, dropped)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+def _below(line: bytes, dropped: str) -> bool:
+    """Whether ``line`` is absl's warning that it is not set up yet, or an absl line
+    whose severity is one of ``dropped``."""
+    match = _ABSL_LINE.match(line)
+    return line.startswith(_ABSL_PRE_INIT) or bool(match and match.group(1).decode() in dropped)
 
 
 def _configure_gpus(tf: Any) -> None:
