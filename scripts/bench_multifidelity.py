@@ -573,7 +573,31 @@ def run(
         "model_batches": stats.get("asks", 0),  # the suggestion process's
         # a run's start-up in epochs, from the report times (ASHA's overhead)
         "overhead": estimate_overhead(trials),
+        "imputed": imputation_errors(problem, study, args) if problem != KERAS else [],
     }
+
+
+def imputation_errors(problem: str, study: Any, args: argparse.Namespace) -> list[list[float]]:
+    """For each trial of a synthetic search that stopped early at a step (pruned, or left
+    paused): [the step, where its curve would have ended less the estimate the model is
+    told of it at the search's end (its value there plus the median gain from there to
+    the end of the trials that completed), those gains' variance, their mean square]."""
+    import dtune
+
+    complete = [t for t in study.trials if t.state is dtune.TrialState.COMPLETE]
+    rows = []
+    for trial in study.trials:
+        if not (trial.state.is_stopped_early() and trial.intermediate):
+            continue
+        step = max(trial.intermediate)
+        gains = [t.value - t.intermediate[step] for t in complete if step in t.intermediate]
+        if len(gains) < 3:  # the ledger's _MIN_GAINS: it is told the worst value instead
+            continue
+        *_, end = epochs_of(problem, trial.params, args.epochs, 0.0, args.curves)
+        error = end - (trial.intermediate[step] + statistics.median(gains))
+        squares = statistics.fmean(g * g for g in gains)
+        rows.append([step, error, statistics.pvariance(gains), squares])
+    return rows
 
 
 def minimum(problem: str) -> float:
@@ -961,6 +985,7 @@ def report(
 
     if "none" in methods:
         _ratio_intervals(results, problems, [m for m in methods if m != "none"], done, shares)
+    _imputation_table(results, problems, methods, done)
 
     # Issue 12: at every budget, dtune's pruned searches against the best peer's.
     print()
@@ -1008,6 +1033,56 @@ def report(
     if verdicts:
         print()
         print("\n".join(verdicts))
+
+
+def _imputation_table(
+    results: dict[tuple[str, ...], dict[str, Any]],
+    problems: list[str],
+    methods: list[str],
+    done: dict[str, list[int]],
+) -> None:
+    """How far the pruned trials' curves would have ended from the estimates the model is
+    told of them, by the step they stopped at, over every seed (saved by runs before the
+    column existed: nothing)."""
+    lines = []
+    for problem in problems:
+        for method in methods:
+            by_step: dict[int, list[list[float]]] = {}
+            for seed in done[problem]:
+                for row in results[problem, method, str(seed)].get("imputed", []):
+                    by_step.setdefault(int(row[0]), []).append(row)
+            for step, rows in sorted(by_step.items()):
+                errors = [r[1] for r in rows]
+                # the errors in units of the deviation the estimate is told with
+                by_spread, by_squares = (
+                    _rms([r[1] / math.sqrt(r[k]) for r in rows if r[k] > 0]) for k in (2, 3)
+                )
+                lines.append(
+                    f"| {problem} | {method} | {step} | {len(rows)} "
+                    f"| {statistics.fmean(errors):.3g} | {_rms(errors):.3g} "
+                    f"| {by_spread:.2f} | {by_squares:.2f} |"
+                )
+    if not lines:
+        return
+    print()
+    print("Where the trials stopped early would have ended, less the estimate the model is")
+    print("told of them (their value at the step plus the median gain from there of the")
+    print("trials that completed, at the search's end), over every seed; and that error's")
+    print("root mean square in units of the gains' deviation (the spread about the median)")
+    print("and of their root mean square (what the ledger tells the model): 1 is calibrated,")
+    print("above 1 the estimates are surer than they should be:")
+    print()
+    print(
+        "| problem | method | step | trials | mean error | rms error "
+        "| rms ÷ the gains' deviation | rms ÷ their rms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+
+
+def _rms(values: list[float]) -> float:
+    """The root mean square of ``values`` (nan: none)."""
+    return math.sqrt(statistics.fmean(v * v for v in values)) if values else math.nan
 
 
 def _ratio_intervals(

@@ -159,6 +159,15 @@ def test_bench_multifidelity_simulated_gives_each_search_the_same_worker_time_an
     assert [row.split("|")[15].strip() for row in rows] == ["0%"] * 4
     # the full-budget search's own median curve reaches its median end within its time
     assert 0.0 < float(rows[0].split("|")[7]) <= 1.0, rows[0]
+    # the pruned trials' estimates against where their curves would have ended, by the
+    # step they stopped at: every search that stops trials early, none that does not
+    imputed = [r.split("|")[1:-1] for r in out.stdout.splitlines() if r.count("|") == 9]
+    imputed = [[c.strip() for c in r] for r in imputed if r[0].strip() == "branin"]
+    assert {r[1] for r in imputed} == {"asha", "asha-joint", "asha-promotion"}, out.stdout
+    for _, _, step, trials, _, rms, by_spread, by_squares in imputed:
+        assert 1 <= int(step) < 9 and int(trials) > 0
+        # the mean square of the gains is at least their variance: a wider deviation
+        assert 0 < float(rms) and 0 < float(by_squares) <= float(by_spread)
 
 
 def test_bench_multifidelity_seeds_split_across_runs_merge_into_one_runs_tables(tmp_path):
