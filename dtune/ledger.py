@@ -368,7 +368,7 @@ class Ledger:
         The estimate is as uncertain as those gains are large (their mean square), not
         merely as they are spread: they are the gains of the trials that went on, and a
         pruned curve, which started higher, may gain much more or hardly at all. On the
-        synthetic curves the spread alone understated the estimates' errors 1.1–2.7
+        synthetic curves the spread alone understated the estimates' errors 1.1–2.8
         times, most at the first rung, and the model then took the region around a few
         unlucky pruned trials for a bad one (docs/PERFORMANCE.md, run 33)."""
         if self.rungs is not None:
