@@ -74,7 +74,11 @@ add up to it), so every method gets the same worker time whatever its utilizatio
 - the median regret of every method at budgets of 10%, 20%, … 100% of the worker time
   every method of the seed reached, and at how many of them dtune's ASHA and Hyperband
   are no worse than the best of the peers that ran (Optuna's, Ray's): issue 12 asks for
-  that at every budget.
+  that at every budget;
+- on the synthetic problems, where the trials that stopped early would have ended (their
+  curves are known) against the estimate the model is told of them, by the step they
+  stopped at: the mean and root mean square of the error, and that in units of the
+  deviation each rule would tell the model (the gains' spread, their root mean square).
 
 ``--save results.json`` writes every search's results after each search (a stopped run
 keeps what it ran); ``--from results.json`` prints the tables of such a file again.
