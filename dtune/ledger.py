@@ -362,23 +362,15 @@ class Ledger:
         """What the model is told of a trial pruned below its rung, and that value's own
         noise variance: the value at the highest rung it reached, plus the median gain
         from there to the model's rung of the trials that reached both (an additive
-        learning-curve model); the worst value told (as measured) while fewer than
-        ``_MIN_GAINS`` trials show that gain.
-
-        The estimate is as uncertain as those gains are large (their mean square), not
-        merely as they are spread: they are the gains of the trials that went on, and a
-        pruned curve, which started higher, may gain much more or hardly at all. On the
-        synthetic curves the spread alone understated the estimates' errors 1.1–2.8
-        times, most at the first rung, and the model then took the region around a few
-        unlucky pruned trials for a bad one (docs/PERFORMANCE.md, run 33)."""
+        learning-curve model), as uncertain as those gains are spread; the worst value
+        told (as measured) while fewer than ``_MIN_GAINS`` trials show that gain."""
         if self.rungs is not None:
             for k in reversed(self._below_model()):
                 early = self.rung_value(trial, k)
                 if early is not None:
                     gains = self._gains.get(k, [])
                     if len(gains) >= _MIN_GAINS:
-                        squares = statistics.fmean(gain * gain for gain in gains)
-                        return early + statistics.median(gains), squares
+                        return early + statistics.median(gains), statistics.pvariance(gains)
                     break
         return self._worst, 0.0
 

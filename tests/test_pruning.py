@@ -429,8 +429,7 @@ def test_a_promoted_trial_at_the_models_rung_replaces_its_estimate_while_it_runs
     ledger.report(t.number, Report(1, 1.6))
     ledger.finish([(t.number, Outcome(value=1.6, pruned=True, paused=True))])
     number, imputed = recorder.told[-1]
-    # every gain was -2/3: the estimate is as uncertain as that gain is large
-    assert (number, recorder.noise[5]) == (5, pytest.approx(4 / 9))
+    assert (number, recorder.noise[5]) == (5, pytest.approx(0.0))  # every gain was 2/3
     assert imputed == pytest.approx(1.6 - 2 / 3)
     resets = len(recorder.resets)
     ledger.resume(5)
@@ -459,7 +458,7 @@ def test_a_trial_paused_again_higher_up_is_estimated_again_from_there():
     # now from rung 3: 0.9 plus the median gain from 3 to 9 (2/9 - 2/3), an estimate
     ((point, value, noise),) = recorder.retold_results
     assert (point, value) == ([0.55], pytest.approx(0.9 - 2 / 3 + 2 / 9))
-    assert noise == pytest.approx((2 / 9 - 2 / 3) ** 2)  # every gain from rung 3 was that
+    assert noise == pytest.approx(0.0, abs=1e-12)  # every gain from rung 3 was the same
     assert recorder.told[-1] == (5, None)
 
 
@@ -490,7 +489,7 @@ def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end(
     assert rebuilt == pytest.approx([0.4, 1.1, 1.4, 1.9, 2.4, 3.4, 4.4, 5.0 - 0.6])
 
 
-def test_an_imputed_value_is_told_as_uncertain_as_the_gains_it_rests_on_are_large():
+def test_an_imputed_value_is_told_with_the_spread_of_the_gains_it_rests_on():
     ledger, recorder = _rung_ledger()
     gains = [-0.2, -0.4, -0.5, -0.6, -0.9]  # from rung 1 to the end
     for i, gain in enumerate(gains):
@@ -503,17 +502,13 @@ def test_an_imputed_value_is_told_as_uncertain_as_the_gains_it_rests_on_are_larg
     ledger.report(pruned.number, Report(1, 5.0))
     ledger.finish([(pruned.number, Outcome(value=5.0, pruned=True))])
     assert recorder.told[-1] == (pruned.number, pytest.approx(5.0 - 0.5))
-    # their mean square, not merely their spread about the median: a pruned curve may
-    # gain twice the median (-1.0 here) or nothing, and both lie within a deviation
-    squares = statistics.fmean(g * g for g in gains)
-    assert recorder.noise[pruned.number] == pytest.approx(squares)
-    assert squares > 0.5**2 > statistics.pvariance(gains)
+    assert recorder.noise[pruned.number] == pytest.approx(statistics.pvariance(gains))
     # measured values are told as such; a rebuilt model is told the same
     assert all(recorder.noise.get(n, 0.0) == 0.0 for n, _ in recorder.told[:-1])
     state = ledger.model_state()
     told = zip(state.told, state.noise, strict=True)
     imputed = [noise for (_, value), noise in told if value == pytest.approx(4.5)]
-    assert imputed == [pytest.approx(squares)]
+    assert imputed == [pytest.approx(statistics.pvariance(gains))]
     assert sorted(state.noise)[:-1] == [0.0] * 5
 
 
