@@ -599,8 +599,7 @@ def imputation_errors(problem: str, study: Any, args: argparse.Namespace) -> lis
             continue
         *_, end = epochs_of(problem, trial.params, args.epochs, 0.0, args.curves)
         error = end - (trial.intermediate[step] + statistics.median(gains))
-        squares = statistics.fmean(g * g for g in gains)
-        rows.append([step, error, statistics.pvariance(gains), squares])
+        rows.append([step, error, statistics.pvariance(gains), _rms(gains) ** 2])
     return rows
 
 
