@@ -867,11 +867,12 @@ def main() -> None:
                 with cluster as client:
                     result = run(client, problem, method, seed, args, called)
             results[problem, method, str(seed)] = result
+            overhead = result.get("overhead") or 0.0  # a hair above 0 with no start-up
             print(
                 f"{problem} seed {seed} {method}: {result['trials']} trials, "
                 f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
                 f"{result['worker_s']:.1f} worker-s, util {result['utilization']:.3f}"
-                + (f", start-up {result['overhead']:.1f} epochs" if result.get("overhead") else ""),
+                + (f", start-up {overhead:.1f} epochs" if overhead >= 0.05 else ""),
                 flush=True,
             )
             if args.save is not None:  # after each search: a stopped run keeps what it ran
