@@ -362,23 +362,15 @@ class Ledger:
         """What the model is told of a trial pruned below its rung, and that value's own
         noise variance: the value at the highest rung it reached, plus the median gain
         from there to the model's rung of the trials that reached both (an additive
-        learning-curve model); the worst value told (as measured) while fewer than
-        ``_MIN_GAINS`` trials show that gain.
-
-        The gains are the survivors', which gained less than a pruned trial would have,
-        so the estimate errs high by more than their spread says, most from the first
-        rung. Its variance is their deviation times their root mean square: widest where
-        the gains are large against their spread (PERFORMANCE run 34)."""
+        learning-curve model), as uncertain as those gains are spread; the worst value
+        told (as measured) while fewer than ``_MIN_GAINS`` trials show that gain."""
         if self.rungs is not None:
             for k in reversed(self._below_model()):
                 early = self.rung_value(trial, k)
                 if early is not None:
                     gains = self._gains.get(k, [])
                     if len(gains) >= _MIN_GAINS:
-                        spread = statistics.pstdev(gains) * math.sqrt(
-                            statistics.fmean(g * g for g in gains)
-                        )
-                        return early + statistics.median(gains), spread
+                        return early + statistics.median(gains), statistics.pvariance(gains)
                     break
         return self._worst, 0.0
 
