@@ -20,6 +20,9 @@ does not import it. Each trial, on a long-lived worker process:
 - returns the monitored metric at the best epoch, the other metrics of that epoch, the
   best epoch and the epochs run.
 
+An objective of your own can load TensorFlow with :func:`import_tensorflow`, without
+its C++ start-up lines on every worker, as these trials do.
+
 Examples
 --------
 >>> def build(units, learning_rate):                     # doctest: +SKIP
@@ -56,7 +59,7 @@ from dtune.reporting import TrialContext, checkpoint_file, current_trial, report
 if TYPE_CHECKING:
     from dtune.trial import Trial
 
-__all__ = ["KerasObjective", "load_digits_data", "load_model"]
+__all__ = ["KerasObjective", "import_tensorflow", "load_digits_data", "load_model"]
 
 Data = tuple[Any, Any, Any, Any]
 _DATA: dict[tuple[str, str], Data] = {}  # per worker process: data loaded once
@@ -64,9 +67,11 @@ _configured = False
 _CHECKPOINT = ".npz"  # a resumable trial's checkpoint: artifacts/checkpoints/{key}.npz
 
 
-def _tensorflow() -> Any:
-    # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on every worker, unless the
-    # user asked for them by setting the level themselves.
+def import_tensorflow() -> Any:
+    """TensorFlow, imported as dtune's Keras trials import it, for an objective that
+    builds its own models: without its C++ start-up lines (oneDNN, CUDA probing) on
+    every worker. ``TF_CPP_MIN_LOG_LEVEL`` is set to 2 unless you set it yourself, and
+    the lines below that level that TensorFlow logs before absl reads it are dropped."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         # One thread redirects standard error while TensorFlow loads; the others wait
@@ -256,7 +261,7 @@ class KerasObjective:
             return self._train(params, _Checkpoint(str(path)))
 
     def _train(self, params: dict[str, Any], checkpoint: _Checkpoint | None) -> dict[str, Any]:
-        tf = _tensorflow()
+        tf = import_tensorflow()
         _configure_gpus(tf)
         keras = tf.keras
         keras.backend.clear_session()
@@ -494,7 +499,7 @@ def load_model(trial: Trial) -> Any:
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"trial {trial.number}'s model {path!r} is missing")
-    return _tensorflow().keras.models.load_model(path)
+    return import_tensorflow().keras.models.load_model(path)
 
 
 def load_digits_data(validation: float = 0.25, seed: int = 0) -> Data:

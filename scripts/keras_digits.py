@@ -32,9 +32,9 @@ def digits() -> Any:
     """The digits, split (loaded once per process)."""
     if _data:
         return _data[0]
-    from dtune.keras import _tensorflow
+    from dtune.keras import import_tensorflow
 
-    tf = _tensorflow()  # as dtune.keras loads it: without its C++ start-up lines
+    tf = import_tensorflow()  # without its C++ start-up lines in the bench's log
 
     # 8 workers share 2 cores: one thread each, set before TensorFlow runs anything.
     tf.config.threading.set_intra_op_parallelism_threads(1)

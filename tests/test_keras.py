@@ -248,6 +248,30 @@ def test_the_driver_never_imports_tensorflow(tmp_path):
         assert noise not in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.parametrize("level", [None, "0"])
+def test_import_tensorflow_keeps_its_start_up_lines_off_unless_the_user_asks(level):
+    """The public loader for objectives of one's own: TF_CPP_MIN_LOG_LEVEL=2 unless set,
+    and TensorFlow's own start-up lines gone; a level the user set is left alone."""
+    code = (
+        "import os\n"
+        "from dtune.keras import import_tensorflow\n"
+        "tf = import_tensorflow()\n"
+        "print(tf.__name__, tf.constant(2).numpy() * 3, os.environ['TF_CPP_MIN_LOG_LEVEL'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["tensorflow", "6", level or "2"]
+    # TensorFlow's start-up lines as it loads: absl's warning that it is not set up yet,
+    # the oneDNN notice on CPU
+    start_up = [line for line in ("absl::InitializeLog", "oneDNN") if line in result.stderr]
+    assert bool(start_up) is (level == "0"), result.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     ("level", "shown"),
     [
