@@ -1072,8 +1072,8 @@ def _imputation_table(
     print("Where the trials stopped early would have ended, less the estimate the model is")
     print("told of them (their value at the step plus the median gain from there of the")
     print("trials that completed, at the search's end), over every seed; and that error's")
-    print("root mean square in units of the gains' deviation (the spread about the median)")
-    print("and of their root mean square (what the ledger tells the model): 1 is calibrated,")
+    print("root mean square in units of the gains' deviation (what the ledger tells the model)")
+    print("and of their root mean square (run 33's wider rule, not kept): 1 is calibrated,")
     print("above 1 the estimates are surer than they should be:")
     print()
     print(
