@@ -151,8 +151,9 @@ METHODS = (
 # the methods --simulated runs: dtune's own
 _SIMULATED = tuple(m for m in METHODS if not m.startswith("optuna"))
 _WINDOW = 27  # asha-window's window when --window does not set one
-# leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x)
-CURVES = ("leftover", "exact")
+# leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x); flat:
+# every epoch reports the leftover curve's last value (perfect early information)
+CURVES = ("leftover", "exact", "flat")
 _SIM_START = 1e9  # the simulated clock's start
 
 
@@ -175,7 +176,9 @@ def epochs_of(
 ) -> Any:
     """The value after each epoch of a trial at ``params`` (to minimize), each yielded
     once that epoch's time has passed: a synthetic curve's sleep, or a real epoch.
-    ``curves="exact"`` ends a synthetic curve at the problem's value at ``params``.
+    ``curves="exact"`` ends a synthetic curve at the problem's value at ``params``;
+    ``curves="flat"`` reports the default curve's last value at every epoch, so that a
+    pruner ranks by where a trial will end (a ceiling for any early-stopping rule).
     A synthetic run first sleeps ``startup_s`` (a real one pays its own start-up).
 
     With a ``checkpoint`` folder, the epochs in ``save_at`` (where a promotion-type
@@ -194,7 +197,7 @@ def epochs_of(
         time.sleep(epoch_s * (0.5 + fraction))
         if checkpoint is not None and epoch in save_at:
             mark_epoch(checkpoint, epoch)
-        yield final + gap * math.exp(-epoch / tau) - leftover
+        yield final + gap * math.exp(-(epochs if curves == "flat" else epoch) / tau) - leftover
 
 
 def _startup_s(args: argparse.Namespace) -> float:
@@ -785,7 +788,8 @@ def main() -> None:
         "--curves",
         choices=CURVES,
         default="leftover",
-        help="synthetic curves whose last epoch keeps a leftover above f(x), or ends at f(x)",
+        help="synthetic curves whose last epoch keeps a leftover above f(x), or ends at f(x), "
+        "or that report that leftover curve's last value at every epoch (flat)",
     )
     parser.add_argument(
         "--worker-budget",

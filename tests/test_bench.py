@@ -271,7 +271,7 @@ def test_bench_multifidelity_names_a_bad_start_up(args, message):
     assert message in out.stderr
 
 
-def test_exact_synthetic_curves_end_at_the_test_function_and_keep_their_shape():
+def test_exact_synthetic_curves_end_at_the_test_function_and_flat_ones_start_there():
     code = (
         "import json\n"
         "from bench import evaluate, space_of\n"
@@ -282,12 +282,14 @@ def test_exact_synthetic_curves_end_at_the_test_function_and_keep_their_shape():
         "        params = {k: d.rvs(1, random_state=seed)[0] for k, d in space.items()}\n"
         "        left = list(epochs_of(problem, params, 27, 0.0))\n"
         "        exact = list(epochs_of(problem, params, 27, 0.0, 'exact'))\n"
-        "        print(json.dumps([problem, evaluate(problem, params)[0], left, exact]))\n"
+        "        flat = list(epochs_of(problem, params, 27, 0.0, 'flat'))\n"
+        "        print(json.dumps([problem, evaluate(problem, params)[0], left, exact, flat]))\n"
     )
     out = _run_code(code)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 15
-    for problem, final, left, exact in rows:
+    for problem, final, left, exact, flat in rows:
+        assert flat == pytest.approx([left[-1]] * 27), problem  # the end, from the first epoch
         assert exact[-1] == pytest.approx(final, abs=1e-9), problem
         assert left[-1] > final + 1e-6, problem  # the default keeps a leftover at the end
         shift = [a - b for a, b in zip(left, exact, strict=True)]
