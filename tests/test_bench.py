@@ -271,7 +271,7 @@ def test_bench_multifidelity_names_a_bad_start_up(args, message):
     assert message in out.stderr
 
 
-def test_exact_synthetic_curves_end_at_the_test_function_and_flat_ones_start_there():
+def test_exact_synthetic_curves_end_at_the_test_function_and_flat_ones_show_their_end_first():
     code = (
         "import json\n"
         "from bench import evaluate, space_of\n"
