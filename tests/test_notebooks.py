@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import TF_START_UP_LINES
+
 ROOT = Path(__file__).parent.parent
 spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts/run_notebooks.py")
 assert spec is not None
@@ -47,7 +49,7 @@ def test_the_notebook_runs_without_error(path, tmp_path, monkeypatch):
         for output in cell.get("outputs", [])
     )
     # clean outputs: no Dask INFO lines, no TensorFlow start-up noise from the trials
-    for noise in ("- INFO -", "absl::InitializeLog", "cpu_feature_guard", "oneDNN"):
+    for noise in ("- INFO -", *TF_START_UP_LINES):
         assert noise not in text
     if path.stem.startswith("01"):
         assert "dtune dashboard: http://127.0.0.1:" in text  # a link, in a notebook
