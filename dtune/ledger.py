@@ -86,9 +86,10 @@ class LedgerListener(Protocol):
         """Results of trials that still run, each point with its resource (a joint
         model's rung values): told to the model, the trials still pending."""
 
-    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
-        """Values told before for these points (a paused trial's estimate) replaced by
-        these (point, value, its own noise variance: 0 for a measured one)."""
+    def retold(self, results: Sequence[tuple[Point, float, float]], refit: bool = True) -> None:
+        """Values told before for these points (a paused trial's estimate, or a running
+        one's) replaced by these (point, value, its own noise variance: 0 for a measured
+        one); ``refit``: a refit of the kernel is due."""
 
     def reset(self, state: ModelState) -> None:
         """Start over from ``state`` (the store changed under this process)."""
@@ -111,6 +112,10 @@ class Ledger:
     joint
         Tell the model every rung's value of every trial, each at its resource (a
         joint model: ``resource_model="joint"``), instead of one rung's values.
+    estimate_running
+        With ``rungs`` (a stopping rule's): a running trial that reaches a rung below the
+        model's is told its estimate from there, as a pruned trial would be, rather than
+        stay pending until it ends (:meth:`_tell_estimate`).
 
     Notes
     -----
@@ -139,6 +144,7 @@ class Ledger:
         failure_value: str | float | None = None,
         rungs: Sequence[float] | None = None,
         joint: bool = False,
+        estimate_running: bool = False,
     ) -> None:
         self.storage = storage
         self.name = name
@@ -147,6 +153,7 @@ class Ledger:
         self.failure_value = failure_value
         self.rungs = sorted(rungs) if rungs else None
         self.joint = joint and self.rungs is not None
+        self.estimate_running = estimate_running and self.rungs is not None and not self.joint
         # A lower rung feeds the model once it has this many values and no higher has.
         self.rung_min_points = max(5, len(space) + 2)
         self._lock = threading.RLock()
@@ -296,12 +303,19 @@ class Ledger:
             self._worst = max((v for _, v in told), default=None)
             noise = [0.0] * len(told)
             for trial in self.trials:
-                if trial.state.is_stopped_early() and trial.number not in self._told_early:
+                if trial.number in self._told_early:
+                    continue
+                if trial.state.is_stopped_early():
                     point, (value, var) = self.point(trial), self._imputed(trial)
-                    if point is not None and value is not None:
-                        told.append((point, value))
-                        noise.append(var)
-                        self._told_imputed.add(trial.number)
+                elif trial.state is TrialState.RUNNING and self.estimate_running:
+                    point, (value, var) = self.point(trial), self._imputed(trial, worst=False)
+                else:
+                    continue
+                if point is not None and value is not None:
+                    told.append((point, value))
+                    noise.append(var)
+                    self._told_imputed.add(trial.number)
+            running = [(n, p) for n, p in running if n not in self._told_imputed]
             return ModelState(told, running, len(self._trials), noise)
 
     def _joint_state(self) -> ModelState:
@@ -358,12 +372,13 @@ class Ledger:
             if early is not None:
                 self._gains.setdefault(k, []).append(value - early)
 
-    def _imputed(self, trial: Trial) -> tuple[float | None, float]:
+    def _imputed(self, trial: Trial, worst: bool = True) -> tuple[float | None, float]:
         """What the model is told of a trial pruned below its rung, and that value's own
         noise variance: the value at the highest rung it reached, plus the median gain
         from there to the model's rung of the trials that reached both (an additive
-        learning-curve model), as uncertain as those gains are spread; the worst value
-        told (as measured) while fewer than ``_MIN_GAINS`` trials show that gain."""
+        learning-curve model), as uncertain as those gains are spread; while fewer than
+        ``_MIN_GAINS`` trials show that gain, the worst value told (as measured), or
+        with ``worst=False`` (a trial still running), None."""
         if self.rungs is not None:
             for k in reversed(self._below_model()):
                 early = self.rung_value(trial, k)
@@ -372,7 +387,7 @@ class Ledger:
                     if len(gains) >= _MIN_GAINS:
                         return early + statistics.median(gains), statistics.pvariance(gains)
                     break
-        return self._worst, 0.0
+        return (self._worst if worst else None), 0.0
 
     def _told(self, value: float | None) -> float | None:
         if value is not None and (self._worst is None or value > self._worst):
@@ -522,7 +537,9 @@ class Ledger:
             results.append((t.number, point, told))
         for listener in self._listeners:
             if retold:
-                listener.retold(retold)
+                # a running trial's estimate counts like a result for the refits: the
+                # value that replaces it does not make one due
+                listener.retold(retold, refit=not self.estimate_running)
             listener.finished(results, noise)
 
     def start(self, params: dict[str, Any], *, submitted: float | None = None) -> Trial:
@@ -643,9 +660,32 @@ class Ledger:
                     self._told_imputed.discard(number)
                     for listener in self._listeners:
                         if estimated:  # its value replaces the estimate; not pending
-                            listener.retold([(point, value, 0.0)])
+                            listener.retold([(point, value, 0.0)], not self.estimate_running)
                         listener.finished([(number, point, None if estimated else value)])
+            if (
+                self.estimate_running
+                and number not in self._told_early
+                and any(since < self.rungs[j] <= report.step for j in self._below_model())
+            ):
+                self._tell_estimate(trial)
         return trial
+
+    def _tell_estimate(self, trial: Trial) -> None:
+        """Tell the model what ``trial``, still running, is expected to reach at the
+        model's rung from the rung it just reached (:meth:`_imputed`), in place of its
+        earlier estimate; it is no longer pending. A trial that survives a rung is the
+        search's best news: told only when it completes, the model would propose the
+        next dozens of points without it."""
+        point, (value, var) = self.point(trial), self._imputed(trial, worst=False)
+        if point is None or value is None:
+            return
+        estimated = trial.number in self._told_imputed
+        self._told_imputed.add(trial.number)
+        for listener in self._listeners:
+            if estimated:  # a better estimate: no refit of the kernel for it
+                listener.retold([(point, value, var)], refit=False)
+            else:
+                listener.finished([(trial.number, point, value)], {trial.number: var})
 
     def place(self, placements: dict[int, str]) -> None:
         """Record the workers running trials were given to (before they finish), so live

@@ -78,8 +78,10 @@ class Study:
         (default None: every trial runs to the end). Trials report intermediate values
         with :func:`dtune.report`; with ASHA or Hyperband the model is fitted on the
         values at the highest rung that has enough of them, so pruned trials' early
-        results guide the search too (a trial pruned below that rung is told the worst
-        value there). ``ASHA(..., variant="promotion")`` pauses every trial at each
+        results guide the search too: a trial pruned below that rung is told an
+        estimate there (its value at the highest rung it reached plus the median gain
+        from there), and so is a trial still running past a rung, until what it reaches
+        next replaces it. ``ASHA(..., variant="promotion")`` pauses every trial at each
         rung instead, and runs on the best of them (``PAUSED`` trials, promoted).
     failure_value
         What the optimizer is told about a failed trial's point. None (default): nothing,
@@ -159,8 +161,18 @@ class Study:
         self._create_or_check(storage, allow_space_change)
         rungs = pruner.rungs() if pruner is not None else None
         joint = self.settings.resource_model == "joint"
+        # A stopping rule's running trials are told their estimates at each rung (a
+        # promotion-type rule's pause there, and are estimated then).
+        estimate_running = pruner is not None and not pruner.promotes
         self._ledger = Ledger(
-            storage, name, self.space, direction, failure_value, rungs, joint=joint
+            storage,
+            name,
+            self.space,
+            direction,
+            failure_value,
+            rungs,
+            joint=joint,
+            estimate_running=estimate_running,
         )
         # The study's own optimizer copy: ask/tell use it, optimize starts from it.
         self._suggester = InProcessSuggester(self.space, self.settings)

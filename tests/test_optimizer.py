@@ -630,7 +630,7 @@ def test_a_stalled_search_gives_a_third_of_its_points_to_a_trust_region_and_a_th
 def test_a_value_retold_in_place_is_what_a_search_told_it_first_would_suggest_from():
     """A promoted trial's estimate gives way to its result in place (``retell``): the
     same suggestions as an optimizer told that result in the first place, with the same
-    kernel, and a refit due."""
+    kernel, and a refit due (unless told none is)."""
     space = SearchSpace({"x": Real(0.0, 1.0), "y": Real(0.0, 1.0)})
     rng = np.random.RandomState(0)
     X = rng.uniform(0.0, 1.0, (12, 2)).tolist()
@@ -647,6 +647,13 @@ def test_a_value_retold_in_place_is_what_a_search_told_it_first_would_suggest_fr
     assert retold.told_noise == [0.0] * 12
     assert retold.needs_fit  # the kernel was fitted on the estimate
     first.tell(X, y)
+    # A running trial's estimate replaced by the next: no refit due for it.
+    again = PendingAwareOptimizer(space, settings)
+    again.tell(X, estimated, [0.0] * 11 + [0.3])
+    again.fit()
+    assert again.retell(X[-1], 1.5, 0.2, refit=False)
+    assert not again.needs_fit
+    assert again.history[1][-1] == 1.5
     first.adopt_fit((retold.model, retold.fitted_on))
     assert retold.ask_batch([X[0]], 3) == first.ask_batch([X[0]], 3)
     with pytest.raises(ValueError, match="non-finite"):

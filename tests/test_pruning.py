@@ -335,18 +335,22 @@ class _Recorder:
     def observed(self, results):
         self.observed_results = [*getattr(self, "observed_results", []), *results]
 
-    def retold(self, results):
+    def retold(self, results, refit=True):
         self.retold_results = [*getattr(self, "retold_results", []), *results]
+        self.refits = [*getattr(self, "refits", []), refit]
 
     def reset(self, state):
         self.resets.append(len(state.told))
 
 
-def _rung_ledger() -> tuple[Ledger, _Recorder]:
+def _rung_ledger(estimate_running: bool = False) -> tuple[Ledger, _Recorder]:
     """A ledger with rungs at 1, 3 and 9, and a listener recording what it is told."""
     store = InMemoryStorage()
     store.create_study(StudyRecord("s", "minimize", None, {}, {}, 0.0))
-    ledger = Ledger(store, "s", SearchSpace(SPACE), "minimize", rungs=[1, 3, 9])
+    ledger = Ledger(
+        store, "s", SearchSpace(SPACE), "minimize", rungs=[1, 3, 9],
+        estimate_running=estimate_running,
+    )  # fmt: skip
     recorder = _Recorder()
     ledger.subscribe(recorder)
     return ledger, recorder
@@ -460,6 +464,78 @@ def test_a_trial_paused_again_higher_up_is_estimated_again_from_there():
     assert (point, value) == ([0.55], pytest.approx(0.9 - 2 / 3 + 2 / 9))
     assert noise == pytest.approx(0.0, abs=1e-12)  # every gain from rung 3 was the same
     assert recorder.told[-1] == (5, None)
+
+
+def test_a_running_trial_is_told_its_estimate_at_each_rung_and_its_result_in_its_place():
+    ledger, recorder = _rung_ledger(estimate_running=True)
+    early = ledger.start({"x": 0.05})  # reaches rung 1 before any gain is known
+    ledger.report(early.number, Report(1, 9.0))
+    # no gain to the model's rung is known yet: nothing to estimate, so it is pending
+    assert (recorder.told, [n for n, _ in ledger.model_state().running]) == ([], [0])
+    _complete_trials(ledger, gain=1.0)  # each gains 8/9 from rung 1 to 9, 2/9 from 3
+    assert ledger.model_rung is None  # 5 complete: the model fits final values
+    # the model started over, and was told its estimate then
+    assert ledger.model_state().running == []
+    assert ledger.model_state().told[-1] == ([0.05], pytest.approx(9.0 - 8 / 9))
+    t = ledger.start({"x": 0.55})
+    ledger.report(t.number, Report(1, 1.6))
+    # told while it runs: rung 1 plus the median gain to the end, as sure as the gains
+    assert recorder.told[-1] == (6, pytest.approx(1.6 - 8 / 9))
+    assert recorder.noise[6] == pytest.approx(0.0, abs=1e-12)
+    assert ledger.model_state().running == []  # told, not pending
+    ledger.report(6, Report(2, 1.2))  # no rung crossed: nothing new
+    assert not hasattr(recorder, "retold_results")
+    ledger.report(6, Report(3, 0.9))
+    # its estimate from rung 3 replaces the one from rung 1, with no refit due
+    assert recorder.retold_results == [([0.55], pytest.approx(0.9 - 2 / 9), pytest.approx(0))]
+    assert recorder.refits == [False]
+    state = ledger.model_state()  # a model rebuilt now is told the same
+    assert state.told[-1] == ([0.55], pytest.approx(0.9 - 2 / 9))
+    assert (len(state.told), state.running) == (7, [])
+    resets = len(recorder.resets)
+    ledger.report(6, Report(9, 0.7))
+    ledger.finish([(6, Outcome(value=0.7))])
+    # the measured result replaces the estimate in place: told once, no reset, no refit
+    assert recorder.retold_results[-1] == ([0.55], 0.7, 0.0)
+    assert recorder.refits == [False, False]
+    assert recorder.told[-1] == (6, None)
+    assert len(recorder.resets) == resets
+    assert ([0.55], 0.7) in ledger.model_state().told
+    # one pruned higher up is told its estimate from there, also in place
+    u = ledger.start({"x": 0.65})
+    for step, value in ((1, 1.7), (3, 1.0)):
+        ledger.report(u.number, Report(step, value))
+    ledger.finish([(u.number, Outcome(value=1.0, pruned=True))])
+    point, value, noise = recorder.retold_results[-1]
+    assert (point, value) == ([0.65], pytest.approx(1.0 - 2 / 9))
+    assert noise > 0  # trial 6 gained 0.2 from rung 3, the others 2/9
+    assert recorder.told[-1] == (7, None)
+
+
+def test_a_study_with_a_stopping_rule_tells_its_model_of_running_trials_at_their_rungs():
+    for pruner, told in ((ASHA(1, 9, 3), True), (ASHA(1, 9, 3, variant="promotion"), False)):
+        study = Study(SPACE, pruner=pruner)
+        ledger, suggester = study._ledger, study._suggester
+        for i in range(5):  # five complete trials: the model fits final values
+            t = ledger.start({"x": i / 10})
+            for step in (1, 3, 9):
+                ledger.report(t.number, Report(step, i / 10 + 1 / step))
+            ledger.finish([(t.number, Outcome(value=i / 10 + 1 / 9))])
+        running = ledger.start({"x": 0.55})
+        ledger.report(running.number, Report(1, 1.5))
+        assert suggester.optimizer.n_told == 5 + told, pruner
+        assert (running.number in suggester.pending) is not told
+
+
+def test_without_estimates_a_running_trial_stays_pending_until_it_ends():
+    ledger, recorder = _rung_ledger()  # a promotion-type rule's: trials pause at rungs
+    _complete_trials(ledger, gain=1.0)
+    told = len(recorder.told)
+    t = ledger.start({"x": 0.55})
+    ledger.report(t.number, Report(1, 1.6))
+    ledger.report(t.number, Report(3, 0.9))
+    assert len(recorder.told) == told
+    assert [n for n, _ in ledger.model_state().running] == [t.number]
 
 
 def test_a_trial_pruned_below_the_models_rung_is_told_where_its_curve_would_end():

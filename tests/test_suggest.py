@@ -333,7 +333,7 @@ def test_a_retold_estimate_keeps_the_process_model_and_its_ready_points():
         assert driver.recv()[0] == "ready"
         ready, generation = list(service.ready), service.generation
         optimizer = service.optimizer
-        service.handle(("retold", [(estimate, _value(estimate), 0.0)]))
+        service.handle(("retold", [(estimate, _value(estimate), 0.0)], True))
         assert service.optimizer is optimizer
         assert optimizer.has_model
         assert optimizer.n_told == 12
@@ -344,8 +344,12 @@ def test_a_retold_estimate_keeps_the_process_model_and_its_ready_points():
         assert service.generation == generation + 1  # stale, as after a result
         assert service.can_suggest()
         # a point it never had (a process started after the estimate): told as a result
-        service.handle(("retold", [([1.5, 1.5], 0.7, 0.0)]))
+        service.handle(("retold", [([1.5, 1.5], 0.7, 0.0)], True))
         assert optimizer.n_told == 13
+        # a running trial's next estimate (a stopping rule's): no refit due for it
+        optimizer.fit()
+        service.handle(("retold", [(estimate, 0.1, 0.2)], False))
+        assert (optimizer.history[1][-2], optimizer.needs_fit) == (0.1, False)
 
 
 def test_with_results_arriving_faster_than_batches_the_process_keeps_more_points_ready():

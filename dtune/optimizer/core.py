@@ -382,14 +382,14 @@ class PendingAwareOptimizer:
                 # A new basin: length scales fitted in the old one may not hold there.
                 self._refit_due = self._refit_due or value < min(self._y[:-1])
 
-    def retell(self, point: Point, value: float, noise: float = 0.0) -> bool:
+    def retell(self, point: Point, value: float, noise: float = 0.0, refit: bool = True) -> bool:
         """Replace the value told last for ``point`` at the full resource (an estimate,
         such as a paused trial's imputed value, now measured or estimated again) with
         ``value`` and its own noise variance, here and in the trust region's and restart
         search that were told it; False if ``point`` was never told. The points, their
-        transformed rows and the fitted kernel stay; a refit of the kernel's
-        hyperparameters is due (the suggestion process runs it in the background), and
-        every batch conditions on the new value from now on.
+        transformed rows and the fitted kernel stay; with ``refit``, a refit of the
+        kernel's hyperparameters is due (the suggestion process runs it in the
+        background); every batch conditions on the new value from now on.
 
         >>> from dtune.space import Real
         >>> opt = PendingAwareOptimizer(SearchSpace({"x": Real(0.0, 1.0)}))
@@ -408,16 +408,18 @@ class PendingAwareOptimizer:
         if i is None:
             return False
         self._y[i], self._noise[i] = float(value), float(noise)
-        self._refit_due = True
+        self._refit_due = self._refit_due or refit
         for part in (self._trust_region, self._restarts):
             if part is not None:
-                part.retell(x, value, noise)
+                part.retell(x, value, noise, refit)
         return True
 
-    def retell_rows(self, results: Sequence[tuple[Point, float, float]]) -> None:
+    def retell_rows(
+        self, results: Sequence[tuple[Point, float, float]], refit: bool = True
+    ) -> None:
         """:meth:`retell` (point, value, noise) rows; a point never told here (a
         suggestion process started after its estimate) is told as a new result."""
-        self.tell_rows([row for row in results if not self.retell(*row)])
+        self.tell_rows([row for row in results if not self.retell(*row, refit=refit)])
 
     def tell_rows(self, results: Sequence[tuple[Point, float, float]]) -> None:
         """:meth:`tell` results given as (point, value, its own noise variance) rows."""

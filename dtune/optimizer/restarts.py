@@ -134,11 +134,13 @@ class Restarts:
             self._search.tell([point], [value], [noise])
             self._told += 1
 
-    def retell(self, point: list[Any], value: float, noise: float = 0.0) -> None:
+    def retell(
+        self, point: list[Any], value: float, noise: float = 0.0, refit: bool = True
+    ) -> None:
         """A value told before for ``point`` is now ``value``: the current restart
         search, if it was told the point, is told the new value instead."""
         if self._search is not None and self._search.has_told(point_key(point)):
-            self._search.retell(point, value, noise)
+            self._search.retell(point, value, noise, refit)
 
     def drop(self) -> None:
         """Drop the current restart search (the global search is no longer stalled):

@@ -189,14 +189,16 @@ class TrustRegion:
         if self._search is not None and self._inside(self._transform([point]))[0]:
             self._search.tell([point], [value], [noise])
 
-    def retell(self, point: list[Any], value: float, noise: float = 0.0) -> None:
+    def retell(
+        self, point: list[Any], value: float, noise: float = 0.0, refit: bool = True
+    ) -> None:
         """A value told before for ``point`` is now ``value`` (see
         :meth:`PendingAwareOptimizer.retell`): a measured one may be the best; the box's
         search, if it was told the point, is told the new value instead."""
         if noise == 0:
             self._best = min(self._best, value)
         if self._search is not None and self._search.has_told(point_key(point)):
-            self._search.retell(point, value, noise)
+            self._search.retell(point, value, noise, refit)
 
     def _resize(self, length: float) -> None:
         """A box of side ``length`` (or the initial side, if it collapsed), built at the

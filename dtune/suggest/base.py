@@ -55,9 +55,10 @@ class Suggester(abc.ABC):
         model), told to the model; the trials stay pending."""
 
     @abc.abstractmethod
-    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
+    def retold(self, results: Sequence[tuple[Point, float, float]], refit: bool = True) -> None:
         """Values told before for these points replaced by these (point, value, its own
-        noise variance): a promoted trial's estimate by what it did next."""
+        noise variance): a promoted trial's estimate by what it did next, or a running
+        trial's by its next rung's; ``refit``: a refit of the kernel is due."""
 
     @abc.abstractmethod
     def reset(self, state: ModelState) -> None:

@@ -121,8 +121,8 @@ class InProcessSuggester(Suggester):
         self.optimizer.tell([p for p, _ in results], [v for _, v in results])
         self._stale = True
 
-    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
-        self.optimizer.retell_rows(results)
+    def retold(self, results: Sequence[tuple[Point, float, float]], refit: bool = True) -> None:
+        self.optimizer.retell_rows(results, refit)
         self._stale = True
 
     def summary(self) -> dict[str, float]:

@@ -392,8 +392,8 @@ class ProcessSuggester(Suggester):
     def observed(self, results: Sequence[tuple[Point, float]]) -> None:
         self._send(("observed", list(results)))
 
-    def retold(self, results: Sequence[tuple[Point, float, float]]) -> None:
-        self._send(("retold", list(results)))
+    def retold(self, results: Sequence[tuple[Point, float, float]], refit: bool = True) -> None:
+        self._send(("retold", list(results), refit))
 
     def reset(self, state: ModelState) -> None:
         # The driver's copy was reset first (it subscribed first); a running process

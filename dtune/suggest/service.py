@@ -20,8 +20,9 @@ side) and talks over a socket::
                                             result; every depth // 2 from 13 slots)
     ("observed", [(point, value)]) ──────▶  the same, for a running trial's rung value
                                             (a joint model: the point has its resource)
-    ("retold", [(point, value, noise)]) ─▶  a promoted trial's estimate replaced in
-                                            place (the kernel refitted in the background)
+    ("retold", [(point, value, noise)],  ▶  an estimate replaced in place (a promoted
+     refit)                                 trial's: the kernel refitted in the
+                                            background; a running trial's: not)
     take ◀ ("ready", gen, points, s, cpu)   ask_batch: a batch conditioned on told +
     ("submitted", number, point) ────────▶       running + ready points, kernel fixed
                 ◀──── ("drop", keys) ──────  stale spares replaced by fresh ones
@@ -264,7 +265,7 @@ class _Service:
         elif kind == "retold":
             self.arrivals.append((time.perf_counter(), len(message[1])))
             self.tell_results()  # a value waiting to be told may be the one replaced
-            self.optimizer.retell_rows(message[1])
+            self.optimizer.retell_rows(message[1], message[2])
             self.told_since += len(message[1])
             if self.told_since >= self.step:
                 self.next_generation()
