@@ -516,11 +516,7 @@ def test_a_study_with_a_stopping_rule_tells_its_model_of_running_trials_at_their
     for pruner, told in ((ASHA(1, 9, 3), True), (ASHA(1, 9, 3, variant="promotion"), False)):
         study = Study(SPACE, pruner=pruner)
         ledger, suggester = study._ledger, study._suggester
-        for i in range(5):  # five complete trials: the model fits final values
-            t = ledger.start({"x": i / 10})
-            for step in (1, 3, 9):
-                ledger.report(t.number, Report(step, i / 10 + 1 / step))
-            ledger.finish([(t.number, Outcome(value=i / 10 + 1 / 9))])
+        _complete_trials(ledger, gain=1.0)  # the model fits final values
         running = ledger.start({"x": 0.55})
         ledger.report(running.number, Report(1, 1.5))
         assert suggester.optimizer.n_told == 5 + told, pruner
