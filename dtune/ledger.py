@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -376,16 +377,20 @@ class Ledger:
         """What the model is told of a trial pruned below its rung, and that value's own
         noise variance: the value at the highest rung it reached, plus the median gain
         from there to the model's rung of the trials that reached both (an additive
-        learning-curve model), as uncertain as those gains are spread; while fewer than
-        ``_MIN_GAINS`` trials show that gain, the worst value told (as measured), or
-        with ``worst=False`` (a trial still running), None."""
+        learning-curve model), as uncertain as those gains are spread but never exactly
+        0, which marks a measured value (gains that all agree, as an accuracy's can when
+        each moved by the same count of images, still make an estimate: no best to
+        improve on); while fewer than ``_MIN_GAINS`` trials show that gain, the worst
+        value told (as measured), or with ``worst=False`` (a trial still running),
+        None."""
         if self.rungs is not None:
             for k in reversed(self._below_model()):
                 early = self.rung_value(trial, k)
                 if early is not None:
                     gains = self._gains.get(k, [])
                     if len(gains) >= _MIN_GAINS:
-                        return early + statistics.median(gains), statistics.pvariance(gains)
+                        spread = statistics.pvariance(gains) or sys.float_info.min
+                        return early + statistics.median(gains), spread
                     break
         return (self._worst if worst else None), 0.0
 
