@@ -81,7 +81,15 @@ add up to it), so every method gets the same worker time whatever its utilizatio
   deviation each rule would tell the model (the gains' spread, their root mean square).
 
 ``--save results.json`` writes every search's results after each search (a stopped run
-keeps what it ran); ``--from results.json`` prints the tables of such a file again.
+keeps what it ran), with what they rest on besides the code: the commit, the numerical
+libraries' versions, the BLAS kernel OpenBLAS picked for the CPU, and the command line.
+``--from results.json …`` prints the tables of such files again, merged, with one line
+per file saying what it ran on, and a warning when they ran on different numerical
+libraries, BLAS kernels or CPUs: a simulated search repeats value for value only within
+one (a last-bit difference in a GP fit sends it down another path), so compare methods
+from the same machine and installation. ``--tag T`` names a run's methods ``METHOD@T``,
+so that a run of another commit or setting reads beside this one's (``--from a.json
+b.json``).
 
 ``--time-cutoffs 5000`` runs no search: it times the driver's rung cutoffs on that many
 synthetic trials of 1, 3, 9 or 27 reports, computed afresh from every trial
@@ -115,9 +123,11 @@ import hashlib
 import json
 import math
 import os
+import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -746,6 +756,82 @@ def time_cutoffs(n_trials: int, epochs: int) -> None:
         print(f"| {type(pruner).__name__} | {a * 1e3:.1f} | {k * 1e6:.1f} | {a / k:.0f}x |")
 
 
+# What a simulated search's results rest on besides the code: the numerical libraries and
+# the BLAS kernel OpenBLAS picks for this CPU at run time (a last-bit difference in a GP
+# fit sends a search down another path; docs/PERFORMANCE.md, "Session 42").
+_NUMERICAL = ("numpy", "scipy", "scikit-learn", "scikit-optimize")
+
+
+def environment() -> dict[str, Any]:
+    """What this run's results rest on: the commit, the libraries' versions, the BLAS
+    libraries loaded and the kernel each picked, the CPU, and the command line."""
+    from importlib import metadata
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def git(*command: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *command],
+                cwd=Path(__file__).resolve().parent.parent,
+                capture_output=True,
+                text=True,
+            )
+        except OSError:
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    try:
+        import threadpoolctl
+
+        blas = [
+            {k: lib.get(k) for k in ("internal_api", "version", "architecture")}
+            for lib in threadpoolctl.threadpool_info()
+            if lib.get("user_api") == "blas"
+        ]
+    except ImportError:  # scikit-learn brings it; without it, say nothing
+        blas = []
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read_lines("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    changed = git("status", "--porcelain", "--", "dtune", "scripts")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted": bool(changed) if changed is not None else None,
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in (*_NUMERICAL, "dask", "distributed", "optuna")},
+        "blas": blas,
+        "cpu": cpu,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "argv": sys.argv[1:],
+    }
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _numerics(env: dict[str, Any]) -> tuple[Any, ...]:
+    """The part of an :func:`environment` that decides whether a simulated search repeats
+    value for value: the numerical libraries, the BLAS kernels and the CPU."""
+    versions = env.get("versions", {})
+    blas = tuple(sorted(tuple(sorted(b.items(), key=str)) for b in env.get("blas", [])))
+    return tuple(versions.get(p) for p in _NUMERICAL), blas, env.get("cpu")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", default=",".join(PROBLEMS))
@@ -807,7 +893,17 @@ def main() -> None:
         action="store_true",
         help="dtune's methods on simulated workers and clock (no Dask; budgets in simulated s)",
     )
-    parser.add_argument("--save", type=Path, help="also write every search's results here (JSON)")
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="also write every search's results here (JSON), with what they rest on: the "
+        "commit, the numerical libraries, the BLAS kernels and the CPU",
+    )
+    parser.add_argument(
+        "--tag",
+        help="name this run's methods METHOD@TAG in its results (to read code versions or "
+        "settings side by side with --from)",
+    )
     parser.add_argument(
         "--from",
         dest="saved",
@@ -856,8 +952,12 @@ def main() -> None:
         + (f", a start-up of {args.startup:g} epochs per run" if args.startup else "")
         + (f", rungs for a start-up of {args.overhead:g} epochs" if args.overhead else "")
     )
+    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
+        parser.error(f"--tag {args.tag!r} must be letters, digits, '-' and '_'")
+    labels = {m: m if args.tag is None else f"{m}@{args.tag}" for m in methods}
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in seeds for m in methods]
+    env: dict[str, Any] | None = None  # after the first search, once every library is loaded
     with contextlib.ExitStack() as stack:
         warm_cluster = not (args.fresh or args.simulated)
         shared = stack.enter_context(_cluster(args, problems)) if warm_cluster else None
@@ -870,27 +970,29 @@ def main() -> None:
                 cluster = _cluster(args, []) if shared is None else contextlib.nullcontext(shared)
                 with cluster as client:
                     result = run(client, problem, method, seed, args, called)
-            results[problem, method, str(seed)] = result
+            results[problem, labels[method], str(seed)] = result
             overhead = result.get("overhead") or 0.0  # a hair above 0 with no start-up
             print(
-                f"{problem} seed {seed} {method}: {result['trials']} trials, "
+                f"{problem} seed {seed} {labels[method]}: {result['trials']} trials, "
                 f"{result['pruned']} pruned, regret {result['curve'][-1][1]:.4g}, "
                 f"{result['worker_s']:.1f} worker-s, util {result['utilization']:.3f}"
                 + (f", start-up {overhead:.1f} epochs" if overhead >= 0.05 else ""),
                 flush=True,
             )
             if args.save is not None:  # after each search: a stopped run keeps what it ran
+                env = env or environment()
                 args.save.write_text(
                     json.dumps(
                         {
                             "problems": problems,
-                            "methods": methods,
+                            "methods": list(labels.values()),
                             "seeds": seeds,
+                            "environment": env,
                             "results": {"|".join(key): r for key, r in results.items()},
                         }
                     )
                 )
-    report(results, problems, methods, seeds)
+    report(results, problems, list(labels.values()), seeds)
 
 
 def _merged(
@@ -902,13 +1004,31 @@ def _merged(
     problems: list[str] = []
     methods: list[str] = []
     seeds: set[int] = set()
+    numerics: dict[tuple[Any, ...], list[str]] = {}
     for path in paths:
         saved = json.loads(path.read_text())
+        env = saved.get("environment")  # files saved before it was recorded have none
+        if env is not None:
+            numerics.setdefault(_numerics(env), []).append(path.name)
+            print(
+                f"# {path.name}: commit {str(env['commit'])[:10]}"
+                + (" (uncommitted changes)" if env.get("uncommitted") else "")
+                + f", {env['cpu']}, BLAS "
+                + ", ".join(
+                    f"{b['internal_api']} {b['version']} {b['architecture']}" for b in env["blas"]
+                )
+            )
         results.update((tuple(key.split("|")), r) for key, r in saved["results"].items())
         problems += [p for p in saved["problems"] if p not in problems]
         methods += [m for m in saved["methods"] if m not in methods]
         ran = saved["seeds"]
         seeds.update(range(ran) if isinstance(ran, int) else ran)
+    if len(numerics) > 1:
+        print(
+            "# WARNING: these files ran on different numerical libraries, BLAS kernels or CPUs "
+            f"({' | '.join(', '.join(names) for names in numerics.values())}); a simulated "
+            "search repeats only within one, so compare methods from the same group"
+        )
     return results, problems, methods, sorted(seeds)
 
 

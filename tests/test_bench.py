@@ -187,9 +187,15 @@ def test_bench_multifidelity_seeds_split_across_runs_merge_into_one_runs_tables(
     assert "branin seed 1 asha" in second
     assert "branin seed 0" not in second
     assert "branin seed 1" not in first
-    merged = _run_script(
+    out = _run_script(
         "bench_multifidelity.py", "--from", str(tmp_path / "a.json"), str(tmp_path / "b.json")
     ).stdout
+    # one line per file on what it ran on; the same machine and installation: no warning
+    said = [line for line in out.splitlines() if line.startswith(("# a.json", "# b.json"))]
+    assert len(said) == 2, out
+    assert all("BLAS openblas" in line for line in said), said
+    assert "WARNING" not in out
+    merged = "\n".join(line for line in out.splitlines() if line not in said) + "\n"
     assert merged.strip()
     assert merged in whole
     # the W ratio's bootstrap over the two seeds: the median lies in its interval
@@ -198,9 +204,43 @@ def test_bench_multifidelity_seeds_split_across_runs_merge_into_one_runs_tables(
     low, high = map(float, cells[7].split("–"))
     assert low <= float(cells[6]) <= high, ratios
     assert cells[8].endswith("%"), ratios
-    assert (
-        merged != _run_script("bench_multifidelity.py", "--from", str(tmp_path / "a.json")).stdout
+    assert out != _run_script("bench_multifidelity.py", "--from", str(tmp_path / "a.json")).stdout
+
+
+def test_bench_multifidelity_saves_what_a_run_rests_on_and_warns_across_machines(tmp_path):
+    saved = tmp_path / "t.json"
+    out = _run_script("bench_multifidelity.py", "--simulated", "--problems", "branin",
+                      "--budget", "600", "--worker-budget", "10", "--epochs", "9",
+                      "--methods", "none,asha", "--tag", "new",
+                      "--save", str(saved)).stdout  # fmt: skip
+    assert "branin seed 0 asha@new" in out
+    ran = json.loads(saved.read_text())
+    assert ran["methods"] == ["none@new", "asha@new"]
+    env = ran["environment"]
+    assert len(env["commit"]) == 40
+    assert env["versions"]["scikit-optimize"]
+    assert env["blas"]
+    assert all(b["architecture"] for b in env["blas"]), env["blas"]
+    assert env["argv"][-2:] == ["--save", str(saved)]
+    # the same searches as if run on another BLAS kernel, untagged: read beside them, warned
+    other = tmp_path / "other.json"
+    env["blas"][0]["architecture"] = "SandyBridge"
+    ran["methods"] = ["none", "asha"]
+    ran["results"] = {key.replace("@new", ""): r for key, r in ran["results"].items()}
+    other.write_text(json.dumps(ran))
+    both = _run_script("bench_multifidelity.py", "--from", str(saved), str(other)).stdout
+    assert "WARNING: these files ran on different" in both
+    assert "(t.json | other.json)" in both
+    rows = [row.split("|")[2].strip() for row in both.splitlines() if row.startswith("| branin |")]
+    assert {"none", "asha", "asha@new"} <= set(rows), rows
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_multifidelity.py"), "--tag", "a|b"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
+    assert bad.returncode == 2
+    assert "--tag 'a|b' must be" in bad.stderr, bad.stderr
 
 
 @pytest.mark.slow
