@@ -1014,8 +1014,12 @@ def _merged(
                 f"# {path.name}: commit {str(env['commit'])[:10]}"
                 + (" (uncommitted changes)" if env.get("uncommitted") else "")
                 + f", {env['cpu']}, BLAS "
-                + ", ".join(
-                    f"{b['internal_api']} {b['version']} {b['architecture']}" for b in env["blas"]
+                + (
+                    ", ".join(
+                        f"{b['internal_api']} {b['version']} {b['architecture']}"
+                        for b in env["blas"]
+                    )
+                    or "not recorded"
                 )
             )
         results.update((tuple(key.split("|")), r) for key, r in saved["results"].items())
