@@ -193,7 +193,7 @@ def test_bench_multifidelity_seeds_split_across_runs_merge_into_one_runs_tables(
     # one line per file on what it ran on; the same machine and installation: no warning
     said = [line for line in out.splitlines() if line.startswith(("# a.json", "# b.json"))]
     assert len(said) == 2, out
-    assert all("BLAS openblas" in line for line in said), said
+    assert not any("BLAS not recorded" in line for line in said), said
     assert "WARNING" not in out
     merged = "\n".join(line for line in out.splitlines() if line not in said) + "\n"
     assert merged.strip()
@@ -220,7 +220,8 @@ def test_bench_multifidelity_saves_what_a_run_rests_on_and_warns_across_machines
     assert len(env["commit"]) == 40
     assert env["versions"]["scikit-optimize"]
     assert env["blas"]
-    assert all(b["architecture"] for b in env["blas"]), env["blas"]
+    # OpenBLAS (numpy's and scipy's wheels) names the kernel it picked for this CPU
+    assert all(b["architecture"] for b in env["blas"] if b["internal_api"] == "openblas")
     assert env["argv"][-2:] == ["--save", str(saved)]
     # the same searches as if run on another BLAS kernel, untagged: read beside them, warned
     other = tmp_path / "other.json"
