@@ -785,22 +785,17 @@ def environment() -> dict[str, Any]:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
-    try:
-        import threadpoolctl
+    from threadpoolctl import threadpool_info  # a dependency of dtune's suggester
 
-        blas = [
-            {k: lib.get(k) for k in ("internal_api", "version", "architecture")}
-            for lib in threadpoolctl.threadpool_info()
-            if lib.get("user_api") == "blas"
-        ]
-    except ImportError:  # scikit-learn brings it; without it, say nothing
-        blas = []
+    blas = [
+        {k: lib.get(k) for k in ("internal_api", "version", "architecture")}
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in _read_lines("/proc/cpuinfo")
-            if line.startswith("model name")
-        ),
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
         platform.processor() or platform.machine(),
     )
     changed = git("status", "--porcelain", "--", "dtune", "scripts")
@@ -815,13 +810,6 @@ def environment() -> dict[str, Any]:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "argv": sys.argv[1:],
     }
-
-
-def _read_lines(path: str) -> list[str]:
-    try:
-        return Path(path).read_text().splitlines()
-    except OSError:
-        return []
 
 
 def _numerics(env: dict[str, Any]) -> tuple[Any, ...]:
@@ -940,6 +928,9 @@ def main() -> None:
         if others:
             parser.error(f"--simulated runs {', '.join(_SIMULATED)} only, not {others}")
 
+    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
+        parser.error(f"--tag {args.tag!r} must be letters, digits, '-' and '_'")
+
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     kind = "a fresh cluster per search" if args.fresh else "warm"
     print(
@@ -952,8 +943,6 @@ def main() -> None:
         + (f", a start-up of {args.startup:g} epochs per run" if args.startup else "")
         + (f", rungs for a start-up of {args.overhead:g} epochs" if args.overhead else "")
     )
-    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
-        parser.error(f"--tag {args.tag!r} must be letters, digits, '-' and '_'")
     labels = {m: m if args.tag is None else f"{m}@{args.tag}" for m in methods}
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
     searches = [(p, s, m) for p in problems for s in seeds for m in methods]
