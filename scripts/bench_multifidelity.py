@@ -23,6 +23,16 @@ it ends at ``f(x)`` itself, the known test function, and keeps its shape::
 
     value(epoch) = f(x) + gap(x) · (exp(-epoch / τ(x)) - exp(-epochs / τ(x)))
 
+``--curves power`` draws curves of another family, power laws with the same ``gap`` and
+``speed``, which fall most in their first epochs and keep falling slowly after (as deep
+learning's often do), with a leftover at the end too::
+
+    value(epoch) = f(x) + gap(x) · epoch^(-1 / speed(x))
+
+A rule that predicts where a curve ends from its own first epochs fits one family
+exactly by construction; judged on both, it shows whether it rests on knowing the
+family.
+
 ``--startup E`` makes each run of a synthetic trial (a promoted one's again) first spend
 ``E`` mean epochs (``E × --epoch`` seconds) before its first report, whatever the
 method, as a real run builds its model and loads its data first (the Keras digits' runs
@@ -163,7 +173,7 @@ _SIMULATED = tuple(m for m in METHODS if not m.startswith("optuna"))
 _WINDOW = 27  # asha-window's window when --window does not set one
 # leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x); flat:
 # every epoch reports the leftover curve's last value (perfect early information)
-CURVES = ("leftover", "exact", "flat")
+CURVES = ("leftover", "exact", "flat", "power")
 _SIM_START = 1e9  # the simulated clock's start
 
 
@@ -188,7 +198,8 @@ def epochs_of(
     once that epoch's time has passed: a synthetic curve's sleep, or a real epoch.
     ``curves="exact"`` ends a synthetic curve at the problem's value at ``params``;
     ``curves="flat"`` reports the default curve's last value at every epoch, so that a
-    pruner ranks by where a trial will end (a ceiling for any early-stopping rule).
+    pruner ranks by where a trial will end (a ceiling for any early-stopping rule);
+    ``curves="power"`` falls as a power law of the epoch instead.
     A synthetic run first sleeps ``startup_s`` (a real one pays its own start-up).
 
     With a ``checkpoint`` folder, the epochs in ``save_at`` (where a promotion-type
@@ -207,7 +218,10 @@ def epochs_of(
         time.sleep(epoch_s * (0.5 + fraction))
         if checkpoint is not None and epoch in save_at:
             mark_epoch(checkpoint, epoch)
-        yield final + gap * math.exp(-(epochs if curves == "flat" else epoch) / tau) - leftover
+        if curves == "power":
+            yield final + gap * epoch ** (-1 / speed)
+        else:
+            yield final + gap * math.exp(-(epochs if curves == "flat" else epoch) / tau) - leftover
 
 
 def _startup_s(args: argparse.Namespace) -> float:
@@ -863,7 +877,8 @@ def main() -> None:
         choices=CURVES,
         default="leftover",
         help="synthetic curves whose last epoch keeps a leftover above f(x), or ends at f(x), "
-        "or that report that leftover curve's last value at every epoch (flat)",
+        "or that report that leftover curve's last value at every epoch (flat), or power "
+        "laws of the epoch with a leftover (power)",
     )
     parser.add_argument(
         "--worker-budget",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import subprocess
 import sys
@@ -315,7 +316,7 @@ def test_bench_multifidelity_names_a_bad_start_up(args, message):
     assert message in out.stderr
 
 
-def test_exact_synthetic_curves_end_at_the_test_function_and_flat_ones_show_their_end_first():
+def test_synthetic_curves_exact_end_at_the_function_flat_show_their_end_power_laws_cross():
     code = (
         "import json\n"
         "from bench import evaluate, space_of\n"
@@ -327,18 +328,36 @@ def test_exact_synthetic_curves_end_at_the_test_function_and_flat_ones_show_thei
         "        left = list(epochs_of(problem, params, 27, 0.0))\n"
         "        exact = list(epochs_of(problem, params, 27, 0.0, 'exact'))\n"
         "        flat = list(epochs_of(problem, params, 27, 0.0, 'flat'))\n"
-        "        print(json.dumps([problem, evaluate(problem, params)[0], left, exact, flat]))\n"
+        "        power = list(epochs_of(problem, params, 27, 0.0, 'power'))\n"
+        "        row = [problem, evaluate(problem, params)[0], left, exact, flat, power]\n"
+        "        print(json.dumps(row))\n"
     )
     out = _run_code(code)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 15
-    for problem, final, left, exact, flat in rows:
+    curves: dict[str, list[list[float]]] = {}
+    for problem, final, left, exact, flat, power in rows:
+        # A power law: falling at every epoch to a leftover above f(x), by a share of what
+        # is left that shrinks (an exponential's is the same at every epoch).
+        assert all(a > b for a, b in itertools.pairwise(power)), problem
+        assert power[-1] > final, problem
+        left_power = [v - final for v in power]
+        ratios = [b / a for a, b in itertools.pairwise(left_power)]
+        assert all(a < b for a, b in itertools.pairwise(ratios)), problem
+        curves.setdefault(problem, []).append(power)
         assert flat == pytest.approx([left[-1]] * 27), problem  # the end, from the first epoch
         assert exact[-1] == pytest.approx(final, abs=1e-9), problem
         assert left[-1] > final + 1e-6, problem  # the default keeps a leftover at the end
         shift = [a - b for a, b in zip(left, exact, strict=True)]
         assert shift == pytest.approx([shift[0]] * 27), problem  # the same curve, lowered
         assert exact[0] > exact[-1], problem  # still falling from the first epoch
+    # Power-law curves cross too: on some problem the order at the first epoch is not the
+    # order at the last.
+    assert any(
+        sorted(range(5), key=lambda k, c=c: c[k][0])
+        != sorted(range(5), key=lambda k, c=c: c[k][-1])
+        for c in curves.values()
+    )
 
 
 def test_the_keras_workload_trains_a_cnn_and_reports_its_validation_error_each_epoch():
