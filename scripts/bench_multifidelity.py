@@ -172,7 +172,8 @@ METHODS = (
 _SIMULATED = tuple(m for m in METHODS if not m.startswith("optuna"))
 _WINDOW = 27  # asha-window's window when --window does not set one
 # leftover: a curve's last epoch is f(x) + gap·exp(-3/speed); exact: it is f(x); flat:
-# every epoch reports the leftover curve's last value (perfect early information)
+# every epoch reports the leftover curve's last value (perfect early information); power:
+# f(x) + gap·epoch^(-1/speed), another family, with a leftover too
 CURVES = ("leftover", "exact", "flat", "power")
 _SIM_START = 1e9  # the simulated clock's start
 
