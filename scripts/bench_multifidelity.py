@@ -99,7 +99,8 @@ libraries, BLAS kernels or CPUs: a simulated search repeats value for value only
 one (a last-bit difference in a GP fit sends it down another path), so compare methods
 from the same machine and installation. ``--tag T`` names a run's methods ``METHOD@T``,
 so that a run of another commit or setting reads beside this one's (``--from a.json
-b.json``).
+b.json``); two files that hold the same problem, method and seed are read with a warning,
+the later file's search in the tables.
 
 ``--time-cutoffs 5000`` runs no search: it times the driver's rung cutoffs on that many
 synthetic trials of 1, 3, 9 or 27 reports, computed afresh from every trial
@@ -1010,6 +1011,7 @@ def _merged(
     methods: list[str] = []
     seeds: set[int] = set()
     numerics: dict[tuple[Any, ...], list[str]] = {}
+    source: dict[str, str] = {}  # each search's key -> the file it was read from
     for path in paths:
         saved = json.loads(path.read_text())
         env = saved.get("environment")  # files saved before it was recorded have none
@@ -1027,7 +1029,18 @@ def _merged(
                     or "not recorded"
                 )
             )
-        results.update((tuple(key.split("|")), r) for key, r in saved["results"].items())
+        clashes: dict[str, int] = {}  # earlier files holding searches this one holds too
+        for key, r in saved["results"].items():
+            if key in source:
+                clashes[source[key]] = clashes.get(source[key], 0) + 1
+            source[key] = path.name
+            results[tuple(key.split("|"))] = r
+        for earlier, n in clashes.items():
+            print(
+                f"# WARNING: {path.name} holds {n} search(es) that {earlier} holds too (the same "
+                f"problem, method and seed); {path.name}'s are read. Name one run's methods "
+                "with --tag to read both"
+            )
         problems += [p for p in saved["problems"] if p not in problems]
         methods += [m for m in saved["methods"] if m not in methods]
         ran = saved["seeds"]

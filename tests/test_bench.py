@@ -235,6 +235,13 @@ def test_bench_multifidelity_saves_what_a_run_rests_on_and_warns_across_machines
     assert "(t.json | other.json)" in both
     rows = [row.split("|")[2].strip() for row in both.splitlines() if row.startswith("| branin |")]
     assert {"none", "asha", "asha@new"} <= set(rows), rows
+    assert "holds too" not in both  # tagged: no search in both
+    # the same searches twice, untagged (another setting's run, say): the later is read, warned
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(ran))
+    twice = _run_script("bench_multifidelity.py", "--from", str(other), str(again)).stdout
+    n = len(ran["results"])
+    assert f"WARNING: again.json holds {n} search(es) that other.json holds too" in twice, twice
     bad = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_multifidelity.py"), "--tag", "a|b"],
         capture_output=True,
