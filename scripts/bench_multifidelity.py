@@ -128,6 +128,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import collections
 import contextlib
 import functools
 import hashlib
@@ -1029,10 +1030,9 @@ def _merged(
                     or "not recorded"
                 )
             )
-        clashes: dict[str, int] = {}  # earlier files holding searches this one holds too
+        # earlier files holding searches this one holds too, with how many
+        clashes = collections.Counter(source[key] for key in saved["results"] if key in source)
         for key, r in saved["results"].items():
-            if key in source:
-                clashes[source[key]] = clashes.get(source[key], 0) + 1
             source[key] = path.name
             results[tuple(key.split("|"))] = r
         for earlier, n in clashes.items():
