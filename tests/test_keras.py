@@ -139,10 +139,13 @@ def test_paused_keras_trials_go_on_from_the_epoch_they_paused_at(gpu_client, tmp
         name="keras",
         objective_key="val_loss",
         random_state=0,
-        n_initial_points=8,
+        n_initial_points=9,
         pruner=ASHA(1, 9, 3, variant="promotion"),
     )
-    study.optimize(objective, 8, client=gpu_client, progress=False)
+    # Nine trials, so that one completes whatever order they report in: at the end the
+    # top ⌊9/3⌋ at epoch 1 have been promoted, and of the 3 or more at epoch 3 the best.
+    # (With eight, only the order of reports could lift a third trial to epoch 3.)
+    study.optimize(objective, 9, client=gpu_client, progress=False)
     states = {t.state for t in study.trials}
     assert states == {TrialState.COMPLETE, TrialState.PAUSED}, states
     for t in study.trials:
