@@ -234,10 +234,13 @@ def test_local_gpu_cluster_refuses_bad_ids():
 
 @pytest.mark.slow
 def test_the_plain_commands_in_scripts_give_the_same_layout(scheduler):
+    # the script's `dask` is the one beside the Python running the tests, activated or not
+    path = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
     process = subprocess.Popen(
         ["bash", "scripts/gpu-workers.sh", scheduler, "0", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "PATH": path},
     )
     try:
         with Client(scheduler, timeout=60) as client:
